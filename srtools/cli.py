@@ -1,0 +1,147 @@
+"""The command skeleton: shared options, logging to stderr, one-line errors and exit statuses.
+
+Each command module defines ``cli`` with :func:`command` and ``main = entry_point(cli)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from typing import Callable, Sequence
+
+import click
+from rich.console import Console
+
+from . import __version__
+from .errors import EXIT_STATUS_DESCRIPTIONS, ExitStatus, Interrupted, SrError
+
+log = logging.getLogger("srtools")
+# Progress bars and tables for people; stdout is reserved for data.
+console = Console(stderr=True)
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class _Formatter(logging.Formatter):
+    def __init__(self, prog: str):
+        super().__init__()
+        self.prog = prog
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.levelno >= logging.WARNING:
+            message = f"{record.levelname.lower()}: {message}"
+        text = f"{self.prog}: {message}"
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
+def _configure_logging(prog: str, level: int) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter(prog))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def _set_verbosity(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        level = logging.DEBUG if param.name == "debug" else logging.WARNING
+        if logging.getLogger().level != logging.DEBUG:
+            logging.getLogger().setLevel(level)
+
+
+_COMMON_OPTIONS = [
+    click.option("--debug", is_flag=True, expose_value=False, is_eager=True, callback=_set_verbosity,
+                 help="Log debugging detail (ffmpeg command lines, model loads) and show tracebacks."),
+    click.option("-q", "--quiet", is_flag=True, expose_value=False, is_eager=True, callback=_set_verbosity,
+                 help="Log warnings and errors only."),
+]
+
+
+def command(name: str, epilog: str | None = None) -> Callable[[Callable], click.Command]:
+    """Decorator: a click command named ``name`` with the options every srtools command has."""
+
+    def decorate(func: Callable) -> click.Command:
+        for option in reversed(_COMMON_OPTIONS):
+            func = option(func)
+        func = click.version_option(__version__, "--version", prog_name=name)(func)
+        return click.command(name=name, context_settings=CONTEXT_SETTINGS, epilog=epilog)(func)
+
+    return decorate
+
+
+# Options shared by several commands, defined once.
+input_argument = click.argument("input", default="-", metavar="[INPUT]")
+output_option = click.option("-o", "--output", default="-", show_default=True, metavar="PATH",
+                             help="Where to write Y4M: '-' for stdout, a file or a named FIFO.")
+scale_option = click.option("--scale", type=click.Choice(["2", "3", "4"]), default="2", show_default=True,
+                            callback=lambda ctx, param, value: int(value), help="Upscaling factor.")
+device_option = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+                             show_default=True, help="Where the network runs; auto picks CUDA when present.")
+
+
+def spool_option(required: bool = True) -> Callable:
+    return click.option("--spool", type=click.Path(file_okay=False), required=required, metavar="DIR",
+                        help="Model spool directory (see srtools-spool(5)).")
+
+
+def resolve_device(name: str) -> str:
+    """'auto' -> 'cuda' when available else 'cpu'; 'cuda' without CUDA is a usage error."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise click.BadParameter("CUDA is not available on this machine", param_hint="--device")
+    return name
+
+
+def _raise_interrupted(signum: int, frame) -> None:
+    raise Interrupted(f"interrupted by {signal.Signals(signum).name}")
+
+
+def run(cmd: click.Command, argv: Sequence[str] | None = None) -> int:
+    """Run ``cmd`` and return its exit status; every error becomes one line on stderr."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    prog = cmd.name or "srtools"
+    debug = "--debug" in argv
+    _configure_logging(prog, logging.DEBUG if debug else logging.INFO)
+    signal.signal(signal.SIGTERM, _raise_interrupted)
+    try:
+        cmd.main(args=argv, prog_name=prog, standalone_mode=False)
+        return ExitStatus.OK
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.UsageError as exc:
+        log.error("%s (try '%s --help')", exc.format_message(), prog)
+        return ExitStatus.USAGE
+    except click.FileError as exc:
+        log.error("%s", exc.format_message())
+        return ExitStatus.BAD_INPUT
+    except (click.Abort, KeyboardInterrupt):
+        log.error("interrupted")
+        return ExitStatus.INTERRUPTED
+    except SrError as exc:
+        log.error("%s", exc, exc_info=exc if debug else None)
+        return exc.exit_status
+    except BrokenPipeError:
+        # The reader went away (`sr-serve | head`): not our failure. Silence the flush at exit.
+        sys.stdout = open("/dev/null", "w")
+        return ExitStatus.OK
+    except Exception as exc:  # anything unexpected still gets one line
+        log.error("internal error: %s: %s%s", type(exc).__name__, exc,
+                  "" if debug else " (run with --debug for a traceback)", exc_info=exc if debug else None)
+        return ExitStatus.ERROR
+
+
+def entry_point(cmd: click.Command) -> Callable[[], None]:
+    """A console_scripts entry point running ``cmd``."""
+    return lambda: sys.exit(run(cmd))
+
+
+def exit_status_help() -> str:
+    """The EXIT STATUS section text, from the :class:`ExitStatus` enum."""
+    return "\n".join(f"{int(s)}  {s.name}: {EXIT_STATUS_DESCRIPTIONS[s]}" for s in ExitStatus)

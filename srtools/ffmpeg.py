@@ -1,0 +1,123 @@
+"""ffmpeg subprocesses: decode anything ffmpeg reads to Y4M, encode Y4M, run one-shot jobs.
+
+Every process started here has its stderr drained by a thread into a short ring buffer (and the
+``srtools.ffmpeg`` debug log), so ffmpeg never blocks on a full stderr pipe and a failure can quote
+ffmpeg's own last words. Return codes are always checked.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import shutil
+import subprocess
+import threading
+from typing import IO, Sequence
+
+import ffmpeg as ffmpeg_python
+
+from .errors import FFmpegError, InputError
+
+log = logging.getLogger("srtools.ffmpeg")
+_GLOBAL_ARGS = ("-hide_banner", "-nostdin", "-loglevel", "error")
+
+
+def ffmpeg_binary() -> str:
+    path = shutil.which("ffmpeg")
+    if path is None:
+        raise FFmpegError("ffmpeg not found on PATH (run `make` or `apt-get install ffmpeg`)")
+    return path
+
+
+class Process:
+    """A running ffmpeg with a drained stderr.
+
+    Attributes:
+        stdin / stdout: the pipes asked for, else None.
+    """
+
+    def __init__(self, args: Sequence[str], *, stdin: int | IO | None = None, stdout: int | IO | None = None):
+        self.args = [ffmpeg_binary(), *args]
+        log.debug("running %s", " ".join(self.args))
+        self._proc = subprocess.Popen(self.args, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE)
+        self.stdin, self.stdout = self._proc.stdin, self._proc.stdout
+        self._stderr_tail: collections.deque[str] = collections.deque(maxlen=20)
+        self._drain = threading.Thread(target=self._drain_stderr, daemon=True)
+        self._drain.start()
+
+    def _drain_stderr(self) -> None:
+        for raw in self._proc.stderr:  # type: ignore[union-attr]
+            line = raw.decode("utf-8", "replace").rstrip()
+            if line:
+                self._stderr_tail.append(line)
+                log.debug("ffmpeg: %s", line)
+
+    @property
+    def last_error(self) -> str:
+        return self._stderr_tail[-1] if self._stderr_tail else "(no message)"
+
+    def wait(self, check: bool = True) -> int:
+        """Close our pipe ends, wait, and raise :class:`FFmpegError` on a non-zero exit if ``check``."""
+        for pipe in (self.stdin, self.stdout):
+            if pipe is not None:
+                try:
+                    pipe.close()
+                except BrokenPipeError:
+                    pass
+        code = self._proc.wait()
+        self._drain.join()
+        if check and code != 0:
+            raise FFmpegError(f"ffmpeg exited with status {code}: {self.last_error}")
+        return code
+
+    def kill(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.kill()
+        self.wait(check=False)
+
+
+def _compile(stream) -> list[str]:
+    return list(_GLOBAL_ARGS) + stream.get_args()
+
+
+def decode_args(source: str, *, start: float | None = None, duration: float | None = None,
+                vf: str | None = None, pix_fmt: str = "yuv420p") -> list[str]:
+    """ffmpeg arguments that decode ``source`` to Y4M on stdout, every frame kept in order."""
+    input_opts = {}
+    if start:
+        input_opts["ss"] = start
+    if duration:
+        input_opts["t"] = duration
+    output_opts = {"format": "yuv4mpegpipe", "pix_fmt": pix_fmt, "fps_mode": "passthrough"}
+    if vf:
+        output_opts["vf"] = vf
+    return _compile(ffmpeg_python.input(source, **input_opts).output("pipe:", **output_opts))
+
+
+def decode(source: str, **kwargs) -> Process:
+    """Start ffmpeg decoding ``source`` (a path or any URL ffmpeg reads) to Y4M on its stdout."""
+    if "://" not in source and not _exists(source):
+        raise InputError(f"{source}: no such file")
+    return Process(decode_args(source, **kwargs), stdout=subprocess.PIPE)
+
+
+def encode(output: str, *, codec_args: Sequence[str] = ("-c:v", "libx264", "-crf", "18", "-preset", "veryfast"),
+           output_args: Sequence[str] = ()) -> Process:
+    """Start ffmpeg reading Y4M on its stdin and writing ``output``."""
+    # No -nostdin here: this process reads its frames from stdin.
+    args = ["-hide_banner", "-loglevel", "error", "-y", "-f", "yuv4mpegpipe", "-i", "pipe:",
+            *codec_args, *output_args, output]
+    return Process(args, stdin=subprocess.PIPE)
+
+
+def run(args: Sequence[str]) -> None:
+    """Run ffmpeg to completion with ``args`` (after the global ones); raise on failure."""
+    Process([*_GLOBAL_ARGS, "-y", *args]).wait()
+
+
+def _exists(path: str) -> bool:
+    try:
+        with open(path, "rb"):
+            return True
+    except OSError:
+        return False

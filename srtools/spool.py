@@ -1,0 +1,168 @@
+"""srtools-spool - the model spool directory shared by trainers and servers
+
+DESCRIPTION
+A spool is a plain directory through which trainers (sr-train) hand models to servers (sr-serve)
+on the same host, or on another one through a synchronised or network file system. Every file in
+it is published atomically: written under tmp/, flushed with fsync, then moved into place with a
+link or rename on the same file system. A reader never sees a partial file, and a trainer that
+crashes mid-publish leaves the previous model current.
+
+LAYOUT
+    SPOOL/models/ARCH-xSCALE-VERSION.safetensors
+        Immutable model files (see MODEL FILES). VERSION is a six-digit counter per ARCH and SCALE,
+        allocated with an exclusive link so that concurrent publishers never collide.
+    SPOOL/current/ARCH-xSCALE.json
+        Pointer to the current model of that architecture and scale:
+        {"version": 7, "file": "models/fedsr-x2-000007.safetensors", "published": "...", "gain_db": 1.4}
+        Replaced atomically after the model file is in place. Servers poll it between frames and
+        hot-swap.
+    SPOOL/tmp/
+        Files being written. Leftovers of a crashed publisher are harmless; files older than an
+        hour are removed by the next publisher.
+
+Later tools add directories beside these (training requests, sample pools); readers ignore names
+they do not know.
+
+MODEL FILES
+A model file is a safetensors file: tensors and string metadata, nothing executable. The metadata
+holds format (srtools-model/1), arch and hparams (the network is rebuilt from these alone), scale,
+color (y: luma through the network, chroma bicubic; yuv: all planes), created, source, and the
+training figures val_psnr_db and gain_db (Y-PSNR gain over bicubic on held-out frames). A file
+whose metadata, tensor names or shapes do not match is rejected; a server keeps its previous model.
+
+EXAMPLES
+    sr-train --spool /var/spool/srtools --hr clip.mp4 --scale 2 --max-seconds 180
+    cat /var/spool/srtools/current/fedsr-x2.json
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from . import modelfile
+from .errors import SrError
+
+_STALE_TMP_SECONDS = 3600
+
+
+@dataclasses.dataclass(frozen=True)
+class Pointer:
+    """The content of a current/ARCH-xSCALE.json file."""
+
+    version: int
+    path: Path
+    raw: dict[str, Any]
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Spool:
+    """A spool directory (see the module docstring for the layout).
+
+    Args:
+        root: the directory; created with its subdirectories when ``create`` is true.
+    """
+
+    def __init__(self, root: str | os.PathLike, create: bool = False):
+        self.root = Path(root)
+        self.models_dir = self.root / "models"
+        self.current_dir = self.root / "current"
+        self.tmp_dir = self.root / "tmp"
+        if create:
+            try:
+                for d in (self.models_dir, self.current_dir, self.tmp_dir):
+                    d.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise SrError(f"{self.root}: cannot create spool: {exc.strerror}") from None
+
+    @staticmethod
+    def key(arch: str, scale: int) -> str:
+        return f"{arch}-x{scale}"
+
+    def pointer_path(self, arch: str, scale: int) -> Path:
+        return self.current_dir / f"{self.key(arch, scale)}.json"
+
+    def current(self, arch: str, scale: int) -> Pointer | None:
+        """The current model of ``arch`` at ``scale``, or None when none was published yet."""
+        path = self.pointer_path(arch, scale)
+        try:
+            raw = json.loads(path.read_text())
+            return Pointer(int(raw["version"]), self.root / raw["file"], raw)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise SrError(f"{path}: unreadable spool pointer ({exc})") from None
+
+    def versions(self, arch: str, scale: int) -> list[int]:
+        prefix = self.key(arch, scale) + "-"
+        found = []
+        for path in self.models_dir.glob(prefix + "*.safetensors"):
+            suffix = path.stem[len(prefix):]
+            if suffix.isdigit():
+                found.append(int(suffix))
+        return sorted(found)
+
+    def publish(self, model: torch.nn.Module, info: modelfile.ModelInfo) -> Pointer:
+        """Publish ``model`` as the next version and make it current.
+
+        Returns:
+            The new pointer.
+        """
+        self._remove_stale_tmp()
+        tmp_model = self._write_tmp(".safetensors", lambda path: modelfile.save(path, model, info))
+        try:
+            version, final = self._link_next_version(tmp_model, info.arch, info.scale)
+        finally:
+            tmp_model.unlink(missing_ok=True)
+        fsync_dir(self.models_dir)
+        raw = {"version": version, "file": str(final.relative_to(self.root)), "arch": info.arch,
+               "scale": info.scale, "published": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "gain_db": info.gain_db}
+        tmp_pointer = self._write_tmp(".json", lambda path: Path(path).write_text(json.dumps(raw) + "\n"))
+        os.replace(tmp_pointer, self.pointer_path(info.arch, info.scale))
+        fsync_dir(self.current_dir)
+        return Pointer(version, final, raw)
+
+    def _write_tmp(self, suffix: str, write: Callable[[str], None]) -> Path:
+        fd, name = tempfile.mkstemp(suffix=suffix, dir=self.tmp_dir)
+        os.close(fd)
+        try:
+            write(name)
+            with open(name, "rb+") as f:
+                os.fsync(f.fileno())
+        except BaseException:
+            os.unlink(name)
+            raise
+        return Path(name)
+
+    def _link_next_version(self, tmp: Path, arch: str, scale: int) -> tuple[int, Path]:
+        version = max(self.versions(arch, scale), default=0) + 1
+        while True:
+            final = self.models_dir / f"{self.key(arch, scale)}-{version:06d}.safetensors"
+            try:
+                os.link(tmp, final)  # fails if another publisher took this version
+                return version, final
+            except FileExistsError:
+                version += 1
+
+    def _remove_stale_tmp(self) -> None:
+        cutoff = time.time() - _STALE_TMP_SECONDS
+        for path in self.tmp_dir.iterdir():
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+            except OSError:
+                pass

@@ -1,0 +1,1 @@
+"""Cache-assisted multi-source tiled delivery: tile partitioning, cache planning and saliency."""

@@ -1,0 +1,295 @@
+"""srtools-y4m - the YUV4MPEG2 frame protocol spoken by every srtools filter
+
+DESCRIPTION
+srtools commands pass raw video between each other, and to and from ffmpeg, as YUV4MPEG2 (Y4M),
+exactly as `ffmpeg -f yuv4mpegpipe` writes it. A filter reads Y4M from standard input (or a file or
+named FIFO given as a path) and writes Y4M to standard output (or -o PATH). Commands refuse to write
+frames to a terminal.
+
+STREAM LAYOUT
+A stream is one header line followed by frames. The header is the ASCII magic YUV4MPEG2 and
+space-separated parameters, ended by a newline:
+
+    YUV4MPEG2 W640 H360 F30000:1001 Ip A1:1 C420jpeg XYSCSS=420JPEG
+
+- W, H: frame width and height in pixels (required).
+- F: frame rate as a fraction (default 25:1 when absent).
+- I: interlacing (p, t, b or m); passed through untouched.
+- A: pixel aspect ratio; passed through untouched.
+- C: colour space and chroma subsampling (default 420jpeg). Read and written: 420jpeg, 420mpeg2,
+  420paldv, 420 (4:2:0), 422 (4:2:2), 444 (4:4:4) and mono, all 8-bit. High bit depth (for
+  example 420p10) is rejected as an unsupported pixel format.
+- X: extension parameters (such as XYSCSS or XCOLORRANGE); passed through untouched.
+
+Each frame is the line FRAME (optionally followed by frame parameters, passed through) and then
+the planes Y, U, V at full resolution for Y and ceil(W/sx) x ceil(H/sy) for U and V, each row
+tightly packed, 8 bits per sample. A stream ends at end of file between two frames; end of file
+inside a frame is a truncated stream and an error.
+
+CONVENTIONS
+Samples are studio (limited) range BT.601 unless the X parameters say otherwise; srtools never
+changes range or matrix, it only resamples planes. A filter that changes the frame size (sr-serve)
+rewrites W and H and keeps every other header parameter. Metrics (PSNR, SSIM) are measured on the
+Y plane unless stated; see the conventions in srtools.metrics.
+
+EXAMPLES
+Upscale a recording with the current model and encode it:
+
+    ffmpeg -i clip.mp4 -f yuv4mpegpipe - | sr-serve --spool S | ffmpeg -f yuv4mpegpipe -i - out.mp4
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import stat
+import sys
+from fractions import Fraction
+from typing import BinaryIO, Iterator
+
+import numpy as np
+
+from .errors import InputError, UsageError
+
+MAGIC = b"YUV4MPEG2"
+FRAME_TAG = b"FRAME"
+_MAX_LINE = 4096
+# Chroma subsampling (horizontal, vertical) per C tag; None = no chroma planes.
+SUBSAMPLING: dict[str, tuple[int, int] | None] = {
+    "420jpeg": (2, 2),
+    "420mpeg2": (2, 2),
+    "420paldv": (2, 2),
+    "420": (2, 2),
+    "422": (2, 1),
+    "444": (1, 1),
+    "mono": None,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Header:
+    """A parsed Y4M stream header."""
+
+    width: int
+    height: int
+    fps: Fraction = Fraction(25)
+    colorspace: str = "420jpeg"
+    interlace: str = "p"
+    aspect: str | None = None
+    extensions: tuple[str, ...] = ()
+
+    @property
+    def plane_shapes(self) -> list[tuple[int, int]]:
+        """(height, width) of each plane: Y, then U and V unless mono."""
+        shapes = [(self.height, self.width)]
+        sub = SUBSAMPLING[self.colorspace]
+        if sub is not None:
+            sx, sy = sub
+            chroma = (-(-self.height // sy), -(-self.width // sx))
+            shapes += [chroma, chroma]
+        return shapes
+
+    @property
+    def frame_bytes(self) -> int:
+        return sum(h * w for h, w in self.plane_shapes)
+
+    def resized(self, width: int, height: int) -> Header:
+        return dataclasses.replace(self, width=width, height=height)
+
+    def to_bytes(self) -> bytes:
+        fields = [f"W{self.width}", f"H{self.height}", f"F{self.fps.numerator}:{self.fps.denominator}",
+                  f"I{self.interlace}"]
+        if self.aspect is not None:
+            fields.append(f"A{self.aspect}")
+        fields.append(f"C{self.colorspace}")
+        fields += [f"X{x}" for x in self.extensions]
+        return MAGIC + b" " + " ".join(fields).encode("ascii") + b"\n"
+
+    @classmethod
+    def parse(cls, line: bytes, name: str = "-") -> Header:
+        """Parse a header line (with or without its newline).
+
+        Raises:
+            InputError: not Y4M, missing W/H, or an unsupported colour space.
+        """
+        if not line.startswith(MAGIC):
+            raise InputError(f"{name}: not a YUV4MPEG2 stream (no {MAGIC.decode()} header)")
+        try:
+            tokens = line[len(MAGIC):].decode("ascii").split()
+        except UnicodeDecodeError:
+            raise InputError(f"{name}: YUV4MPEG2 header is not ASCII") from None
+        values: dict[str, object] = {}
+        extensions = []
+        try:
+            for token in tokens:
+                key, value = token[0], token[1:]
+                if key == "W":
+                    values["width"] = int(value)
+                elif key == "H":
+                    values["height"] = int(value)
+                elif key == "F":
+                    num, den = value.split(":")
+                    values["fps"] = Fraction(int(num), int(den))
+                elif key == "C":
+                    values["colorspace"] = value
+                elif key == "I":
+                    values["interlace"] = value
+                elif key == "A":
+                    values["aspect"] = value
+                elif key == "X":
+                    extensions.append(value)
+        except (ValueError, ZeroDivisionError):
+            raise InputError(f"{name}: malformed YUV4MPEG2 header parameter {token!r}") from None
+        if "width" not in values or "height" not in values:
+            raise InputError(f"{name}: YUV4MPEG2 header lacks W or H")
+        if not (0 < values["width"] <= 16384 and 0 < values["height"] <= 16384):  # type: ignore[operator]
+            raise InputError(f"{name}: implausible frame size {values['width']}x{values['height']}")
+        colorspace = values.get("colorspace", "420jpeg")
+        if colorspace not in SUBSAMPLING:
+            raise InputError(f"{name}: unsupported pixel format C{colorspace} (8-bit 420/422/444/mono only)")
+        return cls(extensions=tuple(extensions), **values)  # type: ignore[arg-type]
+
+
+@dataclasses.dataclass
+class Frame:
+    """One picture: 8-bit planes Y[, U, V] of shapes :attr:`Header.plane_shapes`."""
+
+    planes: list[np.ndarray]
+    params: bytes = b""  # frame parameters after FRAME, passed through
+
+    @property
+    def y(self) -> np.ndarray:
+        return self.planes[0]
+
+
+class Reader:
+    """Reads frames from a binary stream holding Y4M.
+
+    Args:
+        stream: a buffered binary file object positioned at the header.
+        name: how errors refer to the stream.
+    """
+
+    def __init__(self, stream: BinaryIO, name: str = "-"):
+        self.stream = stream
+        self.name = name
+        line = stream.readline(_MAX_LINE)
+        if not line:
+            raise InputError(f"{name}: empty input (expected a YUV4MPEG2 stream)")
+        if not line.endswith(b"\n"):
+            raise InputError(f"{name}: not a YUV4MPEG2 stream (header line missing or too long)")
+        self.header = Header.parse(line, name)
+        self.frames_read = 0
+
+    def read(self) -> Frame | None:
+        """Return the next frame, or None at the end of the stream.
+
+        Raises:
+            InputError: a malformed FRAME line or a truncated frame.
+        """
+        line = self.stream.readline(_MAX_LINE)
+        if not line:
+            return None
+        if not line.startswith(FRAME_TAG) or not line.endswith(b"\n"):
+            raise InputError(f"{self.name}: frame {self.frames_read}: expected FRAME marker, got {line[:16]!r}")
+        buffer = bytearray(self.header.frame_bytes)
+        got = _read_fully(self.stream, buffer)
+        if got != len(buffer):
+            raise InputError(f"{self.name}: truncated frame {self.frames_read} ({got} of {len(buffer)} bytes)")
+        self.frames_read += 1
+        return Frame(_split_planes(buffer, self.header), params=line[len(FRAME_TAG):].rstrip(b"\n"))
+
+    def __iter__(self) -> Iterator[Frame]:
+        while (frame := self.read()) is not None:
+            yield frame
+
+
+class Writer:
+    """Writes a Y4M header and frames to a binary stream."""
+
+    def __init__(self, stream: BinaryIO, header: Header):
+        self.stream = stream
+        self.header = header
+        self.frames_written = 0
+        stream.write(header.to_bytes())
+
+    def write(self, frame: Frame) -> None:
+        shapes = self.header.plane_shapes
+        if [p.shape for p in frame.planes] != shapes:
+            raise ValueError(f"frame planes {[p.shape for p in frame.planes]} do not match header {shapes}")
+        self.stream.write(FRAME_TAG + frame.params + b"\n")
+        for plane in frame.planes:
+            self.stream.write(np.ascontiguousarray(plane, dtype=np.uint8).data)
+        self.frames_written += 1
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def _read_fully(stream: BinaryIO, buffer: bytearray) -> int:
+    view = memoryview(buffer)
+    got = 0
+    while got < len(buffer):
+        n = stream.readinto(view[got:])  # type: ignore[attr-defined]
+        if not n:
+            break
+        got += n
+    return got
+
+
+def _split_planes(buffer: bytearray, header: Header) -> list[np.ndarray]:
+    flat = np.frombuffer(buffer, dtype=np.uint8)
+    planes, offset = [], 0
+    for h, w in header.plane_shapes:
+        planes.append(flat[offset:offset + h * w].reshape(h, w))
+        offset += h * w
+    return planes
+
+
+@contextlib.contextmanager
+def open_input(path: str) -> Iterator[Reader]:
+    """A reader over '-' (stdin), a file or a named FIFO holding Y4M; closes what it opened."""
+    if path == "-":
+        yield Reader(sys.stdin.buffer, "<stdin>")
+        return
+    try:
+        stream = open(path, "rb")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot open: {exc.strerror}") from None
+    with stream:
+        yield Reader(stream, path)
+
+
+@contextlib.contextmanager
+def open_output(path: str) -> Iterator[BinaryIO]:
+    """A binary sink: '-' for stdout (refused when it is a terminal), else a file or named FIFO."""
+    if path == "-":
+        if sys.stdout.isatty():
+            raise UsageError("refusing to write binary frames to a terminal; redirect stdout or use -o FILE")
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+        return
+    try:
+        stream = open(path, "wb")
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot open for writing: {exc.strerror}") from None
+    with stream:
+        yield stream
+
+
+def is_y4m_path(path: str) -> bool:
+    """True when PATH should be read as Y4M directly: stdin, a FIFO, or a file starting with the magic."""
+    if path == "-":
+        return True
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode):
+        return True
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(MAGIC)) == MAGIC
+    except OSError:
+        return False
