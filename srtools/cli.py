@@ -116,7 +116,7 @@ def run(cmd: click.Command, argv: Sequence[str] | None = None) -> int:
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.UsageError as exc:
-        log.error("%s (try '%s --help')", exc.format_message(), prog)
+        log.error("%s (try '%s --help')", exc.format_message().rstrip("."), prog)
         return ExitStatus.USAGE
     except click.FileError as exc:
         log.error("%s", exc.format_message())

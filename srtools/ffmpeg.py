@@ -96,8 +96,7 @@ def decode_args(source: str, *, start: float | None = None, duration: float | No
 
 def decode(source: str, **kwargs) -> Process:
     """Start ffmpeg decoding ``source`` (a path or any URL ffmpeg reads) to Y4M on its stdout."""
-    if "://" not in source and not _exists(source):
-        raise InputError(f"{source}: no such file")
+    require_input(source)
     return Process(decode_args(source, **kwargs), stdout=subprocess.PIPE)
 
 
@@ -115,9 +114,14 @@ def run(args: Sequence[str]) -> None:
     Process([*_GLOBAL_ARGS, "-y", *args]).wait()
 
 
-def _exists(path: str) -> bool:
+def require_input(source: str) -> None:
+    """Fail early, and clearly, on a local input that cannot be read (URLs are ffmpeg's to judge)."""
+    if "://" in source:
+        return
     try:
-        with open(path, "rb"):
-            return True
-    except OSError:
-        return False
+        with open(source, "rb"):
+            pass
+    except FileNotFoundError:
+        raise InputError(f"{source}: no such file") from None
+    except OSError as exc:
+        raise InputError(f"{source}: cannot open: {exc.strerror}") from None

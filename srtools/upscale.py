@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import cv2
 import numpy as np
 import torch
@@ -47,13 +49,31 @@ class ModelUpscaler:
         self.device = torch.device(device)
         # channels-last runs these small convolutions 2-3x faster on CPU (benchmarks/bench_inference.py).
         self.model = model.to(self.device, memory_format=torch.channels_last).eval()
+        self.seconds_per_frame = 0.0  # moving average of upscale(), for real-time decisions
+
+    def warm_up(self, header: Header) -> None:
+        """Run twice on a blank frame of ``header``'s size: first-call allocations stay out of the
+        live stream, and :attr:`seconds_per_frame` starts from a real measurement."""
+        blank = Frame([np.full(shape, 128, np.uint8) for shape in header.plane_shapes])
+        out_header = header.resized(header.width * self.info.scale, header.height * self.info.scale)
+        for _ in range(2):
+            self.seconds_per_frame = 0.0
+            self.upscale(blank, out_header)
 
     @property
     def label(self) -> str:
         return f"v{self.version}" if self.version is not None else self.info.source or "model"
 
-    @torch.inference_mode()
     def upscale(self, frame: Frame, out_header: Header) -> Frame:
+        """``frame`` upscaled to ``out_header``'s size."""
+        start = time.perf_counter()
+        out = self._upscale(frame, out_header)
+        took = time.perf_counter() - start
+        self.seconds_per_frame = took if not self.seconds_per_frame else 0.8 * self.seconds_per_frame + 0.2 * took
+        return out
+
+    @torch.inference_mode()
+    def _upscale(self, frame: Frame, out_header: Header) -> Frame:
         shapes = out_header.plane_shapes
         if self.info.color == "y" or len(frame.planes) == 1:
             y = self.model(to_tensor(frame.y, self.device).contiguous(memory_format=torch.channels_last))

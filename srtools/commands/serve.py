@@ -31,8 +31,9 @@ class ModelWatcher(threading.Thread):
         super().__init__(name="model-watcher", daemon=True)
         self.spool, self.scale, self.device, self.interval = spool, scale, device, interval
         self.latest: ModelUpscaler | None = None
+        self.header: y4m.Header | None = None  # the input's, once known: new models are warmed up on it
         self._seen: tuple[int, int] | None = None  # (version, pointer mtime) already handled
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
 
     def poll(self) -> None:
         try:
@@ -49,14 +50,17 @@ class ModelWatcher(threading.Thread):
         except ModelError as exc:
             log.warning("rejected model v%d, keeping the previous one: %s", pointer.version, exc)
             return
-        self.latest = ModelUpscaler(model, info, self.device, version=pointer.version)
+        upscaler = ModelUpscaler(model, info, self.device, version=pointer.version)
+        if self.header is not None:
+            upscaler.warm_up(self.header)
+        self.latest = upscaler
 
     def run(self) -> None:
-        while not self._stop.wait(self.interval):
+        while not self._stopping.wait(self.interval):
             self.poll()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping.set()
 
 
 class Prefetcher(threading.Thread):
@@ -151,9 +155,12 @@ def command(input: str, output: str, spool: str | None, model_path: str | None, 
         sink = stack.enter_context(y4m.open_output(output))
         writer = y4m.Writer(sink, out_header)
         stats = Stats()
+        if watcher is not None:
+            watcher.header = in_header
+        if upscaler is not None:
+            upscaler.warm_up(in_header)
         interval = 1.0 / float(in_header.fps)
         schedule = time.monotonic()  # when the current frame is due to start, in --realtime
-        sr_seconds = 0.0  # running estimate of one SR frame's cost
         next_report = stats.start + 10
         try:
             for frame in _prefetch(reader):
@@ -164,13 +171,11 @@ def command(input: str, output: str, spool: str | None, model_path: str | None, 
                 now = time.monotonic()
                 schedule = max(schedule, now)  # a late input is not our lateness
                 deadline = schedule + interval
-                if upscaler is None or (realtime and now + sr_seconds > deadline):
+                if upscaler is None or (realtime and now + upscaler.seconds_per_frame > deadline):
                     out = bicubic(frame, out_header)
                     stats.fallbacks += upscaler is not None
                 else:
                     out = upscaler.upscale(frame, out_header)
-                    took = time.monotonic() - now
-                    sr_seconds = took if sr_seconds == 0 else 0.8 * sr_seconds + 0.2 * took
                 writer.write(out)
                 writer.flush()
                 stats.frames += 1
@@ -181,6 +186,7 @@ def command(input: str, output: str, spool: str | None, model_path: str | None, 
         finally:
             if watcher is not None:
                 watcher.stop()
+                watcher.join()  # a model load cut off by interpreter exit aborts the process
             log.info("%s", stats.line(upscaler))
 
 

@@ -66,7 +66,8 @@ def load_pairs(hr_source: str, lr_source: str, scale: int, color: str, max_frame
             index += 1
     if not keep:
         raise InputError(f"{hr_source}: no frames in the selected section")
-    keep = keep[::max(1, -(-len(keep) // max_frames))]
+    if len(keep) > max_frames:
+        keep = [keep[i] for i in np.linspace(0, len(keep) - 1, max_frames).round().astype(int)]
     return PairSet(np.stack([p[0] for p in keep]), np.stack([p[1] for p in keep])), float(hh.fps)
 
 

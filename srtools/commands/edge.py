@@ -1,0 +1,78 @@
+"""sr-edge: serve one edge server's low-res tile sets over HTTP, with emulated latency."""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import threading
+import time
+import urllib.parse
+from pathlib import Path
+
+import click
+
+from .. import cli
+from ..errors import UsageError
+from ..tiled.httpserve import QuietHandler, announce, bind, server_url
+
+log = logging.getLogger("srtools.edge")
+
+
+class EdgeHandler(QuietHandler):
+    server_version = "sr-edge"
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._serve(head_only=False)
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._serve(head_only=True)
+
+    def _serve(self, head_only: bool) -> None:
+        server = self.server
+        path = posixpath.normpath(urllib.parse.unquote(urllib.parse.urlsplit(self.path).path))
+        target = (server.root / path.lstrip("/")).resolve()
+        if server.delay_s:
+            time.sleep(server.delay_s)
+        if server.root not in target.parents or not target.is_file():
+            self.send_bytes(b"not found\n", "text/plain", head_only, status=404)
+            return
+        body = target.read_bytes()
+        with server.lock:
+            server.served += 1
+            server.bytes_out += len(body)
+        self.send_bytes(body, "video/mp4", head_only)
+
+
+@cli.command("sr-edge", epilog="See also: sr-tile(1), sr-proxy(1).")
+@click.argument("directory", metavar="DIR")
+@click.option("--listen", default="127.0.0.1:0", show_default=True, metavar="HOST:PORT",
+              help="Address to serve on; port 0 picks a free port.")
+@click.option("--delay-ms", type=click.FloatRange(0, 60000), default=0.0, show_default=True, metavar="MS",
+              help="Emulated latency added before every response.")
+def command(directory: str, listen: str, delay_ms: float) -> None:
+    """Serve the low-res tiles of one edge server over HTTP.
+
+    DIR is one edge directory written by sr-tile (TILED/edges/edge-M); the tile of segment i,
+    number j is served at /segIIIII/tJJ.mp4 (GET and HEAD; anything outside DIR is 404). Each
+    response is delayed by --delay-ms to emulate the edge's network latency (the delay runs
+    in the request's own thread, so parallel requests overlap).
+
+    On start, one JSON line {"url": "http://HOST:PORT", ...} goes to stdout; the server runs
+    until SIGINT or SIGTERM and logs how much it served.
+    """
+    root = Path(directory).resolve()
+    if not root.is_dir():
+        raise UsageError(f"{directory}: no such directory")
+    server = bind(EdgeHandler, listen, root=root, delay_s=delay_ms / 1e3, lock=threading.Lock(), served=0,
+                  bytes_out=0)
+    url = server_url(server)
+    announce(url, directory=str(root), delay_ms=delay_ms)
+    log.info("serving %s at %s with %.0f ms latency", root, url, delay_ms)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    finally:
+        server.server_close()
+        log.info("served %d tiles, %d bytes", server.served, server.bytes_out)
+
+
+main = cli.entry_point(command)

@@ -1,0 +1,118 @@
+"""sr-proxy: serve a tiled video as HLS, reconstructed from cached HR tiles and LR tiles fetched from edges."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+
+import click
+
+from .. import cli
+from ..errors import UsageError
+from ..tiled import planning
+from ..tiled.httpserve import QuietHandler, announce, bind, server_url
+from ..tiled.manifest import Manifest
+from ..tiled.proxy import FetchError, SegmentBuilder
+from ..tiled.reconstruct import Reconstructor, load_upscaler
+
+log = logging.getLogger("srtools.proxy")
+_SEGMENT = re.compile(r"/seg(\d{5})\.ts")
+
+
+class ProxyHandler(QuietHandler):
+    server_version = "sr-proxy"
+
+    def do_GET(self) -> None:  # noqa: N802
+        builder: SegmentBuilder = self.server.builder
+        path = self.path.split("?", 1)[0]
+        if path in ("/", "/playlist.m3u8", "/index.m3u8"):
+            self.send_bytes(builder.playlist().encode(), "application/vnd.apple.mpegurl")
+            return
+        if path == "/stats.json":
+            stats = {"precached_bytes": self.server.precached_bytes,
+                     "segments": [dataclasses.asdict(t) for _, t in sorted(builder.timings.items())]}
+            self.send_bytes(json.dumps(stats).encode(), "application/json")
+            return
+        match = _SEGMENT.fullmatch(path)
+        if match is None or int(match.group(1)) >= len(builder.m.segments):
+            self.send_bytes(b"not found\n", "text/plain", status=404)
+            return
+        try:
+            body = builder.segment(int(match.group(1)))
+        except FetchError as exc:
+            log.warning("%s", exc)
+            self.send_bytes(f"{exc}\n".encode(), "text/plain", status=502)
+            return
+        except Exception as exc:  # one bad segment must not take the server down
+            log.error("segment %s: %s: %s", match.group(1), type(exc).__name__, exc)
+            self.send_bytes(f"{exc}\n".encode(), "text/plain", status=500)
+            return
+        self.send_bytes(body, "video/mp2t")
+
+
+def split_urls(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[str]:
+    urls = [u for value in values for u in value.split(",") if u.strip()]
+    for url in urls:
+        if not re.match(r"https?://[^/]+", url):
+            raise click.BadParameter(f"{url!r} is not an http:// URL")
+    return urls
+
+
+@cli.command("sr-proxy", epilog="See also: sr-tile(1), sr-cache(1), sr-edge(1), sr-sim(1).")
+@click.argument("manifest", metavar="MANIFEST")
+@click.option("--plan", "plan_path", required=True, type=click.Path(dir_okay=False), metavar="PLAN",
+              help="Cache plan written by sr-cache.")
+@click.option("--edges", "edge_urls", required=True, multiple=True, callback=split_urls, metavar="URL...",
+              help="Base URL of each edge server in edge order (repeat the option or separate with commas).")
+@click.option("--listen", default="127.0.0.1:0", show_default=True, metavar="HOST:PORT",
+              help="Address to serve on; port 0 picks a free port.")
+@cli.spool_option(required=False)
+@click.option("--model", "model_path", type=click.Path(dir_okay=False), metavar="FILE",
+              help="F-EDSR model file for DNN tiles (else the spool's current model; bicubic without either).")
+@cli.device_option
+@click.option("--crf", type=click.IntRange(0, 51), default=18, show_default=True,
+              help="x264 CRF of the served segments; 0 is lossless.")
+@click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True,
+              help="Tiles reconstructed at the same time.")
+def command(manifest: str, plan_path: str, edge_urls: list[str], listen: str, spool: str | None,
+            model_path: str | None, device: str, crf: int, workers: int) -> None:
+    """Serve a tiled video to a player as HLS, rebuilding each segment from its tiles.
+
+    Before serving, the proxy copies the high-res tile sets the plan caches (sr-cache) from the
+    origin (the tiled directory's origin/) into its cache. For each requested segment it
+    fetches every uncached tile from the edge holding its set (all tiles in parallel), upscales
+    each low-res tile with F-EDSR or bicubically as the plan's per-tile choice says, decodes
+    cached tiles as they are, stitches the frames and encodes an MPEG-TS segment.
+
+    Endpoints: /playlist.m3u8 (the VOD playlist: play it with ffplay or any HLS player),
+    /segNNNNN.ts, and /stats.json (per-segment fetch, reconstruction and encode times, also
+    logged). An edge that fails makes its segment answer 502. On start one JSON line
+    {"url": ...} goes to stdout; the server runs until SIGINT or SIGTERM.
+    """
+    m = Manifest.load(manifest)
+    plan = planning.load_plan(plan_path, m)
+    if len(edge_urls) != m.edges:
+        raise UsageError(f"--edges: {len(edge_urls)} URLs for {m.edges} edges (one per edge, in order)")
+    upscaler = load_upscaler(spool, model_path, m.scale, cli.resolve_device(device))
+    if upscaler is None and plan["dnn_array"].any():
+        log.warning("no model given: the plan's DNN tiles are upscaled bicubically")
+    builder = SegmentBuilder(m, plan["cached_array"], plan["dnn_array"], edge_urls, Reconstructor(m, upscaler),
+                             crf=crf, workers=workers)
+    try:
+        precached = builder.precache()
+        log.info("cached %d HR tile sets (%d bytes) from the origin", int(plan["cached_array"].sum()), precached)
+        server = bind(ProxyHandler, listen, builder=builder, precached_bytes=precached)
+        url = server_url(server)
+        announce(url, playlist=f"{url}/playlist.m3u8")
+        log.info("serving %d segments at %s/playlist.m3u8", len(m.segments), url)
+        try:
+            server.serve_forever(poll_interval=0.2)
+        finally:
+            server.server_close()
+    finally:
+        builder.close()
+
+
+main = cli.entry_point(command)

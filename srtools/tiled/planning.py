@@ -1,0 +1,143 @@
+"""From a manifest, a profile and edge latencies to a cache plan, and the plan file format.
+
+The per-tile reconstruction choice e_ij: a tile is upscaled by the DNN when its LR data size is at
+least the threshold, bicubically otherwise (small tiles are flat content such as sky or night,
+where the network gains little). The threshold is given in bytes, or as a percentile of the
+manifest's LR tile sizes (``25%``, the default: the smallest quarter of tiles skips the DNN).
+
+Plan file (JSON, ``srtools-cacheplan/1``), written by ``sr-cache`` and read by ``sr-proxy``::
+
+    {"format": ..., "solver": "auction", "objective": 123.4,   # sum_i v_i f_i in ms
+     "objectives": {"auction": ..., "exact": ..., "none": ...},
+     "capacity": C, "cached_sets": k, "latencies_ms": [...], "dnn_threshold_bytes": B,
+     "segments": [{"index": i, "cached": [m, ...], "delay_ms": f_i,
+                   "modes": ["dnn", "bicubic", ...]}]}          # e_ij per tile
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError, UsageError
+from .cacheplan import Instance, Plan, objective, solve_auction, solve_exact, solve_none
+from .manifest import Manifest, write_json_atomic
+from .profile import Profile
+
+FORMAT = "srtools-cacheplan/1"
+DEFAULT_THRESHOLD = "25%"
+SOLVERS = {"auction": solve_auction, "exact": solve_exact}
+
+
+def parse_latencies(text: str, edges: int) -> np.ndarray:
+    """'10,20,...' -> (M,) ms; one non-negative value per edge."""
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"--latencies {text!r}: not a comma-separated list of milliseconds") from None
+    if len(values) != edges:
+        raise UsageError(f"--latencies: {len(values)} values for {edges} edges (one per edge)")
+    if any(not np.isfinite(v) or v < 0 for v in values):
+        raise UsageError("--latencies: values must be finite and >= 0")
+    return np.array(values)
+
+
+def threshold_bytes(spec: str | float, lr_bytes: np.ndarray) -> float:
+    """A DNN threshold in bytes from '1500' (bytes) or '25%' (percentile of the LR tile sizes)."""
+    text = str(spec).strip()
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)%", text)
+    try:
+        if match:
+            percent = float(match.group(1))
+            if percent > 100:
+                raise ValueError
+            return float(np.percentile(lr_bytes, percent)) if percent > 0 else 0.0
+        value = float(text)
+        if value < 0 or not np.isfinite(value):
+            raise ValueError
+        return value
+    except ValueError:
+        raise UsageError(f"--dnn-threshold {spec!r}: give bytes (1500) or a percentile of tile sizes (25%)") from None
+
+
+def tile_modes(lr_bytes: np.ndarray, threshold: float) -> np.ndarray:
+    """(n, J) bool: True where the tile goes through the DNN (e_ij = 1)."""
+    return lr_bytes >= threshold
+
+
+def build_instance(manifest: Manifest, profile: Profile, latency_ms: np.ndarray, threshold: float,
+                   capacity: int) -> Instance:
+    """The cache-planning instance; ``latency_ms`` is (M,) per edge or (n, M)."""
+    n = len(manifest.segments)
+    latency = np.broadcast_to(np.asarray(latency_ms, dtype=float), (n, manifest.edges))
+    return Instance.from_tiles(latency, manifest.tile_sets, profile.dnn_ms, profile.bicubic_ms,
+                               manifest.array("lr_bytes"), threshold, manifest.attention, capacity)
+
+
+def plan_json(manifest: Manifest, inst: Instance, plan: Plan, threshold: float, others: dict[str, float],
+              latencies: np.ndarray) -> dict:
+    modes = tile_modes(manifest.array("lr_bytes"), threshold)
+    uncached = ~plan.cached
+    worst = np.where(uncached, inst.latency_ms, 0.0).max(axis=1)
+    delays = worst + (inst.recon_ms * uncached).sum(axis=1)
+    return {
+        "format": FORMAT, "solver": plan.solver, "objective": round(plan.objective, 4),
+        "objectives": {k: round(v, 4) for k, v in others.items()},
+        "runtime_s": round(plan.runtime_s, 6), "capacity": inst.capacity,
+        "cached_sets": int(plan.cached.sum()), "latencies_ms": [round(float(v), 3) for v in np.ravel(latencies)],
+        "dnn_threshold_bytes": round(threshold, 1), "dnn_tiles": int(modes.sum()), "tiles": int(modes.size),
+        "segments": [{"index": s.index, "cached": np.flatnonzero(plan.cached[i]).tolist(),
+                      "delay_ms": round(float(delays[i]), 3),
+                      "modes": ["dnn" if d else "bicubic" for d in modes[i]]}
+                     for i, s in enumerate(manifest.segments)],
+    }
+
+
+def solve(inst: Instance, solver: str) -> tuple[Plan, dict[str, float]]:
+    """Run ``solver`` and report the objectives of both solvers and of no cache."""
+    plans = {name: fn(inst) for name, fn in SOLVERS.items()}
+    plans["none"] = solve_none(inst)
+    chosen = plans[solver]
+    if objective(inst, chosen.cached) != chosen.objective or chosen.cached.sum() > inst.capacity:
+        raise AssertionError("solver returned an infeasible plan")
+    return chosen, {name: p.objective for name, p in plans.items()}
+
+
+def save_plan(path: str | os.PathLike, data: dict) -> None:
+    write_json_atomic(path, data)
+
+
+def load_plan(path: str | os.PathLike, manifest: Manifest) -> dict:
+    """Read a plan and check it fits ``manifest``; returns the JSON with ``cached`` as (n, M) bool
+    and ``dnn`` as (n, J) bool arrays added."""
+    try:
+        raw = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such plan (run sr-cache)") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"{path}: unreadable plan ({exc})") from None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise InputError(f"{path}: not an sr-cache plan (format {FORMAT} expected)")
+    n, edges, tiles = len(manifest.segments), manifest.edges, manifest.tiles_per_segment
+    cached = np.zeros((n, edges), dtype=bool)
+    dnn = np.zeros((n, tiles), dtype=bool)
+    try:
+        segments = raw["segments"]
+        if len(segments) != n:
+            raise ValueError(f"{len(segments)} segments, the manifest has {n}")
+        for i, s in enumerate(segments):
+            sets = [int(m) for m in s["cached"]]
+            if any(not 0 <= m < edges for m in sets):
+                raise ValueError(f"segment {i}: cached set outside 0..{edges - 1}")
+            cached[i, sets] = True
+            if len(s["modes"]) != tiles or not set(s["modes"]) <= {"dnn", "bicubic"}:
+                raise ValueError(f"segment {i}: modes must be {tiles} of dnn/bicubic")
+            dnn[i] = [mode == "dnn" for mode in s["modes"]]
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise InputError(f"{path}: plan does not fit the manifest ({exc})") from None
+    raw["cached_array"], raw["dnn_array"] = cached, dnn
+    return raw

@@ -1,0 +1,39 @@
+"""Shared test helpers: run commands as real processes, make real clips with ffmpeg's lavfi sources."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_MEDIA = ROOT.parent / "shared" / "media"
+
+
+def run_command(name: str, *args: str, input: bytes | None = None, timeout: float = 300,
+                env: dict | None = None, stdout=subprocess.PIPE) -> subprocess.CompletedProcess:
+    """Run bin/NAME with this interpreter; stdout and stderr captured as bytes."""
+    return subprocess.run([sys.executable, str(ROOT / "bin" / name), *map(str, args)], input=input,
+                          stdout=stdout, stderr=subprocess.PIPE, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def make_clip(path: Path, size: str = "320x180", seconds: float = 2, rate: int = 25,
+              source: str = "testsrc2", codec: tuple[str, ...] = ("-c:v", "libx264", "-crf", "12", "-preset", "veryfast")) -> Path:
+    """Write a clip from an ffmpeg lavfi source (testsrc2, mandelbrot, ...) to ``path``."""
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"{source}=size={size}:rate={rate}",
+                    "-t", str(seconds), "-pix_fmt", "yuv420p", *codec, str(path)], check=True)
+    return path
+
+
+def make_y4m(path: Path, **kwargs) -> Path:
+    return make_clip(path, codec=("-f", "yuv4mpegpipe"), **kwargs)
+
+
+@pytest.fixture(scope="session")
+def hr_clip(tmp_path_factory) -> Path:
+    """A 3 s 320x180 25 fps H.264 clip with detail and motion (testsrc2)."""
+    return make_clip(tmp_path_factory.mktemp("media") / "hr.mp4", seconds=3)

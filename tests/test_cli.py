@@ -1,0 +1,58 @@
+"""Behaviour every command shares: help, version, usage errors as one line, exit statuses."""
+
+import configparser
+
+import pytest
+
+from srtools import __version__, manpage
+from srtools.commands import COMMANDS
+from srtools.errors import EXIT_STATUS_DESCRIPTIONS, ExitStatus
+
+from conftest import ROOT, run_command
+
+
+@pytest.fixture(params=sorted(COMMANDS))
+def name(request):
+    return request.param
+
+
+def test_help_goes_to_stdout(name):
+    result = run_command(name, "--help")
+    assert result.returncode == 0
+    assert result.stdout.startswith(f"Usage: {name} ".encode())
+
+
+def test_version(name):
+    result = run_command(name, "--version")
+    assert (result.returncode, result.stdout.strip()) == (0, f"{name}, version {__version__}".encode())
+
+
+def test_unknown_option_is_one_line_usage_error(name):
+    result = run_command(name, "--no-such-option")
+    assert result.returncode == ExitStatus.USAGE
+    [line] = result.stderr.decode().splitlines()
+    assert line.startswith(f"{name}: error: No such option") and "--no-such-option" in line
+    assert line.endswith(f"(try '{name} --help')")
+    assert result.stdout == b""
+
+
+def test_every_exit_status_is_documented():
+    assert set(EXIT_STATUS_DESCRIPTIONS) == set(ExitStatus)
+
+
+def test_entry_points_bin_scripts_and_man_pages_agree_with_commands():
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    scripts = dict(line.split(" = ") for line in config["options.entry_points"]["console_scripts"].split("\n") if line)
+    assert scripts == {name: f"{module}:main" for name, module in COMMANDS.items()}
+    for name in COMMANDS:
+        assert (ROOT / "bin" / name).exists()
+
+
+def test_man_pages_are_generated_and_current():
+    pages = manpage.generate()
+    assert set(pages) == {f"{n}.1" for n in COMMANDS} | {"srtools-spool.5", "srtools-y4m.7"}
+    for file_name, text in pages.items():
+        assert (ROOT / "man" / file_name).read_text() == text, f"man/{file_name} is stale: run `make man`"
+        if file_name.endswith(".1"):
+            assert ".SH EXIT STATUS" in text and ".SH OPTIONS" in text

@@ -1,0 +1,69 @@
+"""sr-cache: measured reconstruction times, both solvers, plan consistent with the manifest."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import run_command
+from test_tiled_support import LATENCIES, expect_error, plan, tiled, workdir
+
+from srtools.tiled.cacheplan import objective
+from srtools.tiled.manifest import Manifest
+from srtools.tiled.planning import build_instance, load_plan, threshold_bytes
+from srtools.tiled.profile import Profile
+
+
+def test_plan_from_measured_profile():
+    tiles, _ = tiled()
+    plan_path, profile_path, data = plan()
+    m = Manifest.load(tiles)
+    profile = Profile.load(profile_path, m)
+    # Real timings: decoding costs something, the DNN more than bicubic on average.
+    assert (profile.decode_ms > 0).all() and (profile.bicubic_ms >= profile.decode_ms).all()
+    assert profile.dnn_ms.mean() > profile.bicubic_ms.mean()
+    assert data["solver"] == "auction" and data["capacity"] == 2  # 33% of 6 sets
+    assert data["cached_sets"] <= 2
+    objectives = data["objectives"]
+    assert objectives["exact"] <= objectives["auction"] + 1e-6 <= objectives["none"] + 1e-6
+    assert data["objective"] == objectives["auction"] < objectives["none"]
+    # The objective is the weighted delay of the plan's cached sets, recomputed independently.
+    loaded = load_plan(plan_path, m)
+    threshold = threshold_bytes("25%", m.array("lr_bytes"))
+    assert data["dnn_threshold_bytes"] == pytest.approx(threshold, abs=0.1)
+    inst = build_instance(m, profile, np.array([5.0, 40, 80]), threshold, 2)
+    assert objective(inst, loaded["cached_array"]) == pytest.approx(data["objective"], abs=1e-3)
+    assert (loaded["dnn_array"] == (m.array("lr_bytes") >= threshold)).all()
+    assert 0 < loaded["dnn_array"].sum() < loaded["dnn_array"].size
+
+
+def test_exact_solver_from_saved_profile():
+    tiles, _ = tiled()
+    _, profile_path, auction = plan()
+    result = run_command("sr-cache", tiles, "--capacity", "2", "--latencies", LATENCIES, "--profile", profile_path,
+                         "--solver", "exact")
+    assert result.returncode == 0, result.stderr.decode()
+    exact = json.loads(result.stdout)
+    assert exact["solver"] == "exact"
+    assert exact["objective"] == pytest.approx(auction["objectives"]["exact"], abs=1e-3)
+    assert exact["objective"] <= auction["objective"] + 1e-6
+
+
+@pytest.mark.parametrize("args, status, fragment", [
+    (["--capacity", "2", "--latencies", LATENCIES], 2, "--profile"),
+    (["--capacity", "2", "--latencies", "5,40", "--profile", "PROFILE"], 2, "3 edges"),
+    (["--capacity", "x", "--latencies", LATENCIES, "--profile", "PROFILE"], 2, "--capacity"),
+    (["--capacity", "2", "--latencies", LATENCIES, "--profile", "/no/profile.json"], 3, "no such profile"),
+    (["--capacity", "2", "--latencies", LATENCIES, "--profile", "PROFILE", "--dnn-threshold", "abc"], 2, "threshold"),
+])
+def test_bad_input(args, status, fragment):
+    tiles, _ = tiled()
+    _, profile_path, _ = plan()
+    args = [str(profile_path) if a == "PROFILE" else a for a in args]
+    expect_error(run_command("sr-cache", tiles, *args), status, fragment)
+
+
+def test_bad_manifest():
+    bad = workdir() / "bad-manifest.json"
+    bad.write_text('{"format": "something else"}')
+    expect_error(run_command("sr-cache", bad, "--capacity", "1", "--latencies", "1"), 3, "not an sr-tile manifest")

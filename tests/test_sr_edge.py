@@ -1,0 +1,53 @@
+"""sr-edge: a real HTTP server on an ephemeral port, emulated latency, parallel requests."""
+
+import concurrent.futures
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from conftest import run_command
+from test_tiled_support import Server, expect_error, tiled
+
+from srtools.tiled.manifest import Manifest
+
+DELAY_MS = 150
+
+
+def get(url):
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.status, response.read()
+
+
+def test_serves_its_tiles_with_latency_in_parallel():
+    tiles, _ = tiled()
+    m = Manifest.load(tiles)
+    members = m.segments[0].sets[1]
+    with Server("sr-edge", tiles / "edges/edge-1", "--listen", "127.0.0.1:0", "--delay-ms", DELAY_MS) as edge:
+        assert edge.url.startswith("http://127.0.0.1:")
+        start = time.monotonic()
+        status, body = get(f"{edge.url}/seg00000/t{members[0]:02d}.mp4")
+        assert time.monotonic() - start >= DELAY_MS / 1e3
+        assert status == 200 and body == m.lr_path(0, members[0]).read_bytes()
+        # Requests in parallel overlap their delays.
+        urls = [f"{edge.url}/seg{s:05d}/t{j:02d}.mp4" for s in (0, 1) for j in m.segments[s].sets[1]]
+        start = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(len(urls)) as pool:
+            assert all(status == 200 for status, _ in pool.map(get, urls))
+        assert time.monotonic() - start < 2 * DELAY_MS / 1e3 + 0.5
+        # Tiles of other edges and paths outside the directory are not served.
+        other = m.segments[0].sets[0][0]
+        for path in (f"/seg00000/t{other:02d}.mp4", "/../manifest.json", "/%2e%2e/manifest.json"):
+            with pytest.raises(urllib.error.HTTPError) as info:
+                get(edge.url + path)
+            assert info.value.code == 404
+        code, err = edge.stop()
+    assert code == 130  # SIGTERM: documented INTERRUPTED status
+    assert "served" in err and "Traceback" not in err
+
+
+def test_bad_arguments():
+    tiles, _ = tiled()
+    expect_error(run_command("sr-edge", tiles / "no-such-edge"), 2, "no such directory")
+    expect_error(run_command("sr-edge", tiles / "edges/edge-0", "--listen", "nonsense"), 2, "HOST:PORT")

@@ -1,0 +1,185 @@
+"""sr-serve: real processes, real frames, a real spool."""
+
+import io
+import os
+import pty
+import re
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from srtools import archs, modelfile, y4m
+from srtools.spool import Spool
+from srtools.upscale import bicubic
+
+from conftest import ROOT, make_y4m, run_command
+
+
+def publish(spool_dir, channels=4, blocks=1, brighten=0.0):
+    """Publish an F-EDSR model; ``brighten`` (in [0, 1]) makes its output recognisable."""
+    hparams = {"scale": 2, "channels": channels, "blocks": blocks}
+    model = archs.build("fedsr", hparams)
+    with torch.no_grad():
+        model.tail.bias.fill_(brighten)
+    return Spool(spool_dir, create=True).publish(model, modelfile.ModelInfo("fedsr", hparams, 2))
+
+
+def frames_of(data: bytes):
+    reader = y4m.Reader(io.BytesIO(data))
+    return reader.header, list(reader)
+
+
+@pytest.fixture(scope="module")
+def small_y4m(tmp_path_factory):
+    return make_y4m(tmp_path_factory.mktemp("serve") / "in.y4m", size="64x36", seconds=0.4)
+
+
+def test_without_model_upscales_bicubically(tmp_path, small_y4m):
+    result = run_command("sr-serve", "--spool", tmp_path, small_y4m)
+    assert result.returncode == 0, result.stderr
+    header, frames = frames_of(result.stdout)
+    in_header, in_frames = frames_of(small_y4m.read_bytes())
+    assert (header.width, header.height, header.fps) == (128, 72, in_header.fps)
+    assert len(frames) == len(in_frames) == 10
+    for got, src in zip(frames, in_frames):
+        expected = bicubic(src, header)
+        assert all(np.array_equal(a, b) for a, b in zip(got.planes, expected.planes))
+    assert b"model none" in result.stderr
+
+
+def test_model_output_and_stats(tmp_path, small_y4m):
+    publish(tmp_path, brighten=0.2)
+    result = run_command("sr-serve", "--spool", tmp_path, input=small_y4m.read_bytes())
+    assert result.returncode == 0, result.stderr
+    _, frames = frames_of(result.stdout)
+    _, in_frames = frames_of(small_y4m.read_bytes())
+    assert len(frames) == 10
+    # +0.2 on the residual = +51 levels of luma where nothing clips.
+    lift = np.mean([f.y.astype(float).mean() - s.y.astype(float).mean() for f, s in zip(frames, in_frames)])
+    assert 30 < lift < 52
+    assert re.search(rb"10 frames in .* model v1, 0 swaps, 0 bicubic fallbacks", result.stderr)
+
+
+def test_decodes_mp4_input_with_ffmpeg(tmp_path, hr_clip):
+    publish(tmp_path)
+    result = run_command("sr-serve", "--spool", tmp_path, hr_clip)
+    assert result.returncode == 0, result.stderr
+    header, frames = frames_of(result.stdout)
+    assert (header.width, header.height, len(frames)) == (640, 360, 75)
+
+
+def test_named_fifos_in_and_out(tmp_path, small_y4m):
+    fifo_in, fifo_out = tmp_path / "in.fifo", tmp_path / "out.fifo"
+    os.mkfifo(fifo_in)
+    os.mkfifo(fifo_out)
+    serve = subprocess.Popen([sys.executable, str(ROOT / "bin/sr-serve"), "--spool", str(tmp_path), str(fifo_in),
+                              "-o", str(fifo_out)], stderr=subprocess.PIPE)
+    feeder = threading.Thread(target=lambda: fifo_in.write_bytes(small_y4m.read_bytes()))
+    feeder.start()
+    output = fifo_out.read_bytes()
+    feeder.join()
+    assert serve.wait(timeout=60) == 0, serve.stderr.read()
+    assert len(frames_of(output)[1]) == 10
+
+
+def test_hot_swap_between_frames_without_drop_or_repeat(tmp_path):
+    """A model published mid-stream takes over at a frame boundary, logged with the frame number."""
+    publish(tmp_path)
+    header = y4m.Header(48, 32)
+    serve = subprocess.Popen([sys.executable, str(ROOT / "bin/sr-serve"), "--spool", str(tmp_path),
+                              "--poll-interval", "0.05"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    count, published_after = 40, 15
+    received = threading.Semaphore(0)
+
+    def feed():  # like a live source: a frame only after the previous one came out
+        writer = y4m.Writer(serve.stdin, header)
+        for i in range(count):
+            writer.write(y4m.Frame([np.full(s, 100, np.uint8) for s in header.plane_shapes]))
+            serve.stdin.flush()
+            received.acquire()
+            if i == published_after:
+                publish(tmp_path, brighten=0.2)
+            time.sleep(0.02)
+        serve.stdin.close()
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    reader = y4m.Reader(serve.stdout)
+    frames = []
+    for frame in reader:
+        frames.append(frame)
+        received.release()
+    feeder.join()
+    stderr = serve.stderr.read().decode()
+    assert serve.wait(timeout=60) == 0, stderr
+    assert len(frames) == count
+    swap = int(re.search(r"frame (\d+): switched to model v2", stderr).group(1))
+    means = [f.y.mean() for f in frames]
+    assert published_after < swap < count
+    assert all(m == pytest.approx(100, abs=1) for m in means[:swap])
+    assert all(m == pytest.approx(151, abs=1) for m in means[swap:])
+
+
+def test_rejected_model_keeps_previous(tmp_path, small_y4m):
+    publish(tmp_path, brighten=0.2)
+    spool = Spool(tmp_path)
+    # A broken v2 made current: the server must warn and keep v1.
+    broken = spool.models_dir / "fedsr-x2-000002.safetensors"
+    broken.write_bytes(b"not a model")
+    spool.pointer_path("fedsr", 2).write_text('{"version": 2, "file": "models/fedsr-x2-000002.safetensors"}')
+    result = run_command("sr-serve", "--spool", tmp_path, small_y4m)
+    assert result.returncode == 0
+    assert b"warning: rejected model v2, keeping the previous one" in result.stderr
+    assert len(frames_of(result.stdout)[1]) == 10
+
+
+def test_realtime_falls_back_to_bicubic_when_sr_is_too_slow(tmp_path):
+    publish(tmp_path, channels=48, blocks=8)
+    clip = make_y4m(tmp_path / "fast.y4m", size="320x180", seconds=0.5, rate=200)  # 5 ms per frame
+    result = run_command("sr-serve", "--spool", tmp_path, "--realtime", clip)
+    assert result.returncode == 0, result.stderr
+    assert len(frames_of(result.stdout)[1]) == 100
+    fallbacks = int(re.search(rb"(\d+) bicubic fallbacks", result.stderr).group(1))
+    assert fallbacks >= 90
+    slow = make_y4m(tmp_path / "slow.y4m", size="32x18", seconds=3, rate=2)
+    publish(tmp_path, channels=4, blocks=1)
+    result = run_command("sr-serve", "--spool", tmp_path, "--realtime", slow)
+    assert b" 0 bicubic fallbacks" in result.stderr
+
+
+def test_refuses_to_write_frames_to_a_terminal(tmp_path, small_y4m):
+    primary, secondary = pty.openpty()
+    result = run_command("sr-serve", "--spool", tmp_path, small_y4m, stdout=secondary)
+    os.close(secondary)
+    os.close(primary)
+    assert result.returncode == 2
+    assert b"refusing to write binary frames to a terminal" in result.stderr
+
+
+@pytest.mark.parametrize("data,code,message", [
+    (b"", 3, b"empty input"),
+    (b"garbage\n" * 10, 3, b"not a YUV4MPEG2 stream"),
+    (b"YUV4MPEG2 W64 H36 C420p10\n", 3, b"unsupported pixel format"),
+    (b"YUV4MPEG2 W64 H36 C420jpeg\nFRAME\n" + bytes(100), 3, b"truncated frame 0"),
+])
+def test_bad_input(tmp_path, data, code, message):
+    result = run_command("sr-serve", "--spool", tmp_path, input=data)
+    assert result.returncode == code
+    assert message in result.stderr
+    assert b"Traceback" not in result.stderr
+
+
+def test_missing_input_and_bad_model_file(tmp_path):
+    result = run_command("sr-serve", "--spool", tmp_path, tmp_path / "nope.mp4")
+    assert (result.returncode, result.stderr.count(b"\n")) == (3, 2)  # model line + one error line
+    (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 64)
+    result = run_command("sr-serve", "--model", tmp_path / "bad.safetensors", input=b"")
+    assert result.returncode == 4 and b"unreadable model file" in result.stderr
+    result = run_command("sr-serve", input=b"")
+    assert result.returncode == 2 and b"--spool DIR, --model FILE" in result.stderr

@@ -1,0 +1,76 @@
+"""sr-train: real clips, real training, a real spool."""
+
+import json
+import subprocess
+
+import pytest
+
+from srtools import modelfile
+from srtools.spool import Spool
+
+from conftest import make_clip, run_command
+
+TINY = ("--channels", "4", "--blocks", "1", "--max-seconds", "3", "--max-frames", "12")
+
+
+def test_trains_and_publishes(tmp_path, hr_clip):
+    result = run_command("sr-train", "--spool", tmp_path / "spool", "--hr", hr_clip, *TINY)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["version"] == 1 and summary["frames"] == 12 and summary["steps"] > 0
+    # Starts from bicubic and keeps the best held-out model: never worse than bicubic.
+    assert summary["gain_db"] >= 0
+    pointer = Spool(tmp_path / "spool").current("fedsr", 2)
+    model, info = modelfile.load(pointer.path, scale=2)
+    assert info.gain_db == summary["gain_db"] and info.source == "hr.mp4" and info.color == "y"
+    assert info.hparams == {"scale": 2, "channels": 4, "blocks": 1, "in_channels": 1}
+    assert b"published v1" in result.stderr
+
+    again = run_command("sr-train", "--spool", tmp_path / "spool", "--hr", hr_clip, "--init", "current",
+                        "--max-seconds", "2", "--max-frames", "6")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["version"] == 2
+    assert modelfile.load(Spool(tmp_path / "spool").current("fedsr", 2).path)[1].hparams["channels"] == 4
+
+
+def test_frame_aligned_lr_recording_and_yuv_mode(tmp_path, hr_clip):
+    lr = tmp_path / "lr.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(hr_clip), "-vf", "scale=iw/2:ih/2:flags=area",
+                    "-c:v", "libx264", "-crf", "30", str(lr)], check=True)
+    result = run_command("sr-train", "--spool", tmp_path, "--hr", hr_clip, "--lr", lr, "--color", "yuv",
+                         "--duration", "1", *TINY)
+    assert result.returncode == 0, result.stderr
+    info = modelfile.read_info(json.loads(result.stdout)["file"])
+    assert info.color == "yuv" and info.hparams["in_channels"] == 3
+
+
+def test_scale_three_crops_to_a_multiple(tmp_path):
+    clip = make_clip(tmp_path / "odd.mp4", size="100x62", seconds=1)
+    result = run_command("sr-train", "--spool", tmp_path, "--hr", clip, "--scale", "3", "--patch", "16", *TINY)
+    assert result.returncode == 0, result.stderr
+    assert modelfile.read_info(json.loads(result.stdout)["file"]).scale == 3
+
+
+@pytest.mark.parametrize("args,code,message", [
+    (("--hr", "missing.mp4"), 3, b"missing.mp4: no such file"),
+    (("--hr", "{clip}", "--lr", "{clip}"), 3, b"is not 640x360 / 2"),
+    (("--hr", "{clip}", "--init", "current"), 2, b"the spool has no fedsr x2 model yet"),
+    (("--hr", "{clip}", "--init", "{clip}"), 4, b"unreadable model file"),
+    (("--hr", "{clip}", "--max-seconds", "0"), 2, b"--max-seconds"),
+])
+def test_bad_arguments(tmp_path, hr_clip, args, code, message):
+    hr = make_clip(tmp_path / "big.mp4", size="640x360", seconds=0.2) if "--lr" in args else hr_clip
+    args = [a.format(clip=hr) for a in args]
+    result = run_command("sr-train", "--spool", tmp_path, *args, *TINY[:4])
+    assert result.returncode == code, result.stderr
+    assert message in result.stderr and b"Traceback" not in result.stderr
+    assert result.stdout == b""
+
+
+def test_corrupt_clip_is_an_ffmpeg_error(tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(500))
+    result = run_command("sr-train", "--spool", tmp_path, "--hr", bad, *TINY)
+    assert result.returncode == 5
+    errors = [line for line in result.stderr.decode().splitlines() if line.startswith("sr-train: error:")]
+    assert len(errors) == 1 and "ffmpeg exited with status 1" in errors[0] and "Invalid data" in errors[0]
