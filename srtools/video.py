@@ -14,7 +14,8 @@ def open_source(source: str, **decode_options) -> Iterator[y4m.Reader]:
 
     '-', a FIFO, or a file that starts with the Y4M magic is read directly; anything else (an .mp4,
     an rtmp:// URL, ...) is decoded by an ffmpeg process, whose exit status is checked when the
-    caller is done. ``decode_options`` go to :func:`srtools.ffmpeg.decode_args` and require ffmpeg.
+    caller has read the whole stream (a caller that stops early just ends the process).
+    ``decode_options`` go to :func:`srtools.ffmpeg.decode_args` and require ffmpeg.
     """
     if not decode_options and y4m.is_y4m_path(source):
         with y4m.open_input(source) as reader:
@@ -31,7 +32,10 @@ def open_source(source: str, **decode_options) -> Iterator[y4m.Reader]:
     except BaseException:
         process.kill()
         raise
-    process.wait()
+    if reader.at_end:
+        process.wait()
+    else:
+        process.kill()
 
 
 def read_all(source: str, **decode_options) -> tuple[y4m.Header, list[y4m.Frame]]:

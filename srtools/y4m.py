@@ -181,6 +181,7 @@ class Reader:
             raise InputError(f"{name}: not a YUV4MPEG2 stream (header line missing or too long)")
         self.header = Header.parse(line, name)
         self.frames_read = 0
+        self.at_end = False  # true once read() has seen the end of the stream
 
     def read(self) -> Frame | None:
         """Return the next frame, or None at the end of the stream.
@@ -190,6 +191,7 @@ class Reader:
         """
         line = self.stream.readline(_MAX_LINE)
         if not line:
+            self.at_end = True
             return None
         if not line.startswith(FRAME_TAG) or not line.endswith(b"\n"):
             raise InputError(f"{self.name}: frame {self.frames_read}: expected FRAME marker, got {line[:16]!r}")

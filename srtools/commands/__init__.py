@@ -7,4 +7,5 @@ COMMANDS lists the commands that exist; setup.cfg's console_scripts, bin/ and ma
 COMMANDS = {
     "sr-train": "srtools.commands.train",
     "sr-serve": "srtools.commands.serve",
+    "sr-compare": "srtools.commands.compare",
 }

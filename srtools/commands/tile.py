@@ -10,7 +10,6 @@ import sys
 import click
 
 from .. import cli
-from ..errors import UsageError
 from ..tiled.tiling import PARTITION_ALGORITHM, make_tiles
 
 log = logging.getLogger("srtools.tile")
