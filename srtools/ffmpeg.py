@@ -39,7 +39,9 @@ class Process:
     def __init__(self, args: Sequence[str], *, stdin: int | IO | None = None, stdout: int | IO | None = None):
         self.args = [ffmpeg_binary(), *args]
         log.debug("running %s", " ".join(self.args))
-        self._proc = subprocess.Popen(self.args, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE)
+        # A frame pipe we read is unbuffered (see srtools.y4m.open_input); one we write is buffered.
+        self._proc = subprocess.Popen(self.args, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE,
+                                      bufsize=-1 if stdin == subprocess.PIPE else 0)
         self.stdin, self.stdout = self._proc.stdin, self._proc.stdout
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=20)
         self._drain = threading.Thread(target=self._drain_stderr, daemon=True)

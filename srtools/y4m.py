@@ -167,7 +167,7 @@ class Reader:
     """Reads frames from a binary stream holding Y4M.
 
     Args:
-        stream: a buffered binary file object positioned at the header.
+        stream: a binary file object positioned at the header, buffered or raw.
         name: how errors refer to the stream.
     """
 
@@ -252,15 +252,14 @@ def _split_planes(buffer: bytearray, header: Header) -> list[np.ndarray]:
 @contextlib.contextmanager
 def open_input(path: str) -> Iterator[Reader]:
     """A reader over '-' (stdin), a file or a named FIFO holding Y4M; closes what it opened."""
-    if path == "-":
-        yield Reader(sys.stdin.buffer, "<stdin>")
-        return
     try:
-        stream = open(path, "rb")
+        # Unbuffered: a reader thread blocked in read() then holds no buffer lock, which closing the
+        # stream, or interpreter shutdown on sys.stdin, would wait for forever.
+        stream = open(sys.stdin.fileno() if path == "-" else path, "rb", buffering=0, closefd=path != "-")
     except OSError as exc:
         raise InputError(f"{path}: cannot open: {exc.strerror}") from None
     with stream:
-        yield Reader(stream, path)
+        yield Reader(stream, "<stdin>" if path == "-" else path)
 
 
 @contextlib.contextmanager

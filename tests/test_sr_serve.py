@@ -4,6 +4,7 @@ import io
 import os
 import pty
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -183,3 +184,21 @@ def test_missing_input_and_bad_model_file(tmp_path):
     assert result.returncode == 4 and b"unreadable model file" in result.stderr
     result = run_command("sr-serve", input=b"")
     assert result.returncode == 2 and b"--spool DIR, --model FILE" in result.stderr
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_ends_cleanly_with_whole_frames(tmp_path, signum):
+    serve = subprocess.Popen([sys.executable, str(ROOT / "bin/sr-serve"), "--spool", str(tmp_path)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    header = y4m.Header(32, 18)
+    writer = y4m.Writer(serve.stdin, header)
+    for _ in range(3):
+        writer.write(y4m.Frame([np.zeros(s, np.uint8) for s in header.plane_shapes]))
+    serve.stdin.flush()
+    reader = y4m.Reader(serve.stdout)
+    frames = [reader.read() for _ in range(3)]  # the live source then stalls
+    serve.send_signal(signum)
+    assert serve.wait(timeout=30) == 130
+    assert reader.read() is None and len(frames) == 3
+    stderr = serve.stderr.read().decode()
+    assert "error: interrupted" in stderr and "3 frames in" in stderr and "Traceback" not in stderr

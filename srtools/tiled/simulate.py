@@ -115,7 +115,7 @@ def line_chart(path: str, x: list[float], series: dict[str, list[float]], x_labe
         ly = top + 20 + 24 * k
         cv2.line(image, (width - right + 15, ly), (width - right + 45, ly), colour, 2, cv2.LINE_AA)
         cv2.putText(image, name, (width - right + 52, ly + 5), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.putText(image, title, (left, 30), font, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(image, title, (left + 140, 25), font, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
     cv2.putText(image, x_label, (left + plot_w // 2 - 80, height - 20), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     cv2.putText(image, y_label, (8, top - 12), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     return bool(cv2.imwrite(path, image))
