@@ -80,7 +80,7 @@ def load_pairs(hr_source: str, lr_source: str, scale: int, color: str, max_frame
                    "received). Default: made from --hr by area downscale + H.264 (see --crf).")
 @cli.scale_option
 @click.option("--max-seconds", type=click.FloatRange(1, None), default=180, show_default=True,
-              help="Training time budget (the learning-rate schedule is fitted to it).")
+              help="Training time budget, decoding not counted (the learning-rate schedule is fitted to it).")
 @click.option("--start", type=click.FloatRange(0, None), help="Use the clip from this second.")
 @click.option("--duration", type=click.FloatRange(0, None, min_open=True),
               help="Use this many seconds of the clip.")
@@ -133,7 +133,8 @@ def command(spool: str, hr_source: str, lr_source: str | None, scale: int, max_s
     config = TrainConfig(max_seconds=max_seconds, patch=min(patch, *pairs.lr.shape[-2:]), batch=batch,
                          learning_rate=learning_rate, eval_every=max(5.0, max_seconds / 12), seed=seed)
     with Progress(TextColumn("training"), BarColumn(), TextColumn("{task.fields[status]}"),
-                  TimeRemainingColumn(), console=cli.console, transient=True) as bar:
+                  TimeRemainingColumn(), console=cli.console, transient=True,
+                  disable=not cli.console.is_terminal) as bar:
         task = bar.add_task("train", total=1.0, status="")
 
         def report(fraction: float, step: int, psnr: float, best: float) -> None:
