@@ -13,12 +13,24 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_MEDIA = ROOT.parent / "shared" / "media"
 
 
-def run_command(name: str, *args: str, input: bytes | None = None, timeout: float = 300,
+def command_line(name: str, *args) -> list[str]:
+    return [str(ROOT / "bin" / name), *map(str, args)]
+
+
+# bin/ scripts run the interpreter running the tests.
+COMMAND_ENV = {**os.environ, "SRTOOLS_PYTHON": sys.executable}
+
+
+def run_command(name: str, *args, input: bytes | None = None, timeout: float = 300,
                 env: dict | None = None, stdout=subprocess.PIPE) -> subprocess.CompletedProcess:
-    """Run bin/NAME with this interpreter; stdout and stderr captured as bytes."""
-    return subprocess.run([sys.executable, str(ROOT / "bin" / name), *map(str, args)], input=input,
-                          stdout=stdout, stderr=subprocess.PIPE, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+    """Run bin/NAME as a real process; stdout and stderr captured as bytes."""
+    return subprocess.run(command_line(name, *args), input=input, stdout=stdout, stderr=subprocess.PIPE,
+                          timeout=timeout, env={**COMMAND_ENV, **(env or {})})
+
+
+def start_command(name: str, *args, **popen_kwargs) -> subprocess.Popen:
+    """Start bin/NAME as a real process (pipes as asked in ``popen_kwargs``)."""
+    return subprocess.Popen(command_line(name, *args), env=COMMAND_ENV, **popen_kwargs)
 
 
 def make_clip(path: Path, size: str = "320x180", seconds: float = 2, rate: int = 25,

@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 import json
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -92,10 +91,9 @@ class Server:
     """A bin/ server started as a real process; its first stdout line is {"url": ...}."""
 
     def __init__(self, name: str, *args):
-        from conftest import ROOT
+        from conftest import start_command
 
-        self.process = subprocess.Popen([sys.executable, str(ROOT / "bin" / name), *map(str, args)],
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.process = start_command(name, *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         line = self.process.stdout.readline()
         if not line:
             self.process.wait(10)

@@ -8,4 +8,9 @@ COMMANDS = {
     "sr-train": "srtools.commands.train",
     "sr-serve": "srtools.commands.serve",
     "sr-compare": "srtools.commands.compare",
+    "sr-tile": "srtools.commands.tile",
+    "sr-edge": "srtools.commands.edge",
+    "sr-cache": "srtools.commands.cache",
+    "sr-proxy": "srtools.commands.proxy",
+    "sr-sim": "srtools.commands.sim",
 }

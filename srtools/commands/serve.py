@@ -177,8 +177,8 @@ def command(input: str, output: str, spool: str | None, model_path: str | None, 
                 else:
                     out = upscaler.upscale(frame, out_header)
                 writer.write(out)
-                writer.flush()
                 stats.frames += 1
+                writer.flush()
                 schedule = deadline
                 if now >= next_report:
                     log.info("%s", stats.line(upscaler))
