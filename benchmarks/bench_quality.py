@@ -62,9 +62,8 @@ def main() -> None:
     torch.set_num_threads(2)
     configs = [tuple(map(int, c.split("x"))) for c in args.configs.split(",")]
     budgets = [float(b) for b in args.budgets.split(",")]
-    rows = []
     print(f"{'clip':<32} {'color':>5} {'config':>7} {'budget':>7} {'steps':>6} {'val gain':>8} "
-          f"{'test Y-PSNR':>11} {'ffmpeg bicubic':>14} {'gain dB':>8} {'U/V gain':>8}", flush=True)
+          f"{'test Y-PSNR':>11} {'ffmpeg bicubic':>14} {'gain dB':>8} {'bf16 gain':>9} {'U/V gain':>8}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for clip in args.clips:
             lr_path, bic_path = f"{tmp}/lr.mp4", f"{tmp}/bicubic.y4m"
@@ -84,20 +83,24 @@ def main() -> None:
                         model = archs.build("fedsr", hparams)
                         result = train(model, train_pairs, val_pairs,
                                        TrainConfig(max_seconds=budget, eval_every=max(5.0, budget / 12)))
-                        upscaler = ModelUpscaler(model, ModelInfo("fedsr", hparams, args.scale, color))
-                        y_sr, y_bic, c_sr, c_bic = [], [], [], []
+                        info = ModelInfo("fedsr", hparams, args.scale, color)
+                        fp32, bf16 = (ModelUpscaler(model, info, precision=p) for p in ("fp32", "bf16"))
+                        y_sr, y_bf16, y_bic, c_sr, c_bic = [], [], [], [], []
                         for hr, lr, bic in tests:
-                            out = upscaler.upscale(lr, Header(hr.y.shape[1], hr.y.shape[0]))
+                            out_header = Header(hr.y.shape[1], hr.y.shape[0])
+                            out = fp32.upscale(lr, out_header)
                             y_sr.append(metrics.psnr(out.y, hr.y))
+                            y_bf16.append(metrics.psnr(bf16.upscale(lr, out_header).y, hr.y))
                             y_bic.append(metrics.psnr(bic.y, hr.y))
                             c_sr.append(np.mean([metrics.psnr(a, b) for a, b in zip(out.planes[1:], hr.planes[1:])]))
                             c_bic.append(np.mean([metrics.psnr(a, b) for a, b in zip(bic.planes[1:], hr.planes[1:])]))
+                        bicubic_db = np.mean(y_bic)
                         row = (Path(clip).name[:32], color, f"{channels}x{blocks}", budget, result.steps,
-                               result.gain_db, np.mean(y_sr), np.mean(y_bic), np.mean(y_sr) - np.mean(y_bic),
-                               np.mean(c_sr) - np.mean(c_bic))
-                        rows.append(row)
+                               result.gain_db, np.mean(y_sr), bicubic_db, np.mean(y_sr) - bicubic_db,
+                               np.mean(y_bf16) - bicubic_db, np.mean(c_sr) - np.mean(c_bic))
                         print(f"{row[0]:<32} {row[1]:>5} {row[2]:>7} {row[3]:>6.0f}s {row[4]:>6} {row[5]:>+8.2f} "
-                              f"{row[6]:>11.2f} {row[7]:>14.2f} {row[8]:>+8.2f} {row[9]:>+8.2f}", flush=True)
+                              f"{row[6]:>11.2f} {row[7]:>14.2f} {row[8]:>+8.2f} {row[9]:>+9.2f} {row[10]:>+8.2f}",
+                              flush=True)
     print(f"\n{len(tests)} test frames per clip (after the first {args.train_seconds:.0f} s, every "
           f"{args.test_step}th); {time.strftime('%Y-%m-%d %H:%M')}")
 

@@ -13,8 +13,8 @@ if [ -n "${DEMO_CLIP:-}" ]; then
     clip=$DEMO_CLIP
 else
     clip=$out/sample.mp4
-    echo "== sample clip: 10 s of ffmpeg's mandelbrot source, 640x360 -> $clip" >&2
-    ffmpeg -v error -y -f lavfi -i "mandelbrot=size=640x360:rate=25" -t 10 \
+    echo "== sample clip: 10 s of ffmpeg's testsrc2 source (moving shapes and text), 640x360 -> $clip" >&2
+    ffmpeg -v error -y -f lavfi -i "testsrc2=size=640x360:rate=25" -t 10 \
         -c:v libx264 -crf 14 -preset veryfast -pix_fmt yuv420p "$clip"
 fi
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -23,14 +24,33 @@ def bicubic(frame: Frame, out_header: Header) -> Frame:
     return Frame(planes, frame.params)
 
 
-def to_tensor(plane: np.ndarray, device: str | torch.device = "cpu") -> torch.Tensor:
-    """(H, W) uint8 -> (1, 1, H, W) float32 in [0, 1]."""
-    return torch.from_numpy(plane).to(device).float().div_(255.0)[None, None]
+def network_planes(frame: Frame, color: str) -> np.ndarray:
+    """(C, H, W) uint8 network input of a frame: Y alone (color ``y``), or Y with chroma resized
+    to luma size (``yuv``)."""
+    if color == "y":
+        return frame.y[None]
+    h, w = frame.y.shape
+    return np.stack([frame.y] + [resize_plane(p, h, w) for p in frame.planes[1:]])
 
 
 def to_plane(tensor: torch.Tensor) -> np.ndarray:
     """(H, W) float in [0, 1] -> (H, W) uint8, rounded and clamped."""
     return tensor.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).cpu().numpy()
+
+
+def native_bf16(device: str) -> bool:
+    """Whether ``device`` runs bfloat16 convolutions natively (CPU: AVX512-BF16 or AMX)."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    cpu = torch.cpu  # private probes, absent from some builds: then assume no
+    return any(getattr(cpu, probe, lambda: False)() for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """'auto' -> 'bf16' where it is native to ``device``, else 'fp32'."""
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return precision
 
 
 class ModelUpscaler:
@@ -41,12 +61,19 @@ class ModelUpscaler:
         info: its model-file metadata (scale, colour mode, version for logs).
         device: torch device.
         version: spool version, for logs and stats (None for a file given directly).
+        precision: ``fp32``, or ``bf16`` to run the convolutions in bfloat16 (autocast) while the
+            bicubic skip and the output stay fp32: 1.6-2.7x faster on CPUs with AVX512-BF16
+            (benchmarks/bench_inference.py) for a few hundredths of a dB (bench_quality.py).
     """
 
-    def __init__(self, model: torch.nn.Module, info: ModelInfo, device: str = "cpu", version: int | None = None):
+    PRECISIONS = ("fp32", "bf16")
+
+    def __init__(self, model: torch.nn.Module, info: ModelInfo, device: str = "cpu", version: int | None = None,
+                 precision: str = "fp32"):
         self.info = info
         self.version = version
         self.device = torch.device(device)
+        self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
         # channels-last runs these small convolutions 2-3x faster on CPU (benchmarks/bench_inference.py).
         self.model = model.to(self.device, memory_format=torch.channels_last).eval()
         self.seconds_per_frame = 0.0  # moving average of upscale(), for real-time decisions
@@ -65,25 +92,26 @@ class ModelUpscaler:
         return f"v{self.version}" if self.version is not None else self.info.source or "model"
 
     def upscale(self, frame: Frame, out_header: Header) -> Frame:
-        """``frame`` upscaled to ``out_header``'s size."""
+        """``frame`` upscaled to ``out_header``'s size, timed into :attr:`seconds_per_frame`."""
         start = time.perf_counter()
-        out = self._upscale(frame, out_header)
+        [out] = self.upscale_batch([frame], out_header)
         took = time.perf_counter() - start
         self.seconds_per_frame = took if not self.seconds_per_frame else 0.8 * self.seconds_per_frame + 0.2 * took
         return out
 
     @torch.inference_mode()
-    def _upscale(self, frame: Frame, out_header: Header) -> Frame:
+    def upscale_batch(self, frames: Sequence[Frame], out_header: Header) -> list[Frame]:
+        """Frames of one size upscaled to ``out_header``'s size in one network call."""
         shapes = out_header.plane_shapes
-        if self.info.color == "y" or len(frame.planes) == 1:
-            y = self.model(to_tensor(frame.y, self.device).contiguous(memory_format=torch.channels_last))
-            chroma = [resize_plane(p, h, w) for p, (h, w) in zip(frame.planes[1:], shapes[1:])]
-            return Frame([to_plane(y[0, 0]), *chroma], frame.params)
-        # yuv: chroma brought to luma size, the three planes through the network, chroma back down.
-        h, w = frame.y.shape
-        full = np.stack([frame.y] + [resize_plane(p, h, w) for p in frame.planes[1:]])
-        x = torch.from_numpy(full).to(self.device).float().div_(255.0)[None]
-        out = self.model(x.contiguous(memory_format=torch.channels_last))[0]
-        planes = [to_plane(out[0])]
-        planes += [resize_plane(to_plane(out[c]), ch, cw, cv2.INTER_AREA) for c, (ch, cw) in zip((1, 2), shapes[1:])]
-        return Frame(planes, frame.params)
+        color = self.info.color if len(frames[0].planes) == 3 else "y"
+        x = torch.from_numpy(np.stack([network_planes(f, color) for f in frames])).to(self.device)
+        with self.autocast:
+            out = self.model(x.float().div_(255.0).contiguous(memory_format=torch.channels_last))
+        results = []
+        for frame, planes in zip(frames, out):
+            if color == "y":
+                chroma = [resize_plane(p, h, w) for p, (h, w) in zip(frame.planes[1:], shapes[1:])]
+            else:  # back from luma size to the stream's chroma size
+                chroma = [resize_plane(to_plane(planes[c]), h, w, cv2.INTER_AREA) for c, (h, w) in zip((1, 2), shapes[1:])]
+            results.append(Frame([to_plane(planes[0]), *chroma], frame.params))
+        return results

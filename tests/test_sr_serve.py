@@ -200,3 +200,31 @@ def test_signal_ends_cleanly_with_whole_frames(tmp_path, signum):
     stderr = serve.stderr.read().decode()
     assert "error: interrupted" in stderr and "Traceback" not in stderr
     assert re.search(r"[23] frames in .* 0 bicubic fallbacks", stderr)  # the stats line still comes
+
+
+def test_bf16_precision_stays_within_a_level_or_two_of_fp32(tmp_path, small_y4m):
+    hparams = {"scale": 2, "channels": 8, "blocks": 2}
+    model = archs.build("fedsr", hparams)
+    torch.nn.init.normal_(model.tail.weight, std=0.02)  # a real residual, not just bicubic
+    modelfile.save(tmp_path / "m.safetensors", model, modelfile.ModelInfo("fedsr", hparams, 2))
+    outputs = {}
+    for precision in ("fp32", "bf16"):
+        result = run_command("sr-serve", "--model", tmp_path / "m.safetensors", "--precision", precision, small_y4m)
+        assert result.returncode == 0, result.stderr
+        outputs[precision] = np.stack([f.y for f in frames_of(result.stdout)[1]]).astype(int)
+    difference = np.abs(outputs["fp32"] - outputs["bf16"])
+    assert difference.max() <= 3 and difference.mean() < 0.5
+    assert not np.array_equal(outputs["fp32"], outputs["bf16"])  # bf16 really ran
+
+
+def test_model_file_serves_until_the_spool_has_one(tmp_path, small_y4m):
+    hparams = {"scale": 2, "channels": 4, "blocks": 1}
+    model = archs.build("fedsr", hparams)
+    with torch.no_grad():
+        model.tail.bias.fill_(0.2)
+    modelfile.save(tmp_path / "m.safetensors", model, modelfile.ModelInfo("fedsr", hparams, 2, source="m"))
+    result = run_command("sr-serve", "--model", tmp_path / "m.safetensors", "--spool", tmp_path, small_y4m)
+    assert result.returncode == 0, result.stderr
+    assert re.search(rb"10 frames in .* model m, 0 swaps", result.stderr)
+    _, in_frames = frames_of(small_y4m.read_bytes())
+    assert all(f.y.mean() - s.y.mean() > 30 for f, s in zip(frames_of(result.stdout)[1], in_frames))

@@ -27,7 +27,8 @@ class ResidualBlockNoBN(nn.Module):
         self.res_scale = res_scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(self.relu(self.conv1(x))) * self.res_scale
+        residual = self.conv2(self.relu(self.conv1(x)))
+        return x + (residual if self.res_scale == 1 else residual * self.res_scale)
 
 
 class Upsample(nn.Sequential):

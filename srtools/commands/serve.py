@@ -14,7 +14,7 @@ import click
 from .. import cli, modelfile, video, y4m
 from ..errors import ModelError, SrError, UsageError
 from ..spool import Spool
-from ..upscale import ModelUpscaler, bicubic
+from ..upscale import ModelUpscaler, bicubic, resolve_precision
 
 log = logging.getLogger("srtools.serve")
 ARCH = "fedsr"
@@ -27,9 +27,10 @@ class ModelWatcher(threading.Thread):
     frame. A model that fails validation is logged once and the previous one stays in use.
     """
 
-    def __init__(self, spool: Spool, scale: int, device: str, interval: float):
+    def __init__(self, spool: Spool, scale: int, interval: float, **upscaler_options):
         super().__init__(name="model-watcher", daemon=True)
-        self.spool, self.scale, self.device, self.interval = spool, scale, device, interval
+        self.spool, self.scale, self.interval = spool, scale, interval
+        self.upscaler_options = upscaler_options  # device, precision
         self.latest: ModelUpscaler | None = None
         self.header: y4m.Header | None = None  # the input's, once known: new models are warmed up on it
         self._seen: tuple[int, int] | None = None  # (version, pointer mtime) already handled
@@ -50,7 +51,7 @@ class ModelWatcher(threading.Thread):
         except ModelError as exc:
             log.warning("rejected model v%d, keeping the previous one: %s", pointer.version, exc)
             return
-        upscaler = ModelUpscaler(model, info, self.device, version=pointer.version)
+        upscaler = ModelUpscaler(model, info, version=pointer.version, **self.upscaler_options)
         if self.header is not None:
             upscaler.warm_up(self.header)
         self.latest = upscaler
@@ -112,13 +113,18 @@ class Stats:
               help="Use this model file (no hot-swap unless --spool is also given, which then takes over).")
 @cli.scale_option
 @cli.device_option
+@click.option("--precision", type=click.Choice(("auto", *ModelUpscaler.PRECISIONS)), default="auto",
+              show_default=True,
+              help="bf16 runs the network's convolutions in bfloat16 (output and bicubic skip stay fp32): "
+                   "1.5x faster here for 0.01 dB; auto picks it where the CPU (AVX512-BF16, AMX) or GPU "
+                   "supports it natively.")
 @click.option("--realtime", is_flag=True,
               help="Never fall behind the input frame rate: a frame whose SR would miss its deadline is "
                    "upscaled bicubically instead (counted in the stats).")
 @click.option("--poll-interval", type=click.FloatRange(0.05, 60), default=0.5, show_default=True,
               metavar="SECONDS", help="How often the spool is checked for a new model.")
 def command(input: str, output: str, spool: str | None, model_path: str | None, scale: int, device: str,
-                realtime: bool, poll_interval: float) -> None:
+            precision: str, realtime: bool, poll_interval: float) -> None:
     """Upscale low-resolution frames by SCALE with the current F-EDSR model.
 
     Reads Y4M (srtools-y4m(7)) from INPUT ('-' for stdin, a file or named FIFO) or decodes any
@@ -134,66 +140,59 @@ def command(input: str, output: str, spool: str | None, model_path: str | None, 
     if spool is None and model_path is None:
         raise UsageError("give --spool DIR, --model FILE, or both")
     device = cli.resolve_device(device)
+    upscaler_options = {"device": device, "precision": resolve_precision(precision, device)}
     upscaler = None
     if model_path is not None:
         model, info = modelfile.load(model_path, scale=scale, arch=ARCH)
-        upscaler = ModelUpscaler(model, info, device)
-    watcher = None
-    if spool is not None:
-        if not Path(spool).is_dir():
-            raise UsageError(f"--spool {spool}: no such directory")
-        watcher = ModelWatcher(Spool(spool), scale, device, poll_interval)
-        watcher.poll()
-        upscaler = watcher.latest or upscaler
-        watcher.start()
-    log.info("model: %s", upscaler.label if upscaler else "none yet, bicubic")
-
+        upscaler = ModelUpscaler(model, info, **upscaler_options)
     with contextlib.ExitStack() as stack:
+        watcher = None
+        if spool is not None:
+            if not Path(spool).is_dir():
+                raise UsageError(f"--spool {spool}: no such directory")
+            watcher = ModelWatcher(Spool(spool), scale, poll_interval, **upscaler_options)
+            watcher.poll()
+            upscaler = watcher.latest or upscaler
+            watcher.start()
+            stack.callback(watcher.join)  # a model load cut off by interpreter exit aborts the process
+            stack.callback(watcher.stop)
+        log.info("model: %s; network on %s in %s", upscaler.label if upscaler else "none yet, bicubic", device,
+                 upscaler_options["precision"])
         reader = stack.enter_context(video.open_source(input))
         in_header = reader.header
         out_header = in_header.resized(in_header.width * scale, in_header.height * scale)
-        sink = stack.enter_context(y4m.open_output(output))
-        writer = y4m.Writer(sink, out_header)
-        stats = Stats()
+        writer = y4m.Writer(stack.enter_context(y4m.open_output(output)), out_header)
         if watcher is not None:
             watcher.header = in_header
         if upscaler is not None:
             upscaler.warm_up(in_header)
+        prefetcher = Prefetcher(reader)
+        prefetcher.start()
+        stats = Stats()
+        stack.callback(lambda: log.info("%s", stats.line(upscaler)))
         interval = 1.0 / float(in_header.fps)
         schedule = time.monotonic()  # when the current frame is due to start, in --realtime
         next_report = stats.start + 10
-        try:
-            for frame in _prefetch(reader):
-                if watcher is not None and watcher.latest is not upscaler:
-                    upscaler = watcher.latest
-                    stats.swaps += 1
-                    log.info("frame %d: switched to model %s", stats.frames, upscaler.label)
-                now = time.monotonic()
-                schedule = max(schedule, now)  # a late input is not our lateness
-                deadline = schedule + interval
-                if upscaler is None or (realtime and now + upscaler.seconds_per_frame > deadline):
-                    out = bicubic(frame, out_header)
-                    stats.fallbacks += upscaler is not None
-                else:
-                    out = upscaler.upscale(frame, out_header)
-                writer.write(out)
-                stats.frames += 1
-                writer.flush()
-                schedule = deadline
-                if now >= next_report:
-                    log.info("%s", stats.line(upscaler))
-                    next_report = now + 10
-        finally:
-            if watcher is not None:
-                watcher.stop()
-                watcher.join()  # a model load cut off by interpreter exit aborts the process
-            log.info("%s", stats.line(upscaler))
-
-
-def _prefetch(reader: y4m.Reader):
-    prefetcher = Prefetcher(reader)
-    prefetcher.start()
-    return iter(prefetcher)
+        for frame in prefetcher:
+            if watcher is not None and watcher.latest not in (None, upscaler):
+                upscaler = watcher.latest
+                stats.swaps += 1
+                log.info("frame %d: switched to model %s", stats.frames, upscaler.label)
+            now = time.monotonic()
+            schedule = max(schedule, now)  # a late input is not our lateness
+            deadline = schedule + interval
+            if upscaler is None or (realtime and now + upscaler.seconds_per_frame > deadline):
+                out = bicubic(frame, out_header)
+                stats.fallbacks += upscaler is not None
+            else:
+                out = upscaler.upscale(frame, out_header)
+            writer.write(out)
+            stats.frames += 1
+            writer.flush()
+            schedule = deadline
+            if now >= next_report:
+                log.info("%s", stats.line(upscaler))
+                next_report = now + 10
 
 
 main = cli.entry_point(command)

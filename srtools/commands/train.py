@@ -13,25 +13,17 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from .. import archs, cli, degrade, modelfile, video, y4m
+from .. import archs, cli, degrade, modelfile, video
 from ..errors import InputError, UsageError
 from ..spool import Spool
 from ..training import PairSet, TrainConfig, train
-from ..upscale import resize_plane
+from ..upscale import network_planes
 
 log = logging.getLogger("srtools.train")
 ARCH = "fedsr"
 # Chosen from benchmarks/bench_inference.py and bench_quality.py: see README "Model configuration".
 DEFAULT_CHANNELS = 16
 DEFAULT_BLOCKS = 4
-
-
-def _planes_for(frame: y4m.Frame, color: str) -> np.ndarray:
-    """(C, H, W) network planes of a frame: Y alone, or Y with chroma resized to luma size."""
-    if color == "y":
-        return frame.y[None].copy()
-    h, w = frame.y.shape
-    return np.stack([frame.y] + [resize_plane(p, h, w) for p in frame.planes[1:]])
 
 
 def load_pairs(hr_source: str, lr_source: str, scale: int, color: str, max_frames: int,
@@ -60,7 +52,7 @@ def load_pairs(hr_source: str, lr_source: str, scale: int, color: str, max_frame
                                      f"(frame counts differ after {index} frames)")
                 break
             if index % stride == 0:
-                keep.append((_planes_for(lr, color), _planes_for(hr, color)))
+                keep.append((network_planes(lr, color), network_planes(hr, color)))
                 if len(keep) >= 2 * max_frames:  # bounded memory: halve the density, keep even spacing
                     keep, stride = keep[::2], stride * 2
             index += 1

@@ -152,14 +152,7 @@ class Manifest:
         path = Path(path)
         if path.is_dir():
             path = path / MANIFEST_NAME
-        try:
-            raw = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise InputError(f"{path}: no such manifest (run sr-tile first)") from None
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise InputError(f"{path}: unreadable manifest ({exc})") from None
-        if not isinstance(raw, dict) or raw.get("format") != FORMAT:
-            raise InputError(f"{path}: not an sr-tile manifest (format {FORMAT} expected)")
+        raw = read_json_document(path, FORMAT, "manifest", "sr-tile")
         try:
             segments = [Segment(index=int(s["index"]), start_frame=int(s["start_frame"]), frames=int(s["frames"]),
                                 tiles=[Tile(**t) for t in s["tiles"]], sets=[list(map(int, m)) for m in s["sets"]],
@@ -190,6 +183,23 @@ class Manifest:
                 problems.append(f"segment {s.index}: {len(s.tiles)} tiles, {s.frames} frames")
         if problems:
             raise InputError(f"{name}: inconsistent manifest: {problems[0]}")
+
+
+def read_json_document(path: str | os.PathLike, fmt: str, kind: str, producer: str) -> dict:
+    """The JSON object at ``path`` whose ``format`` is ``fmt``, as ``producer`` writes it.
+
+    Raises:
+        InputError: missing, unreadable, or not that kind of document (one-line messages).
+    """
+    try:
+        raw = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such {kind} (run {producer} first)") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"{path}: unreadable {kind} ({exc})") from None
+    if not isinstance(raw, dict) or raw.get("format") != fmt:
+        raise InputError(f"{path}: not an {producer} {kind} (format {fmt} expected)")
+    return raw
 
 
 def write_json_atomic(path: str | os.PathLike, data: Any) -> None:

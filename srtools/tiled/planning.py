@@ -16,16 +16,14 @@ Plan file (JSON, ``srtools-cacheplan/1``), written by ``sr-cache`` and read by `
 
 from __future__ import annotations
 
-import json
 import os
 import re
-from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError, UsageError
 from .cacheplan import Instance, Plan, objective, solve_auction, solve_exact, solve_none
-from .manifest import Manifest, write_json_atomic
+from .manifest import Manifest, read_json_document, write_json_atomic
 from .profile import Profile
 
 FORMAT = "srtools-cacheplan/1"
@@ -114,14 +112,7 @@ def save_plan(path: str | os.PathLike, data: dict) -> None:
 def load_plan(path: str | os.PathLike, manifest: Manifest) -> dict:
     """Read a plan and check it fits ``manifest``; returns the JSON with ``cached`` as (n, M) bool
     and ``dnn`` as (n, J) bool arrays added."""
-    try:
-        raw = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such plan (run sr-cache)") from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise InputError(f"{path}: unreadable plan ({exc})") from None
-    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
-        raise InputError(f"{path}: not an sr-cache plan (format {FORMAT} expected)")
+    raw = read_json_document(path, FORMAT, "plan", "sr-cache")
     n, edges, tiles = len(manifest.segments), manifest.edges, manifest.tiles_per_segment
     cached = np.zeros((n, edges), dtype=bool)
     dnn = np.zeros((n, tiles), dtype=bool)

@@ -18,12 +18,14 @@ from __future__ import annotations
 import time
 from typing import Sequence
 
-import numpy as np
-import torch
+from pathlib import Path
 
-from .. import video, y4m
-from ..errors import InputError
-from ..upscale import ModelUpscaler, bicubic, resize_plane, to_plane, to_tensor
+import numpy as np
+
+from .. import modelfile, video, y4m
+from ..errors import InputError, UsageError
+from ..spool import Spool
+from ..upscale import ModelUpscaler, bicubic
 from .manifest import Manifest
 
 MODES = ("hr", "dnn", "bicubic")
@@ -37,21 +39,11 @@ def decode_tile(path: str, expected_frames: int | None = None) -> tuple[y4m.Head
     return header, frames
 
 
-@torch.inference_mode()
 def upscale_frames(frames: Sequence[y4m.Frame], out_header: y4m.Header, upscaler: ModelUpscaler | None) -> list[y4m.Frame]:
     """Upscale a tile's frames with the model (batched over frames) or bicubically when None."""
     if upscaler is None:
         return [bicubic(f, out_header) for f in frames]
-    if upscaler.info.color != "y":
-        return [upscaler.upscale(f, out_header) for f in frames]
-    batch = torch.cat([to_tensor(f.y, upscaler.device) for f in frames])
-    luma = upscaler.model(batch.contiguous(memory_format=torch.channels_last))
-    shapes = out_header.plane_shapes
-    out = []
-    for index, frame in enumerate(frames):
-        chroma = [resize_plane(p, h, w) for p, (h, w) in zip(frame.planes[1:], shapes[1:])]
-        out.append(y4m.Frame([to_plane(luma[index, 0]), *chroma], frame.params))
-    return out
+    return upscaler.upscale_batch(frames, out_header)
 
 
 class Reconstructor:
@@ -123,12 +115,6 @@ def reference_tile(manifest: Manifest, luma: np.ndarray, j: int) -> np.ndarray:
 
 def load_upscaler(spool: str | None, model_path: str | None, scale: int, device: str) -> ModelUpscaler | None:
     """The F-EDSR upscaler from --model FILE, else the spool's current model, else None."""
-    from pathlib import Path
-
-    from .. import modelfile
-    from ..errors import UsageError
-    from ..spool import Spool
-
     if model_path is not None:
         model, info = modelfile.load(model_path, scale=scale, arch="fedsr")
         return ModelUpscaler(model, info, device)
