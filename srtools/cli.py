@@ -14,7 +14,7 @@ import click
 from rich.console import Console
 
 from . import __version__
-from .errors import EXIT_STATUS_DESCRIPTIONS, ExitStatus, Interrupted, SrError
+from .errors import ExitStatus, Interrupted, SrError
 
 log = logging.getLogger("srtools")
 # Progress bars and tables for people; stdout is reserved for data.
@@ -46,17 +46,16 @@ def _configure_logging(prog: str, level: int) -> None:
     root.setLevel(level)
 
 
-def _set_verbosity(ctx: click.Context, param: click.Parameter, value: bool) -> None:
-    if value:
-        level = logging.DEBUG if param.name == "debug" else logging.WARNING
-        if logging.getLogger().level != logging.DEBUG:
-            logging.getLogger().setLevel(level)
+def _set_quiet(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value and logging.getLogger().level != logging.DEBUG:  # --debug wins
+        logging.getLogger().setLevel(logging.WARNING)
 
 
+# --debug is read by run() before parsing, so that errors in parsing itself can show a traceback.
 _COMMON_OPTIONS = [
-    click.option("--debug", is_flag=True, expose_value=False, is_eager=True, callback=_set_verbosity,
+    click.option("--debug", is_flag=True, expose_value=False,
                  help="Log debugging detail (ffmpeg command lines, model loads) and show tracebacks."),
-    click.option("-q", "--quiet", is_flag=True, expose_value=False, is_eager=True, callback=_set_verbosity,
+    click.option("-q", "--quiet", is_flag=True, expose_value=False, is_eager=True, callback=_set_quiet,
                  help="Log warnings and errors only."),
 ]
 
@@ -140,8 +139,3 @@ def run(cmd: click.Command, argv: Sequence[str] | None = None) -> int:
 def entry_point(cmd: click.Command) -> Callable[[], None]:
     """A console_scripts entry point running ``cmd``."""
     return lambda: sys.exit(run(cmd))
-
-
-def exit_status_help() -> str:
-    """The EXIT STATUS section text, from the :class:`ExitStatus` enum."""
-    return "\n".join(f"{int(s)}  {s.name}: {EXIT_STATUS_DESCRIPTIONS[s]}" for s in ExitStatus)
