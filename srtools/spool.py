@@ -40,15 +40,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from . import modelfile
 from .errors import SrError
+from .fsutil import fsync_dir, write_atomic, write_temp
 
 _STALE_TMP_SECONDS = 3600
 
@@ -60,14 +60,6 @@ class Pointer:
     version: int
     path: Path
     raw: dict[str, Any]
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Spool:
@@ -123,7 +115,7 @@ class Spool:
             The new pointer.
         """
         self._remove_stale_tmp()
-        tmp_model = self._write_tmp(".safetensors", lambda path: modelfile.save(path, model, info))
+        tmp_model = write_temp(self.tmp_dir, lambda path: modelfile.save(path, model, info), suffix=".safetensors")
         try:
             version, final = self._link_next_version(tmp_model, info.arch, info.scale)
         finally:
@@ -131,22 +123,9 @@ class Spool:
         fsync_dir(self.models_dir)
         raw = {"version": version, "file": str(final.relative_to(self.root)), "arch": info.arch,
                "scale": info.scale, "published": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "gain_db": info.gain_db}
-        tmp_pointer = self._write_tmp(".json", lambda path: Path(path).write_text(json.dumps(raw) + "\n"))
-        os.replace(tmp_pointer, self.pointer_path(info.arch, info.scale))
-        fsync_dir(self.current_dir)
+        write_atomic(self.pointer_path(info.arch, info.scale), lambda path: Path(path).write_text(json.dumps(raw) + "\n"),
+                     tmp_dir=self.tmp_dir)
         return Pointer(version, final, raw)
-
-    def _write_tmp(self, suffix: str, write: Callable[[str], None]) -> Path:
-        fd, name = tempfile.mkstemp(suffix=suffix, dir=self.tmp_dir)
-        os.close(fd)
-        try:
-            write(name)
-            with open(name, "rb+") as f:
-                os.fsync(f.fileno())
-        except BaseException:
-            os.unlink(name)
-            raise
-        return Path(name)
 
     def _link_next_version(self, tmp: Path, arch: str, scale: int) -> tuple[int, Path]:
         version = max(self.versions(arch, scale), default=0) + 1

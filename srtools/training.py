@@ -27,7 +27,7 @@ import torch
 from torch.nn import functional as F
 
 from . import metrics
-from .upscale import resize_plane
+from .upscale import resize_plane, to_plane, to_unit
 
 
 @dataclasses.dataclass
@@ -126,9 +126,7 @@ def evaluate(model: torch.nn.Module, pairs: PairSet, device: torch.device) -> fl
     model.eval()
     scores = []
     for lr, hr in zip(pairs.lr, pairs.hr):
-        x = torch.from_numpy(lr).to(device).float().div_(255.0)[None]
-        out = model(x)[0, 0].mul(255.0).round_().clamp_(0, 255).to(torch.uint8).cpu().numpy()
-        scores.append(metrics.psnr(out, hr[0]))
+        scores.append(metrics.psnr(to_plane(model(to_unit(lr, device)[None])[0, 0]), hr[0]))
     return float(np.mean(scores))
 
 
@@ -201,9 +199,7 @@ def train(model: torch.nn.Module, train_pairs: PairSet, val_pairs: PairSet, conf
             group["lr"] = lr
         model.train()
         lr_np, hr_np = sampler.sample(config.batch)
-        lr_t = torch.from_numpy(lr_np).to(dev).float().div_(255.0)
-        hr_t = torch.from_numpy(hr_np).to(dev).float().div_(255.0)
-        lr_t, hr_t = _augment(lr_t, hr_t, rng)
+        lr_t, hr_t = _augment(to_unit(lr_np, dev), to_unit(hr_np, dev), rng)
         loss = F.l1_loss(model(lr_t), hr_t)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -33,6 +33,11 @@ def network_planes(frame: Frame, color: str) -> np.ndarray:
     return np.stack([frame.y] + [resize_plane(p, h, w) for p in frame.planes[1:]])
 
 
+def to_unit(array: np.ndarray, device: str | torch.device = "cpu") -> torch.Tensor:
+    """uint8 array -> float32 tensor of the same shape in [0, 1] (the networks' input range)."""
+    return torch.from_numpy(array).to(device).float().div_(255.0)
+
+
 def to_plane(tensor: torch.Tensor) -> np.ndarray:
     """(H, W) float in [0, 1] -> (H, W) uint8, rounded and clamped."""
     return tensor.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).cpu().numpy()
@@ -62,7 +67,7 @@ class ModelUpscaler:
         device: torch device.
         version: spool version, for logs and stats (None for a file given directly).
         precision: ``fp32``, or ``bf16`` to run the convolutions in bfloat16 (autocast) while the
-            bicubic skip and the output stay fp32: 1.6-2.7x faster on CPUs with AVX512-BF16
+            bicubic skip and the output stay fp32: 1.6-2.5x faster on CPUs with AVX512-BF16
             (benchmarks/bench_inference.py) for a few hundredths of a dB (bench_quality.py).
     """
 
@@ -104,9 +109,9 @@ class ModelUpscaler:
         """Frames of one size upscaled to ``out_header``'s size in one network call."""
         shapes = out_header.plane_shapes
         color = self.info.color if len(frames[0].planes) == 3 else "y"
-        x = torch.from_numpy(np.stack([network_planes(f, color) for f in frames])).to(self.device)
+        x = to_unit(np.stack([network_planes(f, color) for f in frames]), self.device)
         with self.autocast:
-            out = self.model(x.float().div_(255.0).contiguous(memory_format=torch.channels_last))
+            out = self.model(x.contiguous(memory_format=torch.channels_last))
         results = []
         for frame, planes in zip(frames, out):
             if color == "y":

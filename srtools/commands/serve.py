@@ -116,7 +116,7 @@ class Stats:
 @click.option("--precision", type=click.Choice(("auto", *ModelUpscaler.PRECISIONS)), default="auto",
               show_default=True,
               help="bf16 runs the network's convolutions in bfloat16 (output and bicubic skip stay fp32): "
-                   "1.5x faster here for 0.01 dB; auto picks it where the CPU (AVX512-BF16, AMX) or GPU "
+                   "1.7x faster here for 0.01 dB; auto picks it where the CPU (AVX512-BF16, AMX) or GPU "
                    "supports it natively.")
 @click.option("--realtime", is_flag=True,
               help="Never fall behind the input frame rate: a frame whose SR would miss its deadline is "
