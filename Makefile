@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEBIAN_PACKAGES := ffmpeg python3 python3-venv
 
-.PHONY: all deps test test-fast demo man bench clean
+.PHONY: all deps lint test test-fast demo man bench clean
 
 all: $(STAMP)
 
@@ -25,10 +25,13 @@ $(STAMP): setup.cfg pyproject.toml | deps
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
 	touch $@
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: lint
 	$(BIN)/python -m pytest -q
 
-test-fast: $(STAMP)
+test-fast: lint
 	$(BIN)/python -m pytest -q -m "not slow"
 
 demo: $(STAMP)

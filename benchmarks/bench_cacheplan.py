@@ -18,7 +18,6 @@ import statistics
 import numpy as np
 
 from srtools.tiled.cacheplan import (
-    random_instance,
     solve_auction,
     solve_exact,
     solve_largest_latency_first,
@@ -26,6 +25,8 @@ from srtools.tiled.cacheplan import (
     solve_random,
 )
 from srtools.tiled.partition import balanced_partition, imbalance
+
+from instances import random_instance
 
 
 def ratio_row(name: str, ratios: np.ndarray) -> str:

@@ -93,7 +93,8 @@ def read_info(path: str | os.PathLike) -> ModelInfo:
         raise ModelError(f"{name}: unreadable model file ({exc})") from None
 
 
-def load(path: str | os.PathLike, *, scale: int | None = None, arch: str | None = None) -> tuple[torch.nn.Module, ModelInfo]:
+def load(path: str | os.PathLike, *, scale: int | None = None,
+         arch: str | None = None) -> tuple[torch.nn.Module, ModelInfo]:
     """Load and validate a model file.
 
     Args:

@@ -4,7 +4,8 @@ DESCRIPTION
 A spool is a plain directory through which trainers (sr-train) hand models to servers (sr-serve)
 on the same host, or on another one through a synchronised or network file system. Every file in
 it is published atomically: written under tmp/, flushed with fsync, then moved into place with a
-link or rename on the same file system. A reader never sees a partial file, and a trainer that
+link or rename on the same file system, with the mode a plain file write gets (0666 & ~umask) so
+that servers running as other users can read it. A reader never sees a partial file, and a trainer that
 crashes mid-publish leaves the previous model current.
 
 LAYOUT
@@ -14,8 +15,9 @@ LAYOUT
     SPOOL/current/ARCH-xSCALE.json
         Pointer to the current model of that architecture and scale:
         {"version": 7, "file": "models/fedsr-x2-000007.safetensors", "published": "...", "gain_db": 1.4}
-        Replaced atomically after the model file is in place. Servers poll it between frames and
-        hot-swap.
+        Replaced atomically after the model file is in place, under SPOOL/current/.lock, and only
+        ever by a newer version: of two publishers racing, the older model stays a file in models/
+        but never becomes current. Servers poll it between frames and hot-swap.
     SPOOL/tmp/
         Files being written. Leftovers of a crashed publisher are harmless; files older than an
         hour are removed by the next publisher.
@@ -37,18 +39,20 @@ EXAMPLES
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
 from . import modelfile
 from .errors import SrError
-from .fsutil import fsync_dir, write_atomic, write_temp
+from .fsutil import fsync_dir, write_json_atomic, write_temp
 
 _STALE_TMP_SECONDS = 3600
 
@@ -109,10 +113,11 @@ class Spool:
         return sorted(found)
 
     def publish(self, model: torch.nn.Module, info: modelfile.ModelInfo) -> Pointer:
-        """Publish ``model`` as the next version and make it current.
+        """Publish ``model`` as the next version and make it current, unless a racing publisher
+        already made a newer version current.
 
         Returns:
-            The new pointer.
+            The pointer to the new version (``raw["current"]`` says whether it became current).
         """
         self._remove_stale_tmp()
         tmp_model = write_temp(self.tmp_dir, lambda path: modelfile.save(path, model, info), suffix=".safetensors")
@@ -123,9 +128,25 @@ class Spool:
         fsync_dir(self.models_dir)
         raw = {"version": version, "file": str(final.relative_to(self.root)), "arch": info.arch,
                "scale": info.scale, "published": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "gain_db": info.gain_db}
-        write_atomic(self.pointer_path(info.arch, info.scale), lambda path: Path(path).write_text(json.dumps(raw) + "\n"),
-                     tmp_dir=self.tmp_dir)
-        return Pointer(version, final, raw)
+        with self._pointer_lock():
+            current = self._current_or_none(info.arch, info.scale)
+            newest = current is None or current.version < version
+            if newest:
+                write_json_atomic(self.pointer_path(info.arch, info.scale), raw, tmp_dir=self.tmp_dir)
+        return Pointer(version, final, {**raw, "current": newest})
+
+    def _current_or_none(self, arch: str, scale: int) -> Pointer | None:
+        try:
+            return self.current(arch, scale)
+        except SrError:  # a damaged pointer is replaced by any valid version
+            return None
+
+    @contextlib.contextmanager
+    def _pointer_lock(self) -> Iterator[None]:
+        """An exclusive lock serialising pointer updates (released by the kernel if we crash)."""
+        with open(self.current_dir / ".lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
 
     def _link_next_version(self, tmp: Path, arch: str, scale: int) -> tuple[int, Path]:
         version = max(self.versions(arch, scale), default=0) + 1

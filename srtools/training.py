@@ -132,7 +132,8 @@ def evaluate(model: torch.nn.Module, pairs: PairSet, device: torch.device) -> fl
 
 def bicubic_psnr(pairs: PairSet) -> float:
     """Mean per-frame Y-PSNR of OpenCV bicubic upscaling, the baseline gains are measured against."""
-    return float(np.mean([metrics.psnr(resize_plane(lr[0], *hr[0].shape), hr[0]) for lr, hr in zip(pairs.lr, pairs.hr)]))
+    return float(np.mean([metrics.psnr(resize_plane(lr[0], *hr[0].shape), hr[0])
+                          for lr, hr in zip(pairs.lr, pairs.hr)]))
 
 
 @dataclasses.dataclass

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -48,7 +49,8 @@ def native_bf16(device: str) -> bool:
     if torch.device(device).type == "cuda":
         return torch.cuda.is_bf16_supported()
     cpu = torch.cpu  # private probes, absent from some builds: then assume no
-    return any(getattr(cpu, probe, lambda: False)() for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(cpu, probe, lambda: False)() for probe in probes)
 
 
 def resolve_precision(precision: str, device: str) -> str:
@@ -63,9 +65,9 @@ class ModelUpscaler:
 
     Args:
         model: the network, (N, C, H, W) -> (N, C, sH, sW) in [0, 1].
-        info: its model-file metadata (scale, colour mode, version for logs).
-        device: torch device.
+        info: its model-file metadata (scale, colour mode).
         version: spool version, for logs and stats (None for a file given directly).
+        device: torch device.
         precision: ``fp32``, or ``bf16`` to run the convolutions in bfloat16 (autocast) while the
             bicubic skip and the output stay fp32: 1.6-2.5x faster on CPUs with AVX512-BF16
             (benchmarks/bench_inference.py) for a few hundredths of a dB (bench_quality.py).
@@ -73,7 +75,7 @@ class ModelUpscaler:
 
     PRECISIONS = ("fp32", "bf16")
 
-    def __init__(self, model: torch.nn.Module, info: ModelInfo, device: str = "cpu", version: int | None = None,
+    def __init__(self, model: torch.nn.Module, info: ModelInfo, version: int | None = None, device: str = "cpu",
                  precision: str = "fp32"):
         self.info = info
         self.version = version
@@ -81,27 +83,25 @@ class ModelUpscaler:
         self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
         # channels-last runs these small convolutions 2-3x faster on CPU (benchmarks/bench_inference.py).
         self.model = model.to(self.device, memory_format=torch.channels_last).eval()
-        self.seconds_per_frame = 0.0  # moving average of upscale(), for real-time decisions
+        self.cost: float | None = None  # seconds per frame, measured by warm_up()
 
     def warm_up(self, header: Header) -> None:
         """Run twice on a blank frame of ``header``'s size: first-call allocations stay out of the
-        live stream, and :attr:`seconds_per_frame` starts from a real measurement."""
+        live stream, and :attr:`cost` is the second call's time."""
         blank = Frame([np.full(shape, 128, np.uint8) for shape in header.plane_shapes])
         out_header = header.resized(header.width * self.info.scale, header.height * self.info.scale)
         for _ in range(2):
-            self.seconds_per_frame = 0.0
+            start = time.perf_counter()
             self.upscale(blank, out_header)
+            self.cost = time.perf_counter() - start
 
     @property
     def label(self) -> str:
         return f"v{self.version}" if self.version is not None else self.info.source or "model"
 
     def upscale(self, frame: Frame, out_header: Header) -> Frame:
-        """``frame`` upscaled to ``out_header``'s size, timed into :attr:`seconds_per_frame`."""
-        start = time.perf_counter()
+        """``frame`` upscaled to ``out_header``'s size."""
         [out] = self.upscale_batch([frame], out_header)
-        took = time.perf_counter() - start
-        self.seconds_per_frame = took if not self.seconds_per_frame else 0.8 * self.seconds_per_frame + 0.2 * took
         return out
 
     @torch.inference_mode()
@@ -117,6 +117,32 @@ class ModelUpscaler:
             if color == "y":
                 chroma = [resize_plane(p, h, w) for p, (h, w) in zip(frame.planes[1:], shapes[1:])]
             else:  # back from luma size to the stream's chroma size
-                chroma = [resize_plane(to_plane(planes[c]), h, w, cv2.INTER_AREA) for c, (h, w) in zip((1, 2), shapes[1:])]
+                chroma = [resize_plane(to_plane(planes[c]), h, w, cv2.INTER_AREA)
+                          for c, (h, w) in zip((1, 2), shapes[1:])]
             results.append(Frame([to_plane(planes[0]), *chroma], frame.params))
         return results
+
+
+def upscaler_factory(device: str, precision: str) -> Callable[..., ModelUpscaler]:
+    """Builds a :class:`ModelUpscaler` from (model, info, version): what the model loader and the
+    spool watcher (:mod:`srtools.models`) call for every model they load."""
+    return functools.partial(ModelUpscaler, device=device, precision=resolve_precision(precision, device))
+
+
+class UpscaleStage:
+    """The sr-serve filter stage (:mod:`srtools.filter`): each frame through the model, or bicubic.
+
+    Args:
+        out_header: the output stream's header (input size x scale).
+    """
+
+    def __init__(self, out_header: Header):
+        self.out_header = out_header
+
+    def process(self, frame: Frame, engine: ModelUpscaler | None, use_engine: bool) -> tuple[list[Frame], bool]:
+        if use_engine and engine is not None:
+            return [engine.upscale(frame, self.out_header)], True
+        return [bicubic(frame, self.out_header)], False
+
+    def flush(self) -> list[Frame]:
+        return []

@@ -213,7 +213,6 @@ class Writer:
     def __init__(self, stream: BinaryIO, header: Header):
         self.stream = stream
         self.header = header
-        self.frames_written = 0
         stream.write(header.to_bytes())
 
     def write(self, frame: Frame) -> None:
@@ -223,7 +222,6 @@ class Writer:
         self.stream.write(FRAME_TAG + frame.params + b"\n")
         for plane in frame.planes:
             self.stream.write(np.ascontiguousarray(plane, dtype=np.uint8).data)
-        self.frames_written += 1
 
     def flush(self) -> None:
         self.stream.flush()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -11,6 +12,21 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_MEDIA = ROOT.parent / "shared" / "media"
+sys.path.insert(0, str(ROOT / "benchmarks"))  # benchmarks/instances.py: the design's random instances
+
+
+pytest_plugins = ["tiled_fixtures"]
+
+
+def expect_error(result: subprocess.CompletedProcess, status: int, fragment: str = "") -> str:
+    """The command failed with ``status`` and exactly one line on stderr, no traceback, nothing on stdout."""
+    err = result.stderr.decode()
+    assert result.returncode == status, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err and "error" in err
+    assert fragment in err, err
+    assert result.stdout == b""
+    return err
 
 
 def command_line(name: str, *args) -> list[str]:
@@ -34,7 +50,8 @@ def start_command(name: str, *args, **popen_kwargs) -> subprocess.Popen:
 
 
 def make_clip(path: Path, size: str = "320x180", seconds: float = 2, rate: int = 25,
-              source: str = "testsrc2", codec: tuple[str, ...] = ("-c:v", "libx264", "-crf", "12", "-preset", "veryfast")) -> Path:
+              source: str = "testsrc2",
+              codec: tuple[str, ...] = ("-c:v", "libx264", "-crf", "12", "-preset", "veryfast")) -> Path:
     """Write a clip from an ffmpeg lavfi source (testsrc2, mandelbrot, ...) to ``path``."""
     subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"{source}=size={size}:rate={rate}",
                     "-t", str(seconds), "-pix_fmt", "yuv420p", *codec, str(path)], check=True)
@@ -49,3 +66,36 @@ def make_y4m(path: Path, **kwargs) -> Path:
 def hr_clip(tmp_path_factory) -> Path:
     """A 3 s 320x180 25 fps H.264 clip with detail and motion (testsrc2)."""
     return make_clip(tmp_path_factory.mktemp("media") / "hr.mp4", seconds=3)
+
+
+class Server:
+    """A bin/ server started as a real process; its first stdout line is {"url": ...}."""
+
+    def __init__(self, name: str, *args):
+        self.process = start_command(name, *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        line = self.process.stdout.readline()
+        if not line:
+            self.process.wait(10)
+            raise AssertionError(f"{name} did not start: {self.process.stderr.read().decode()}")
+        self.info = json.loads(line)
+        self.url = self.info["url"]
+
+    def stop(self) -> tuple[int, str]:
+        if self.process.stdout.closed:
+            return self.process.returncode, ""
+        self.process.terminate()
+        try:
+            code = self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
+        err = self.process.stderr.read().decode()
+        self.process.stdout.close()
+        self.process.stderr.close()
+        return code, err
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()

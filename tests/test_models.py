@@ -4,6 +4,7 @@ import json
 import multiprocessing
 import os
 import pickle
+import stat
 import subprocess
 import sys
 
@@ -11,9 +12,10 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from srtools import archs, modelfile
+from srtools import archs, modelfile, models
 from srtools.archs.fedsr_arch import FEDSR
 from srtools.errors import ModelError
+from srtools.fsutil import write_json_atomic
 from srtools.spool import Spool
 
 
@@ -131,11 +133,62 @@ def test_concurrent_publishers_never_collide(tmp_path):
         w.join()
         assert w.exitcode == 0
     assert Spool(root).versions("fedsr", 2) == list(range(1, 16))
+    assert Spool(root).current("fedsr", 2).version == 15  # the newest, whoever finished last
+
+
+def test_pointer_never_moves_back_to_an_older_version(tmp_path, monkeypatch):
+    """Publisher A takes v1, then B publishes v2 completely before A updates the pointer."""
+    spool = Spool(tmp_path / "spool", create=True)
+    link = Spool._link_next_version
+    racing = []
+
+    def link_then_let_b_publish(self, tmp, arch, scale):
+        taken = link(self, tmp, arch, scale)
+        if self is spool:
+            racing.append(Spool(self.root).publish(*tiny()))
+        return taken
+
+    monkeypatch.setattr(Spool, "_link_next_version", link_then_let_b_publish)
+    a = spool.publish(*tiny())
+    [b] = racing
+    assert (a.version, b.version) == (1, 2)
+    assert not a.raw["current"] and b.raw["current"]
+    assert spool.current("fedsr", 2).version == 2
+    assert spool.versions("fedsr", 2) == [1, 2]  # A's model is kept, just not current
+
+
+def test_published_files_are_readable_by_other_users(tmp_path):
+    """Model files, pointers and JSON documents get 0666 & ~umask, like a plain write, not mkstemp's 0600."""
+    old = os.umask(0o022)
+    try:
+        spool = Spool(tmp_path / "spool", create=True)
+        pointer = spool.publish(*tiny())
+        write_json_atomic(tmp_path / "plan.json", {"format": "x"})
+        for path in (pointer.path, spool.pointer_path("fedsr", 2), tmp_path / "plan.json"):
+            assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+        os.umask(0o077)
+        private = spool.publish(*tiny())
+        assert stat.S_IMODE(private.path.stat().st_mode) == 0o600
+    finally:
+        os.umask(old)
+
+
+def test_one_loader_for_every_task(tmp_path):
+    spool = Spool(tmp_path / "spool", create=True)
+    assert models.current_pointer(spool, archs.UPSCALE, 2) is None
+    assert models.current_pointer(Spool(tmp_path / "missing"), archs.UPSCALE, 2) is None
+    spool.publish(*tiny())
+    model, info, version = models.load_current(spool, archs.UPSCALE, 2)
+    assert (info.arch, version) == ("fedsr", 1) and isinstance(model, FEDSR)
+    with pytest.raises(ModelError, match="expected x3"):
+        models.load(spool.current("fedsr", 2).path, archs.UPSCALE, 3)
+    with pytest.raises(ModelError, match="not one that does refine"):
+        models.load(spool.current("fedsr", 2).path, "refine", 2)
 
 
 CRASH_SCRIPT = """
 import os, sys
-from srtools import archs, modelfile
+from srtools import archs, modelfile, models
 from srtools.spool import Spool
 spool = Spool(sys.argv[1])
 hparams = {"scale": 2, "channels": 4, "blocks": 1}

@@ -4,19 +4,19 @@ import json
 
 import numpy as np
 import pytest
-
-from conftest import run_command
-from test_tiled_support import LATENCIES, expect_error, plan, tiled, workdir
+from tiled_fixtures import LATENCIES
 
 from srtools.tiled.cacheplan import objective
 from srtools.tiled.manifest import Manifest
 from srtools.tiled.planning import build_instance, load_plan, threshold_bytes
 from srtools.tiled.profile import Profile
 
+from conftest import expect_error, run_command
 
-def test_plan_from_measured_profile():
-    tiles, _ = tiled()
-    plan_path, profile_path, data = plan()
+
+def test_plan_from_measured_profile(tiled, tiled_plan):
+    tiles, _ = tiled
+    plan_path, profile_path, data = tiled_plan
     m = Manifest.load(tiles)
     profile = Profile.load(profile_path, m)
     # Real timings: decoding costs something, the DNN more than bicubic on average.
@@ -37,9 +37,9 @@ def test_plan_from_measured_profile():
     assert 0 < loaded["dnn_array"].sum() < loaded["dnn_array"].size
 
 
-def test_exact_solver_from_saved_profile():
-    tiles, _ = tiled()
-    _, profile_path, auction = plan()
+def test_exact_solver_from_saved_profile(tiled, tiled_plan):
+    tiles, _ = tiled
+    _, profile_path, auction = tiled_plan
     result = run_command("sr-cache", tiles, "--capacity", "2", "--latencies", LATENCIES, "--profile", profile_path,
                          "--solver", "exact")
     assert result.returncode == 0, result.stderr.decode()
@@ -57,14 +57,14 @@ def test_exact_solver_from_saved_profile():
     (["--capacity", "2", "--latencies", LATENCIES, "--profile", "/no/profile.json"], 3, "no such profile"),
     (["--capacity", "2", "--latencies", LATENCIES, "--profile", "PROFILE", "--dnn-threshold", "abc"], 2, "threshold"),
 ])
-def test_bad_input(args, status, fragment):
-    tiles, _ = tiled()
-    _, profile_path, _ = plan()
+def test_bad_input(tiled, tiled_plan, args, status, fragment):
+    tiles, _ = tiled
+    _, profile_path, _ = tiled_plan
     args = [str(profile_path) if a == "PROFILE" else a for a in args]
     expect_error(run_command("sr-cache", tiles, *args), status, fragment)
 
 
-def test_bad_manifest():
-    bad = workdir() / "bad-manifest.json"
+def test_bad_manifest(tmp_path):
+    bad = tmp_path / "bad-manifest.json"
     bad.write_text('{"format": "something else"}')
     expect_error(run_command("sr-cache", bad, "--capacity", "1", "--latencies", "1"), 3, "not an sr-tile manifest")

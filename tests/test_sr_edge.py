@@ -7,10 +7,9 @@ import urllib.request
 
 import pytest
 
-from conftest import run_command
-from test_tiled_support import Server, expect_error, tiled
-
 from srtools.tiled.manifest import Manifest
+
+from conftest import Server, expect_error, run_command
 
 DELAY_MS = 150
 
@@ -20,8 +19,8 @@ def get(url):
         return response.status, response.read()
 
 
-def test_serves_its_tiles_with_latency_in_parallel():
-    tiles, _ = tiled()
+def test_serves_its_tiles_with_latency_in_parallel(tiled):
+    tiles, _ = tiled
     m = Manifest.load(tiles)
     members = m.segments[0].sets[1]
     with Server("sr-edge", tiles / "edges/edge-1", "--listen", "127.0.0.1:0", "--delay-ms", DELAY_MS) as edge:
@@ -47,7 +46,7 @@ def test_serves_its_tiles_with_latency_in_parallel():
     assert "served" in err and "Traceback" not in err
 
 
-def test_bad_arguments():
-    tiles, _ = tiled()
+def test_bad_arguments(tiled):
+    tiles, _ = tiled
     expect_error(run_command("sr-edge", tiles / "no-such-edge"), 2, "no such directory")
     expect_error(run_command("sr-edge", tiles / "edges/edge-0", "--listen", "nonsense"), 2, "HOST:PORT")

@@ -7,12 +7,12 @@ import urllib.request
 
 import numpy as np
 import pytest
-
-from conftest import run_command
-from test_tiled_support import LATENCIES, Server, expect_error, plan, simulation, spool, tiled, workdir
+from tiled_fixtures import LATENCIES
 
 from srtools import metrics, video
 from srtools.tiled.manifest import Manifest
+
+from conftest import Server, expect_error, run_command
 
 
 def get(url):
@@ -21,17 +21,17 @@ def get(url):
 
 
 @pytest.mark.slow
-def test_served_segments_decode_and_match_simulated_quality():
-    tiles, _ = tiled()
+def test_served_segments_decode_and_match_simulated_quality(tmp_path, tiled, tiled_plan, tiled_spool, simulation):
+    tiles, _ = tiled
     m = Manifest.load(tiles)
-    plan_path, _, plan_data = plan()
+    plan_path, _, plan_data = tiled_plan
     edges = [Server("sr-edge", tiles / f"edges/edge-{e}", "--delay-ms", d) for e, d in enumerate(LATENCIES.split(","))]
     try:
         with Server("sr-proxy", tiles, "--plan", plan_path, "--edges", ",".join(e.url for e in edges),
-                    "--spool", spool(), "--crf", "0") as proxy:
+                    "--spool", tiled_spool, "--crf", "0") as proxy:
             playlist = get(proxy.info["playlist"]).decode()
             assert playlist.startswith("#EXTM3U") and playlist.count("#EXTINF:") == 2 and "#EXT-X-ENDLIST" in playlist
-            out = workdir() / "served.ts"
+            out = tmp_path / "served.ts"
             # ffmpeg plays the HLS playlist through the proxy, which builds each segment on request.
             subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", proxy.info["playlist"], "-c", "copy", str(out)],
                            check=True, timeout=120)
@@ -52,24 +52,24 @@ def test_served_segments_decode_and_match_simulated_quality():
     assert (header.width, header.height, len(served)) == (m.width, m.height, 24)
     _, original = video.read_all(m.source)
     psnr = np.mean([metrics.psnr(s.y, o.y[:m.height, :m.width]) for s, o in zip(served, original)])
-    assert psnr == pytest.approx(simulation()["plan"]["psnr_db"], abs=0.01)
+    assert psnr == pytest.approx(simulation["plan"]["psnr_db"], abs=0.01)
 
 
-def test_bad_arguments():
-    tiles, _ = tiled()
-    plan_path, _, _ = plan()
+def test_bad_arguments(tmp_path, tiled, tiled_plan):
+    tiles, _ = tiled
+    plan_path, _, _ = tiled_plan
     expect_error(run_command("sr-proxy", tiles, "--plan", plan_path, "--edges", "http://127.0.0.1:9"), 2, "3 edges")
     expect_error(run_command("sr-proxy", tiles, "--plan", plan_path, "--edges", "ftp://x,y,z"), 2, "http://")
-    bad = workdir() / "bad-plan.json"
+    bad = tmp_path / "bad-plan.json"
     bad.write_text("{")
     expect_error(run_command("sr-proxy", tiles, "--plan", bad, "--edges", "http://a,http://b,http://c"), 3,
                  "unreadable plan")
 
 
-def test_unreachable_edge_gives_502():
-    tiles, _ = tiled()
-    empty = workdir() / "none.json"
-    plan_path, _, data = plan()
+def test_unreachable_edge_gives_502(tmp_path, tiled, tiled_plan):
+    tiles, _ = tiled
+    empty = tmp_path / "none.json"
+    plan_path, _, data = tiled_plan
     # A plan caching nothing: every tile must come from the edges; edge 2 points to a closed port.
     data = {**data, "segments": [{**s, "cached": []} for s in data["segments"]]}
     empty.write_text(json.dumps(data))

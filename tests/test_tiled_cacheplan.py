@@ -8,15 +8,17 @@ import pytest
 from srtools.tiled.cacheplan import (
     Instance,
     best_delays,
+    delay_ms,
     objective,
-    random_instance,
-    segment_delay,
+    segment_delays,
     solve_auction,
     solve_exact,
     solve_largest_latency_first,
     solve_none,
     solve_random,
 )
+
+from instances import random_instance
 
 
 def tiny_instance(rng: np.random.Generator, capacity: int) -> Instance:
@@ -90,7 +92,7 @@ def test_from_tiles_rejects_sets_that_do_not_partition_the_tiles():
 def test_segment_delay_and_objective_agree():
     inst = tiny_instance(np.random.default_rng(0), capacity=3)
     cached = np.array([[True, False, False], [True, True, True], [False, True, False]])
-    delays = [segment_delay(inst, i, cached[i]) for i in range(3)]
+    delays = segment_delays(inst, cached)
     assert delays[1] == 0.0  # everything cached: no fetch, no reconstruction
     assert delays[0] == pytest.approx(
         inst.latency_ms[0, 1:].max() + inst.recon_ms[0, 1:].sum()
@@ -105,10 +107,11 @@ def test_best_delays_matches_enumeration_and_is_monotone():
     assert (np.diff(options.delay_ms, axis=1) <= 1e-12).all()
     for i, k in itertools.product(range(3), range(4)):
         masks = [np.array(m) for m in itertools.product([False, True], repeat=3) if sum(m) == k]
-        best = min(segment_delay(inst, i, mask) for mask in masks)
+        best = min(delay_ms(inst.latency_ms[i], inst.recon_ms[i], ~mask) for mask in masks)
         assert options.delay_ms[i, k] == pytest.approx(best)
         assert options.cached[i, k].sum() == k
-        assert segment_delay(inst, i, options.cached[i, k]) == pytest.approx(options.delay_ms[i, k])
+        assert delay_ms(inst.latency_ms[i], inst.recon_ms[i], ~options.cached[i, k]) == pytest.approx(
+            options.delay_ms[i, k])
 
 
 @pytest.mark.parametrize("capacity", [0, 1, 2, 4, 6, 9, 12])
@@ -182,7 +185,7 @@ def test_baselines_respect_capacity_and_caching_nothing_is_worst():
         assert plan.cached.sum() <= inst.capacity
         assert plan.objective <= none.objective
         assert plan.objective >= plans[0].objective - 1e-9
-        assert plan.runtime_s >= 0
+        assert 0 < plan.runtime_s < 10  # measured, not a default
     assert plans[2].cached.sum() == plans[3].cached.sum() == inst.capacity
 
 

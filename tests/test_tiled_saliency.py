@@ -30,11 +30,15 @@ def test_constant_frame_gives_zero_map():
     assert not saliency.any()
 
 
-def test_small_frame_is_not_upscaled_for_the_fft():
-    frame, square = frame_with_textured_square(np.random.default_rng(1))
-    saliency = spectral_residual(frame[::4, ::4])
-    assert saliency.shape == (36, 64)
-    assert np.isfinite(saliency).all()
+def test_fft_runs_at_working_width_and_small_frames_are_not_upscaled(monkeypatch):
+    fft_shapes = []
+    fft2 = np.fft.fft2
+    monkeypatch.setattr(np.fft, "fft2", lambda a: fft_shapes.append(a.shape) or fft2(a))
+    frame, _ = frame_with_textured_square(np.random.default_rng(1))
+    saliency = spectral_residual(frame[::8, ::8])  # 18x32: narrower than the working width
+    assert saliency.shape == (18, 32) and np.isfinite(saliency).all()
+    spectral_residual(frame)  # 144x256: downscaled to 64 px wide
+    assert fft_shapes == [(18, 32), (36, 64)]
 
 
 def test_rejects_colour_frames():

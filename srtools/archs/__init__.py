@@ -2,7 +2,9 @@
 
 A model file names its architecture by registry key and stores the constructor's keyword
 arguments; :func:`build` re-creates the network from those alone, so loading a model never runs
-code from the file.
+code from the file. Each architecture class states its ``task``: what a server does with it.
+
+- ``upscale``: (N, C, H, W) low-res frames -> (N, C, sH, sW) (F-EDSR; sr-serve, tile reconstruction)
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ from typing import Any
 import torch
 
 from .fedsr_arch import FEDSR
+
+UPSCALE = "upscale"
+TASKS = (UPSCALE,)
 
 ARCHITECTURES: dict[str, type[torch.nn.Module]] = {"fedsr": FEDSR}
 
@@ -24,3 +29,8 @@ def build(arch: str, hparams: dict[str, Any]) -> torch.nn.Module:
         TypeError / ValueError: hyperparameters the architecture does not accept.
     """
     return ARCHITECTURES[arch](**hparams)
+
+
+def for_task(task: str) -> list[str]:
+    """Registry keys of the architectures doing ``task``, in registry order."""
+    return [name for name, cls in ARCHITECTURES.items() if cls.task == task]

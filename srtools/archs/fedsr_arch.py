@@ -30,6 +30,8 @@ class FEDSR(nn.Module):
         (N, in_channels, H, W) in [0, 1] -> (N, in_channels, H*scale, W*scale), not clamped.
     """
 
+    task = "upscale"
+
     def __init__(self, scale: int = 2, channels: int = 16, blocks: int = 4, in_channels: int = 1,
                  res_scale: float = 1.0, bicubic_skip: bool = True):
         super().__init__()

@@ -4,70 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 
 import click
 
 from .. import cli
-from ..errors import UsageError
 from ..tiled import planning
 from ..tiled.manifest import Manifest
-from ..tiled.profile import Profile, measure
-from ..tiled.reconstruct import Reconstructor, load_upscaler
+from ..tiled.options import measured_profile, model_options, parse_capacity, profile_options, with_options
 
 log = logging.getLogger("srtools.cache")
-
-
-def parse_capacity(text: str, total_sets: int) -> int:
-    """'90' (sets) or '25%' (of all n x M sets) -> number of sets."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*%\s*", text)
-    try:
-        value = round(float(match.group(1)) / 100 * total_sets) if match else int(text)
-    except ValueError:
-        raise UsageError(f"--capacity {text!r}: give a number of sets (90) or a share of all sets (25%)") from None
-    if value < 0:
-        raise UsageError("--capacity must be >= 0")
-    return value
-
-
-def measured_profile(manifest: Manifest, profile_path: str | None, spool: str | None, model_path: str | None,
-                     device: str) -> Profile:
-    """The profile from --profile, else measured now with the model (see srtools.tiled.profile)."""
-    if profile_path is not None:
-        return Profile.load(profile_path, manifest)
-    if spool is None and model_path is None:
-        raise UsageError("give --profile FILE, or --spool DIR / --model FILE to measure reconstruction times")
-    upscaler = load_upscaler(spool, model_path, manifest.scale, cli.resolve_device(device))
-    n_tiles = len(manifest.segments) * manifest.tiles_per_segment
-    log.info("measuring reconstruction of %d tiles with %s", n_tiles, upscaler.label)
-    profile = measure(manifest, Reconstructor(manifest, upscaler))
-    log.info("mean per tile: DNN %.1f ms, bicubic %.1f ms (decode %.1f ms)", profile.dnn_ms.mean(),
-             profile.bicubic_ms.mean(), profile.decode_ms.mean())
-    return profile
-
-
-profile_options = [
-    cli.spool_option(required=False),
-    click.option("--model", "model_path", type=click.Path(dir_okay=False), metavar="FILE",
-                 help="F-EDSR model file (else the spool's current model)."),
-    click.option("--profile", "profile_path", type=click.Path(dir_okay=False), metavar="FILE",
-                 help="Take the reconstruction times from this profile instead of measuring them."),
-    click.option("--save-profile", type=click.Path(dir_okay=False), metavar="FILE",
-                 help="Write the measured reconstruction times here (JSON) for later runs."),
-    click.option("--dnn-threshold", default=planning.DEFAULT_THRESHOLD, show_default=True, metavar="BYTES|P%",
-                 help="A tile goes through the DNN when its LR size is at least this many bytes, or this "
-                      "percentile of all LR tile sizes; smaller tiles are upscaled bicubically."),
-    cli.device_option,
-]
-
-
-def with_options(options):
-    def decorate(func):
-        for option in reversed(options):
-            func = option(func)
-        return func
-    return decorate
 
 
 @cli.command("sr-cache", epilog="See also: sr-tile(1), sr-proxy(1), sr-sim(1).")
@@ -78,9 +24,10 @@ def with_options(options):
 @click.option("--solver", type=click.Choice(sorted(planning.SOLVERS)), default="auction", show_default=True,
               help="auction: the design's greedy-by-tau with auction conflict resolution; exact: dynamic "
                    "programming over segments and capacity (the optimum).")
-@with_options(profile_options)
+@with_options(model_options + profile_options)
 def command(manifest: str, capacity: str, latencies: str, solver: str, spool: str | None, model_path: str | None,
-            profile_path: str | None, save_profile: str | None, dnn_threshold: str, device: str) -> None:
+            device: str, precision: str, profile_path: str | None, save_profile: str | None,
+            dnn_threshold: str) -> None:
     """Plan which high-res tile sets the proxy caches before playback.
 
     MANIFEST is the manifest.json written by sr-tile (or its directory). For segment i with the
@@ -98,7 +45,7 @@ def command(manifest: str, capacity: str, latencies: str, solver: str, spool: st
     latency = planning.parse_latencies(latencies, m.edges)
     slots = parse_capacity(capacity, len(m.segments) * m.edges)
     threshold = planning.threshold_bytes(dnn_threshold, m.array("lr_bytes"))
-    profile = measured_profile(m, profile_path, spool, model_path, device)
+    profile = measured_profile(m, profile_path, spool, model_path, device, precision)
     if save_profile:
         profile.save(save_profile)
     inst = planning.build_instance(m, profile, latency, threshold, slots)

@@ -54,7 +54,8 @@ def command(reference: str, candidates: tuple[str, ...], labels: tuple[str, ...]
         size = (ref_reader.header.width, ref_reader.header.height)
         for name, reader in zip(candidates, readers):
             if (reader.header.width, reader.header.height) != size:
-                raise InputError(f"{name}: {reader.header.width}x{reader.header.height}, reference is {size[0]}x{size[1]}")
+                raise InputError(f"{name}: {reader.header.width}x{reader.header.height}, "
+                                 f"reference is {size[0]}x{size[1]}")
         rgb = ref_reader.header.colorspace.startswith("420") and size[0] % 2 == 0 and size[1] % 2 == 0
         for ref in ref_reader:
             for name, reader, score in zip(candidates, readers, scores):

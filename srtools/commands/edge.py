@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import logging
-import posixpath
 import threading
 import time
-import urllib.parse
 from pathlib import Path
 
 import click
 
 from .. import cli
 from ..errors import UsageError
-from ..tiled.httpserve import QuietHandler, announce, bind, server_url
+from ..httpserve import QuietHandler, announce, bind, server_url
 
 log = logging.getLogger("srtools.edge")
 
@@ -29,18 +27,13 @@ class EdgeHandler(QuietHandler):
 
     def _serve(self, head_only: bool) -> None:
         server = self.server
-        path = posixpath.normpath(urllib.parse.unquote(urllib.parse.urlsplit(self.path).path))
-        target = (server.root / path.lstrip("/")).resolve()
         if server.delay_s:
             time.sleep(server.delay_s)
-        if server.root not in target.parents or not target.is_file():
-            self.send_bytes(b"not found\n", "text/plain", head_only, status=404)
-            return
-        body = target.read_bytes()
-        with server.lock:
-            server.served += 1
-            server.bytes_out += len(body)
-        self.send_bytes(body, "video/mp4", head_only)
+        size = self.send_file_under(server.root, head_only)
+        if size is not None:
+            with server.lock:
+                server.served += 1
+                server.bytes_out += size
 
 
 @cli.command("sr-edge", epilog="See also: sr-tile(1), sr-proxy(1).")

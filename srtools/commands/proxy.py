@@ -11,11 +11,12 @@ import click
 
 from .. import cli
 from ..errors import UsageError
+from ..httpserve import QuietHandler, announce, bind, content_type, player_page, server_url
 from ..tiled import planning
-from ..tiled.httpserve import QuietHandler, announce, bind, server_url
 from ..tiled.manifest import Manifest
+from ..tiled.options import model_options, open_upscaler, with_options
 from ..tiled.proxy import FetchError, SegmentBuilder
-from ..tiled.reconstruct import Reconstructor, load_upscaler
+from ..tiled.reconstruct import Reconstructor
 
 log = logging.getLogger("srtools.proxy")
 _SEGMENT = re.compile(r"/seg(\d{5})\.ts")
@@ -26,9 +27,12 @@ class ProxyHandler(QuietHandler):
 
     def do_GET(self) -> None:  # noqa: N802
         builder: SegmentBuilder = self.server.builder
-        path = self.path.split("?", 1)[0]
-        if path in ("/", "/playlist.m3u8", "/index.m3u8"):
-            self.send_bytes(builder.playlist().encode(), "application/vnd.apple.mpegurl")
+        path = self.url_path()
+        if path in ("/", "/player.html"):
+            self.send_bytes(player_page("playlist.m3u8", "sr-proxy", hls_js=None).encode(), content_type("player.html"))
+            return
+        if path in ("/playlist.m3u8", "/index.m3u8"):
+            self.send_bytes(builder.playlist().encode(), content_type(path))
             return
         if path == "/stats.json":
             stats = {"precached_bytes": self.server.precached_bytes,
@@ -49,7 +53,7 @@ class ProxyHandler(QuietHandler):
             log.error("segment %s: %s: %s", match.group(1), type(exc).__name__, exc)
             self.send_bytes(f"{exc}\n".encode(), "text/plain", status=500)
             return
-        self.send_bytes(body, "video/mp2t")
+        self.send_bytes(body, content_type(path))
 
 
 def split_urls(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[str]:
@@ -68,16 +72,13 @@ def split_urls(ctx: click.Context, param: click.Parameter, values: tuple[str, ..
               help="Base URL of each edge server in edge order (repeat the option or separate with commas).")
 @click.option("--listen", default="127.0.0.1:0", show_default=True, metavar="HOST:PORT",
               help="Address to serve on; port 0 picks a free port.")
-@cli.spool_option(required=False)
-@click.option("--model", "model_path", type=click.Path(dir_okay=False), metavar="FILE",
-              help="F-EDSR model file for DNN tiles (else the spool's current model; bicubic without either).")
-@cli.device_option
+@with_options(model_options)
 @click.option("--crf", type=click.IntRange(0, 51), default=18, show_default=True,
               help="x264 CRF of the served segments; 0 is lossless.")
 @click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True,
               help="Tiles reconstructed at the same time.")
 def command(manifest: str, plan_path: str, edge_urls: list[str], listen: str, spool: str | None,
-            model_path: str | None, device: str, crf: int, workers: int) -> None:
+            model_path: str | None, device: str, precision: str, crf: int, workers: int) -> None:
     """Serve a tiled video to a player as HLS, rebuilding each segment from its tiles.
 
     Before serving, the proxy copies the high-res tile sets the plan caches (sr-cache) from the
@@ -87,7 +88,7 @@ def command(manifest: str, plan_path: str, edge_urls: list[str], listen: str, sp
     cached tiles as they are, stitches the frames and encodes an MPEG-TS segment.
 
     Endpoints: /playlist.m3u8 (the VOD playlist: play it with ffplay or any HLS player),
-    /segNNNNN.ts, and /stats.json (per-segment fetch, reconstruction and encode times, also
+    / (a player page), /segNNNNN.ts, and /stats.json (per-segment fetch, reconstruction and encode times, also
     logged). An edge that fails makes its segment answer 502. On start one JSON line
     {"url": ...} goes to stdout; the server runs until SIGINT or SIGTERM.
     """
@@ -95,7 +96,7 @@ def command(manifest: str, plan_path: str, edge_urls: list[str], listen: str, sp
     plan = planning.load_plan(plan_path, m)
     if len(edge_urls) != m.edges:
         raise UsageError(f"--edges: {len(edge_urls)} URLs for {m.edges} edges (one per edge, in order)")
-    upscaler = load_upscaler(spool, model_path, m.scale, cli.resolve_device(device))
+    upscaler = open_upscaler(spool, model_path, m.scale, device, precision, "upscale the plan's DNN tiles")
     if upscaler is None and plan["dnn_array"].any():
         log.warning("no model given: the plan's DNN tiles are upscaled bicubically")
     builder = SegmentBuilder(m, plan["cached_array"], plan["dnn_array"], edge_urls, Reconstructor(m, upscaler),

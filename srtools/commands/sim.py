@@ -11,53 +11,16 @@ import click
 import numpy as np
 from rich.table import Table
 
-from .. import cli, video
-from ..errors import InputError, UsageError
-from ..tiled import planning
-from ..tiled.cacheplan import solve_auction, solve_exact, solve_largest_latency_first, solve_none, solve_random
+from .. import cli
+from ..errors import UsageError
+from ..plot import line_chart
+from ..tiled import planning, simulate
 from ..tiled.manifest import Manifest
-from ..tiled.profile import Profile, measure
-from ..tiled.reconstruct import Reconstructor, decode_tile, load_upscaler, reference_tile, tile_sse
-from ..tiled.simulate import POLICIES, Quality, cached_tiles, line_chart, playback, segment_delays
-from .cache import parse_capacity, profile_options, with_options
+from ..tiled.options import model_options, open_upscaler, parse_capacity, profile_options, with_options
+from ..tiled.profile import Profile
+from ..tiled.reconstruct import Reconstructor
 
 log = logging.getLogger("srtools.sim")
-
-
-def reference_luma(m: Manifest) -> list[np.ndarray]:
-    """(F_i, H, W) original luma of each segment, cropped as the tiles were."""
-    out, frames = [], []
-    counts = [s.frames for s in m.segments]
-    with video.open_source(m.source) as reader:
-        for frame in reader:
-            frames.append(frame.y[:m.height, :m.width].copy())
-            if len(frames) == counts[len(out)]:
-                out.append(np.stack(frames))
-                frames = []
-                if len(out) == len(counts):
-                    break
-        else:
-            if len(out) < len(counts):
-                raise InputError(f"{m.source}: fewer frames than the manifest's segments")
-    return out
-
-
-def measure_quality(m: Manifest, reconstructor: Reconstructor) -> tuple[Profile, Quality]:
-    """Reconstruct every tile in every form once: timings (the profile) and per-frame errors."""
-    refs = reference_luma(m)
-    sse = {form: [np.zeros((m.tiles_per_segment, s.frames)) for s in m.segments] for form in ("hr", "dnn", "bicubic")}
-
-    def on_tile(i: int, j: int, forms: dict) -> None:
-        reference = reference_tile(m, refs[i], j)
-        for form, frames in forms.items():
-            sse[form][i][j] = tile_sse(reference, frames)
-        _, hr = decode_tile(m.hr_path(i, j), m.segments[i].frames)
-        sse["hr"][i][j] = tile_sse(reference, hr)
-
-    with cli.console.status("reconstructing tiles") as status:
-        profile = measure(m, reconstructor, on_tile,
-                          progress=lambda i: status.update(f"reconstructed segment {i + 1}/{len(m.segments)}"))
-    return profile, Quality(sse, m.width * m.height)
 
 
 @cli.command("sr-sim", epilog="See also: sr-tile(1), sr-cache(1), sr-proxy(1).")
@@ -77,10 +40,11 @@ def measure_quality(m: Manifest, reconstructor: Reconstructor) -> tuple[Profile,
 @click.option("--plot", type=click.Path(dir_okay=False), metavar="FILE.png",
               help="Draw total stall time against capacity per policy into this PNG.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
-@with_options(profile_options)
+@with_options(model_options + profile_options)
 def command(manifest: str, capacities: str, trials: int, latency_range: str, buffer: int, max_segments: int | None,
             plan_path: str | None, plot: str | None, seed: int, spool: str | None, model_path: str | None,
-            profile_path: str | None, save_profile: str | None, dnn_threshold: str, device: str) -> None:
+            device: str, precision: str, profile_path: str | None, save_profile: str | None,
+            dnn_threshold: str) -> None:
     """Simulate cache-assisted tiled delivery of a tiled video and compare caching policies.
 
     Every LR tile of MANIFEST (sr-tile) is really reconstructed (decoded, upscaled by F-EDSR and
@@ -107,63 +71,29 @@ def command(manifest: str, capacities: str, trials: int, latency_range: str, buf
             raise ValueError
     except ValueError:
         raise UsageError(f"--latency-range {latency_range!r}: expected LO,HI with 0 <= LO <= HI") from None
-    slots = [parse_capacity(c, n * edges) for c in capacities.split(",") if c.strip()]
+    slots = [parse_capacity(c, n * edges, "--capacities") for c in capacities.split(",") if c.strip()]
     if not slots:
         raise UsageError("--capacities: give at least one capacity")
-    lr_bytes = m.array("lr_bytes")
-    threshold = planning.threshold_bytes(dnn_threshold, lr_bytes)
-    dnn = planning.tile_modes(lr_bytes, threshold)
+    slots = list(dict.fromkeys(slots))  # a capacity given twice is simulated once
+    threshold = planning.threshold_bytes(dnn_threshold, m.array("lr_bytes"))
+    dnn = planning.tile_modes(m.array("lr_bytes"), threshold)
     if spool is None and model_path is None:
         raise UsageError("give --spool DIR or --model FILE: the simulation reconstructs tiles with the model")
     plan = planning.load_plan(plan_path, m) if plan_path else None
     if plan is not None and full_segments != n:
         raise UsageError("--plan covers the whole manifest; do not combine it with --segments")
-    upscaler = load_upscaler(spool, model_path, m.scale, cli.resolve_device(device))
-    profile, quality = measure_quality(m, Reconstructor(m, upscaler))
+    upscaler = open_upscaler(spool, model_path, m.scale, device, precision, "reconstruct tiles")
+    with cli.console.status("reconstructing tiles") as status:
+        profile, quality = simulate.measure_quality(
+            m, Reconstructor(m, upscaler), lambda i: status.update(f"reconstructed segment {i + 1}/{n}"))
     if profile_path:
         profile = Profile.load(profile_path, m)
     if save_profile:
         profile.save(save_profile)
-    durations = np.array([s.frames / float(m.fps) for s in m.segments])
     rng = np.random.default_rng(seed)
-    # The same latency draws for every capacity (common random numbers), a separate stream for "random".
     draws = [rng.uniform(lo, hi, (n, edges)) for _ in range(trials)]
-    policy_rng = np.random.default_rng([seed, 1])
-
-    results = []
-    for capacity in slots:
-        sums: dict[str, dict[str, float]] = {p: {"stall_s": 0.0, "startup_s": 0.0, "objective_ms": 0.0, "psnr_db": 0.0}
-                                             for p in POLICIES}
-        for latency in draws:
-            inst = planning.build_instance(m, profile, latency, threshold, capacity)
-            plans = {"none": solve_none(inst), "random": solve_random(inst, policy_rng),
-                     "largest_latency_first": solve_largest_latency_first(inst), "auction": solve_auction(inst),
-                     "exact": solve_exact(inst)}
-            for name, p in plans.items():
-                startup, stall = playback(segment_delays(inst, p.cached) / 1e3, durations, buffer)
-                acc = sums[name]
-                acc["stall_s"] += stall
-                acc["startup_s"] += startup
-                acc["objective_ms"] += p.objective
-                acc["psnr_db"] += quality.psnr(cached_tiles(m.tile_sets, p.cached, m.tiles_per_segment), dnn)
-        for name in POLICIES:
-            row = {k: round(v / trials, 4) for k, v in sums[name].items()}
-            results.append({"capacity": capacity, "capacity_share": round(capacity / (n * edges), 4), "policy": name,
-                            **row})
-
-    # The per-tile choice against all-DNN and all-bicubic, no cache.
-    all_true = np.ones_like(dnn)
-    no_tiles = np.zeros_like(dnn)
-    recon = {"all_dnn": profile.dnn_ms.sum(), "per_tile": np.where(dnn, profile.dnn_ms, profile.bicubic_ms).sum(),
-             "all_bicubic": profile.bicubic_ms.sum()}
-    psnr = {"all_dnn": quality.psnr(no_tiles, all_true), "per_tile": quality.psnr(no_tiles, dnn),
-            "all_bicubic": quality.psnr(no_tiles, no_tiles)}
-    tile_choice = {k: {"reconstruct_s": round(recon[k] / 1e3, 3), "psnr_db": round(psnr[k], 4)} for k in recon}
-    tile_choice["threshold_bytes"] = round(threshold, 1)
-    tile_choice["dnn_tile_share"] = round(float(dnn.mean()), 4)
-    tile_choice["time_saving"] = round(1 - recon["per_tile"] / recon["all_dnn"], 4)
-    tile_choice["psnr_loss_db"] = round(psnr["all_dnn"] - psnr["per_tile"], 4)
-
+    results = simulate.compare_policies(m, profile, quality, threshold, slots, draws, buffer,
+                                        np.random.default_rng([seed, 1]))
     output = {
         "config": {"manifest": str(m.root / "manifest.json"), "segments": n, "edges": edges,
                    "tiles_per_segment": m.tiles_per_segment, "segment_seconds": m.segment_seconds,
@@ -172,12 +102,12 @@ def command(manifest: str, capacities: str, trials: int, latency_range: str, buf
                            "dnn_ms_mean": round(float(profile.dnn_ms.mean()), 3),
                            "bicubic_ms_mean": round(float(profile.bicubic_ms.mean()), 3),
                            "decode_ms_mean": round(float(profile.decode_ms.mean()), 3)},
-        "tile_choice": tile_choice,
+        "tile_choice": simulate.tile_choice(profile, quality, dnn, threshold),
         "results": results,
-        "stall_cut": stall_cut(results, n * edges),
+        "stall_cut": simulate.stall_cut(results),
     }
     if plan is not None:
-        cached = cached_tiles(m.tile_sets, plan["cached_array"], m.tiles_per_segment)
+        cached = simulate.cached_tiles(m.tile_sets, plan["cached_array"], m.tiles_per_segment)
         output["plan"] = {"file": plan_path, "cached_sets": int(plan["cached_array"].sum()),
                           "psnr_db": round(quality.psnr(cached, plan["dnn_array"]), 4),
                           "psnr_db_uncached": round(quality.psnr(np.zeros_like(cached), plan["dnn_array"]), 4)}
@@ -185,22 +115,11 @@ def command(manifest: str, capacities: str, trials: int, latency_range: str, buf
     if plot:
         shares = sorted({r["capacity_share"] for r in results})
         series = {p: [next(r["stall_s"] for r in results if r["policy"] == p and r["capacity_share"] == s)
-                      for s in shares] for p in POLICIES}
-        if not line_chart(plot, [100 * s for s in shares], series, "cache capacity (% of tile sets)",
-                          "total stall (s)", f"sr-sim: {n} segments, {edges} edges, buffer {buffer}"):
-            raise UsageError(f"--plot {plot}: cannot write the PNG")
+                      for s in shares] for p in simulate.POLICIES}
+        line_chart(plot, [100 * s for s in shares], series, "cache capacity (% of tile sets)", "total stall (s)",
+                   f"sr-sim: {n} segments, {edges} edges, buffer {buffer}")
     json.dump(output, sys.stdout)
     sys.stdout.write("\n")
-
-
-def stall_cut(results: list[dict], total_sets: int) -> dict:
-    """Stall time saved against no cache at the simulated capacity closest to 25% of the sets."""
-    capacities = sorted({r["capacity"] for r in results})
-    target = min(capacities, key=lambda c: abs(c / total_sets - 0.25))
-    rows = {r["policy"]: r for r in results if r["capacity"] == target}
-    base = rows["none"]["stall_s"]
-    return {"capacity": target, "capacity_share": rows["none"]["capacity_share"], "none_stall_s": base,
-            **{p: (round(1 - rows[p]["stall_s"] / base, 4) if base > 0 else 0.0) for p in POLICIES if p != "none"}}
 
 
 def print_table(output: dict) -> None:

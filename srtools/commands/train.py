@@ -20,7 +20,6 @@ from ..training import PairSet, TrainConfig, train
 from ..upscale import network_planes
 
 log = logging.getLogger("srtools.train")
-ARCH = "fedsr"
 # Chosen from benchmarks/bench_inference.py and bench_quality.py: see the README's benchmark tables.
 DEFAULT_CHANNELS = 16
 DEFAULT_BLOCKS = 4
@@ -65,6 +64,8 @@ def load_pairs(hr_source: str, lr_source: str, scale: int, color: str, max_frame
 
 @cli.command("sr-train", epilog="See also: sr-serve(1), srtools-spool(5).")
 @cli.spool_option(required=True)
+@click.option("--arch", type=click.Choice(archs.for_task(archs.UPSCALE)), default=archs.for_task(archs.UPSCALE)[0],
+              show_default=True, help="Architecture to train (see srtools-spool(5) for what each does).")
 @click.option("--hr", "hr_source", required=True, metavar="CLIP",
               help="High-resolution clip (anything ffmpeg reads, or Y4M): the training targets.")
 @click.option("--lr", "lr_source", metavar="CLIP",
@@ -95,7 +96,7 @@ def load_pairs(hr_source: str, lr_source: str, scale: int, color: str, max_frame
               help="Peak Adam learning rate (cosine decay over the time budget).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @cli.device_option
-def command(spool: str, hr_source: str, lr_source: str | None, scale: int, max_seconds: float,
+def command(spool: str, arch: str, hr_source: str, lr_source: str | None, scale: int, max_seconds: float,
             start: float | None, duration: float | None, max_frames: int, crf: int, channels: int, blocks: int,
             color: str, init_from: str | None, patch: int, batch: int, learning_rate: float, seed: int,
             device: str) -> None:
@@ -110,7 +111,7 @@ def command(spool: str, hr_source: str, lr_source: str | None, scale: int, max_s
     """
     device = cli.resolve_device(device)
     spool_dir = Spool(spool, create=True)
-    model, hparams = _initial_model(spool_dir, init_from, scale, color, channels, blocks)
+    model, hparams = _initial_model(spool_dir, arch, init_from, scale, color, channels, blocks)
     hr_section = lr_section = {"start": start, "duration": duration}
     with tempfile.TemporaryDirectory(prefix="sr-train-") as tmp:
         if lr_source is None:
@@ -121,7 +122,7 @@ def command(spool: str, hr_source: str, lr_source: str | None, scale: int, max_s
         pairs, fps = load_pairs(hr_source, lr_source, scale, color, max_frames, hr_section, lr_section)
     train_pairs, val_pairs = pairs.split()
     log.info("%d training and %d held-out frame pairs, LR %dx%d, model %s %s", len(train_pairs),
-             len(val_pairs), pairs.lr.shape[-1], pairs.lr.shape[-2], ARCH, hparams)
+             len(val_pairs), pairs.lr.shape[-1], pairs.lr.shape[-2], arch, hparams)
     config = TrainConfig(max_seconds=max_seconds, patch=min(patch, *pairs.lr.shape[-2:]), batch=batch,
                          learning_rate=learning_rate, eval_every=max(5.0, max_seconds / 12), seed=seed)
     with Progress(TextColumn("training"), BarColumn(), TextColumn("{task.fields[status]}"),
@@ -134,7 +135,7 @@ def command(spool: str, hr_source: str, lr_source: str | None, scale: int, max_s
             log.debug("%.0f%% step %d val %.3f best %.3f", 100 * fraction, step, psnr, best)
 
         result = train(model, train_pairs, val_pairs, config, device, report)
-    info = modelfile.ModelInfo(arch=ARCH, hparams=hparams, scale=scale, color=color,
+    info = modelfile.ModelInfo(arch=arch, hparams=hparams, scale=scale, color=color,
                                source=Path(hr_source).name, val_psnr_db=round(result.val_psnr_db, 4),
                                gain_db=round(result.gain_db, 4), train_seconds=round(result.seconds, 1),
                                steps=result.steps)
@@ -150,17 +151,17 @@ def command(spool: str, hr_source: str, lr_source: str | None, scale: int, max_s
     sys.stdout.write("\n")
 
 
-def _initial_model(spool: Spool, init_from: str | None, scale: int, color: str, channels: int,
+def _initial_model(spool: Spool, arch: str, init_from: str | None, scale: int, color: str, channels: int,
                    blocks: int) -> tuple[torch.nn.Module, dict]:
     if init_from is None:
         hparams = {"scale": scale, "channels": channels, "blocks": blocks, "in_channels": 1 if color == "y" else 3}
-        return archs.build(ARCH, hparams), hparams
+        return archs.build(arch, hparams), hparams
     if init_from == "current":
-        pointer = spool.current(ARCH, scale)
+        pointer = spool.current(arch, scale)
         if pointer is None:
-            raise UsageError(f"--init current: the spool has no {ARCH} x{scale} model yet")
+            raise UsageError(f"--init current: the spool has no {arch} x{scale} model yet")
         init_from = str(pointer.path)
-    model, info = modelfile.load(init_from, scale=scale, arch=ARCH)
+    model, info = modelfile.load(init_from, scale=scale, arch=arch)
     if info.color != color:
         raise UsageError(f"--init {init_from}: colour mode {info.color}, but --color {color}")
     return model, info.hparams

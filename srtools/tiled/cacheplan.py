@@ -69,8 +69,6 @@ from typing import NamedTuple
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from srtools.tiled.partition import balanced_partition
-
 
 @dataclass(frozen=True, eq=False)
 class Instance:
@@ -207,37 +205,29 @@ class SegmentOptions(NamedTuple):
     cached: np.ndarray
 
 
-def segment_delay(inst: Instance, i: int, cached_mask: np.ndarray) -> float:
-    """Delay f_i of segment ``i`` given which of its sets are cached.
+def delay_ms(latency_ms: np.ndarray, recon_ms: np.ndarray, uncached: np.ndarray) -> np.ndarray:
+    """The segment delay f = max latency over the uncached sets (0 if none) + their reconstruction time.
+
+    The one definition of f_i; broadcasts over leading axes.
 
     Args:
-        inst: The instance.
-        i: Segment index.
-        cached_mask: (M,) bool, True for cached sets.
+        latency_ms / recon_ms: (..., M) per set.
+        uncached: (..., M) bool, True for sets fetched from their edge.
 
     Returns:
-        Largest latency among uncached sets (0 if none) plus their
-        reconstruction time, in ms.
+        (...) delays in ms.
     """
-    uncached = ~np.asarray(cached_mask, dtype=bool)
-    worst_latency = inst.latency_ms[i, uncached].max(initial=0.0)
-    return float(worst_latency + inst.recon_ms[i, uncached].sum())
+    return np.where(uncached, latency_ms, 0.0).max(axis=-1) + (recon_ms * uncached).sum(axis=-1)
+
+
+def segment_delays(inst: Instance, cached: np.ndarray) -> np.ndarray:
+    """(n,) f_i in ms for a plan x, (n, M) bool."""
+    return delay_ms(inst.latency_ms, inst.recon_ms, ~np.asarray(cached, dtype=bool))
 
 
 def objective(inst: Instance, cached: np.ndarray) -> float:
-    """Attention-weighted delay sum_i v_i f_i for a full plan.
-
-    Args:
-        inst: The instance.
-        cached: (n, M) bool plan x.
-
-    Returns:
-        The objective in ms (capacity is not checked).
-    """
-    uncached = ~np.asarray(cached, dtype=bool)
-    worst_latency = np.where(uncached, inst.latency_ms, 0.0).max(axis=1)
-    recon = (inst.recon_ms * uncached).sum(axis=1)
-    return float(inst.attention @ (worst_latency + recon))
+    """Attention-weighted delay sum_i v_i f_i in ms for a plan x, (n, M) bool (capacity is not checked)."""
+    return float(inst.attention @ segment_delays(inst, cached))
 
 
 def best_delays(inst: Instance) -> SegmentOptions:
@@ -253,19 +243,17 @@ def best_delays(inst: Instance) -> SegmentOptions:
     """
     n_edges = inst.n_edges
     subsets = (np.arange(2**n_edges)[:, None] >> np.arange(n_edges)) & 1 == 1
-    uncached = ~subsets
-    worst_latency = np.where(uncached, inst.latency_ms[:, None, :], 0.0).max(axis=2)
-    delay = worst_latency + inst.recon_ms @ uncached.T  # (n, 2^M)
+    delay = delay_ms(inst.latency_ms[:, None, :], inst.recon_ms[:, None, :], ~subsets)  # (n, 2^M)
     sizes = subsets.sum(axis=1)
     rows = np.arange(inst.n_segments)
-    delay_ms = np.empty((inst.n_segments, n_edges + 1))
+    best_ms = np.empty((inst.n_segments, n_edges + 1))
     cached = np.empty((inst.n_segments, n_edges + 1, n_edges), dtype=bool)
     for k in range(n_edges + 1):
         columns = np.flatnonzero(sizes == k)
         best = columns[np.argmin(delay[:, columns], axis=1)]
-        delay_ms[:, k] = delay[rows, best]
+        best_ms[:, k] = delay[rows, best]
         cached[:, k] = subsets[best]
-    return SegmentOptions(delay_ms, cached)
+    return SegmentOptions(best_ms, cached)
 
 
 def solve_exact(inst: Instance) -> Plan:
@@ -338,49 +326,6 @@ def solve_largest_latency_first(inst: Instance) -> Plan:
     cached = cached.reshape(inst.latency_ms.shape)
     return Plan(
         cached, objective(inst, cached), "largest_latency_first", time.perf_counter() - start
-    )
-
-
-def random_instance(
-    rng: np.random.Generator,
-    n_segments: int = 60,
-    n_edges: int = 6,
-    tiles_per_segment: int = 24,
-    capacity_fraction: float = 0.25,
-) -> Instance:
-    """Random instance of the design's evaluation configuration.
-
-    Per segment and edge the latency is uniform in [1, 100] ms. Each segment
-    has ``tiles_per_segment`` tiles with lognormal sizes (median 20 kB,
-    sigma 0.8) split into ``n_edges`` balanced sets by
-    :func:`~srtools.tiled.partition.balanced_partition`. DNN time is 0.5 ms
-    per kB times lognormal noise (sigma 0.2), so a few ms to tens of ms;
-    bicubic time is a tenth of it; tiles under 8 kB skip the DNN. Attention
-    is lognormal (sigma 0.5). Capacity is ``capacity_fraction`` of all sets.
-
-    Args:
-        rng: Random generator.
-        n_segments: n.
-        n_edges: M.
-        tiles_per_segment: J.
-        capacity_fraction: C / (n M).
-
-    Returns:
-        The instance.
-    """
-    shape = (n_segments, tiles_per_segment)
-    tile_bytes = np.round(rng.lognormal(np.log(20_000), 0.8, shape))
-    dnn_ms = tile_bytes / 1000 * 0.5 * rng.lognormal(0.0, 0.2, shape)
-    tile_sets = [balanced_partition(sizes.tolist(), n_edges) for sizes in tile_bytes]
-    return Instance.from_tiles(
-        latency_ms=rng.uniform(1.0, 100.0, (n_segments, n_edges)),
-        tile_sets=tile_sets,
-        dnn_ms=dnn_ms,
-        bicubic_ms=dnn_ms / 10,
-        tile_bytes=tile_bytes,
-        dnn_threshold_bytes=8_000,
-        attention=rng.lognormal(0.0, 0.5, n_segments),
-        capacity=round(capacity_fraction * n_segments * n_edges),
     )
 
 

@@ -14,7 +14,6 @@ edge server is its path relative to the edge directory (``/seg00000/t03.mp4``).
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from fractions import Fraction
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ..fsutil import write_atomic
+from ..fsutil import read_json_document, write_json_atomic
 
 FORMAT = "srtools-tiled/1"
 MANIFEST_NAME = "manifest.json"
@@ -93,11 +92,6 @@ class Manifest:
     @property
     def tile_height(self) -> int:
         return self.height // self.rows
-
-    @property
-    def crop_filter(self) -> str:
-        """ffmpeg filter cropping the source to the tiled area (the reference for quality)."""
-        return f"crop={self.width}:{self.height}:0:0"
 
     def tile_rect(self, j: int, scale: int = 1) -> tuple[int, int, int, int]:
         """(y, x, height, width) of tile j in the HR frame, divided by ``scale``."""
@@ -183,25 +177,3 @@ class Manifest:
                 problems.append(f"segment {s.index}: {len(s.tiles)} tiles, {s.frames} frames")
         if problems:
             raise InputError(f"{name}: inconsistent manifest: {problems[0]}")
-
-
-def read_json_document(path: str | os.PathLike, fmt: str, kind: str, producer: str) -> dict:
-    """The JSON object at ``path`` whose ``format`` is ``fmt``, as ``producer`` writes it.
-
-    Raises:
-        InputError: missing, unreadable, or not that kind of document (one-line messages).
-    """
-    try:
-        raw = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such {kind} (run {producer} first)") from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise InputError(f"{path}: unreadable {kind} ({exc})") from None
-    if not isinstance(raw, dict) or raw.get("format") != fmt:
-        raise InputError(f"{path}: not an {producer} {kind} (format {fmt} expected)")
-    return raw
-
-
-def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
-    """Publish ``data`` as JSON at ``path`` atomically (srtools.fsutil)."""
-    write_atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=1) + "\n"))

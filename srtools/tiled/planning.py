@@ -22,8 +22,9 @@ import re
 import numpy as np
 
 from ..errors import InputError, UsageError
-from .cacheplan import Instance, Plan, objective, solve_auction, solve_exact, solve_none
-from .manifest import Manifest, read_json_document, write_json_atomic
+from ..fsutil import read_json_document
+from .cacheplan import Instance, Plan, objective, segment_delays, solve_auction, solve_exact, solve_none
+from .manifest import Manifest
 from .profile import Profile
 
 FORMAT = "srtools-cacheplan/1"
@@ -79,9 +80,7 @@ def build_instance(manifest: Manifest, profile: Profile, latency_ms: np.ndarray,
 def plan_json(manifest: Manifest, inst: Instance, plan: Plan, threshold: float, others: dict[str, float],
               latencies: np.ndarray) -> dict:
     modes = tile_modes(manifest.array("lr_bytes"), threshold)
-    uncached = ~plan.cached
-    worst = np.where(uncached, inst.latency_ms, 0.0).max(axis=1)
-    delays = worst + (inst.recon_ms * uncached).sum(axis=1)
+    delays = segment_delays(inst, plan.cached)
     return {
         "format": FORMAT, "solver": plan.solver, "objective": round(plan.objective, 4),
         "objectives": {k: round(v, 4) for k, v in others.items()},
@@ -103,10 +102,6 @@ def solve(inst: Instance, solver: str) -> tuple[Plan, dict[str, float]]:
     if objective(inst, chosen.cached) != chosen.objective or chosen.cached.sum() > inst.capacity:
         raise AssertionError("solver returned an infeasible plan")
     return chosen, {name: p.objective for name, p in plans.items()}
-
-
-def save_plan(path: str | os.PathLike, data: dict) -> None:
-    write_json_atomic(path, data)
 
 
 def load_plan(path: str | os.PathLike, manifest: Manifest) -> dict:

@@ -13,17 +13,16 @@ were measured, and reused with ``sr-cache --profile`` / ``sr-sim --profile``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import platform
 import time
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from ..errors import InputError
-from .manifest import Manifest, write_json_atomic
+from ..fsutil import read_json_document, write_json_atomic
+from .manifest import Manifest
 from .reconstruct import Reconstructor, decode_tile
 
 FORMAT = "srtools-tiled-profile/1"
@@ -49,16 +48,12 @@ class Profile:
 
     @classmethod
     def load(cls, path: str | os.PathLike, manifest: Manifest) -> Profile:
+        raw = read_json_document(path, FORMAT, "profile", "sr-cache --save-profile")
         try:
-            raw = json.loads(Path(path).read_text())
-            if raw.get("format") != FORMAT:
-                raise ValueError(f"format {FORMAT} expected")
             profile = cls(np.array(raw["dnn_ms"], dtype=float), np.array(raw["bicubic_ms"], dtype=float),
                           np.array(raw["decode_ms"], dtype=float), str(raw.get("model", "")),
                           str(raw.get("machine", "")))
-        except FileNotFoundError:
-            raise InputError(f"{path}: no such profile") from None
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        except (ValueError, KeyError, TypeError) as exc:
             raise InputError(f"{path}: unreadable profile ({exc})") from None
         shape = (len(manifest.segments), manifest.tiles_per_segment)
         for name in ("dnn_ms", "bicubic_ms", "decode_ms"):

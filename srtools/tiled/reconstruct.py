@@ -18,17 +18,12 @@ from __future__ import annotations
 import time
 from typing import Sequence
 
-from pathlib import Path
-
 import numpy as np
 
-from .. import modelfile, video, y4m
-from ..errors import InputError, UsageError
-from ..spool import Spool
+from .. import video, y4m
+from ..errors import InputError
 from ..upscale import ModelUpscaler, bicubic
 from .manifest import Manifest
-
-MODES = ("hr", "dnn", "bicubic")
 
 
 def decode_tile(path: str, expected_frames: int | None = None) -> tuple[y4m.Header, list[y4m.Frame]]:
@@ -39,7 +34,8 @@ def decode_tile(path: str, expected_frames: int | None = None) -> tuple[y4m.Head
     return header, frames
 
 
-def upscale_frames(frames: Sequence[y4m.Frame], out_header: y4m.Header, upscaler: ModelUpscaler | None) -> list[y4m.Frame]:
+def upscale_frames(frames: Sequence[y4m.Frame], out_header: y4m.Header,
+                   upscaler: ModelUpscaler | None) -> list[y4m.Frame]:
     """Upscale a tile's frames with the model (batched over frames) or bicubically when None."""
     if upscaler is None:
         return [bicubic(f, out_header) for f in frames]
@@ -111,19 +107,3 @@ def reference_tile(manifest: Manifest, luma: np.ndarray, j: int) -> np.ndarray:
     """(F, th, tw) luma of tile j cut from (F, H, W) original luma."""
     y, x, th, tw = manifest.tile_rect(j)
     return luma[:, y:y + th, x:x + tw]
-
-
-def load_upscaler(spool: str | None, model_path: str | None, scale: int, device: str) -> ModelUpscaler | None:
-    """The F-EDSR upscaler from --model FILE, else the spool's current model, else None."""
-    if model_path is not None:
-        model, info = modelfile.load(model_path, scale=scale, arch="fedsr")
-        return ModelUpscaler(model, info, device)
-    if spool is not None:
-        if not Path(spool).is_dir():
-            raise UsageError(f"--spool {spool}: no such directory")
-        pointer = Spool(spool).current("fedsr", scale)
-        if pointer is None:
-            raise UsageError(f"--spool {spool}: no fedsr x{scale} model published yet (run sr-train)")
-        model, info = modelfile.load(pointer.path, scale=scale, arch="fedsr")
-        return ModelUpscaler(model, info, device, version=pointer.version)
-    return None

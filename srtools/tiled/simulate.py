@@ -17,12 +17,17 @@ conventions) is exact for every plan without re-running the reconstruction. sr-p
 from __future__ import annotations
 
 import dataclasses
-import math
+from typing import Callable
 
-import cv2
 import numpy as np
 
-from .cacheplan import Instance
+from .. import video
+from ..errors import InputError
+from . import planning
+from .cacheplan import segment_delays, solve_auction, solve_exact, solve_largest_latency_first, solve_none, solve_random
+from .manifest import Manifest
+from .profile import Profile, measure
+from .reconstruct import Reconstructor, decode_tile, reference_tile, tile_sse
 
 POLICIES = ("none", "random", "largest_latency_first", "auction", "exact")
 
@@ -42,12 +47,6 @@ def playback(delays_s: np.ndarray, durations_s: np.ndarray, buffer: int) -> tupl
         play_start[i] = max(due, delivered)
         stall += play_start[i] - due
     return float(play_start[0]), float(stall)
-
-
-def segment_delays(inst: Instance, cached: np.ndarray) -> np.ndarray:
-    """(n,) f_i in ms for a plan."""
-    uncached = ~cached
-    return np.where(uncached, inst.latency_ms, 0.0).max(axis=1) + (inst.recon_ms * uncached).sum(axis=1)
 
 
 @dataclasses.dataclass
@@ -78,44 +77,98 @@ def cached_tiles(tile_sets: list[list[list[int]]], cached: np.ndarray, tiles: in
     return out
 
 
-_COLOURS = [(90, 90, 90), (60, 160, 230), (60, 180, 60), (200, 80, 200), (40, 40, 220), (200, 140, 40)]
+def reference_luma(m: Manifest) -> list[np.ndarray]:
+    """(F_i, H, W) original luma of each segment, cropped as the tiles were."""
+    out, frames = [], []
+    counts = [s.frames for s in m.segments]
+    with video.open_source(m.source) as reader:
+        for frame in reader:
+            frames.append(frame.y[:m.height, :m.width].copy())
+            if len(frames) == counts[len(out)]:
+                out.append(np.stack(frames))
+                frames = []
+                if len(out) == len(counts):
+                    break
+    if len(out) < len(counts):
+        raise InputError(f"{m.source}: fewer frames than the manifest's segments")
+    return out
 
 
-def line_chart(path: str, x: list[float], series: dict[str, list[float]], x_label: str, y_label: str,
-               title: str) -> bool:
-    """Draw a simple line chart with OpenCV and write it as PNG; False when it could not be written."""
-    width, height, left, right, top, bottom = 900, 560, 90, 230, 50, 70
-    image = np.full((height, width, 3), 255, np.uint8)
-    ys = [v for values in series.values() for v in values if math.isfinite(v)]
-    y_max = max(ys + [1e-9]) * 1.08
-    x_min, x_max = min(x), max(x) if max(x) > min(x) else min(x) + 1
-    plot_w, plot_h = width - left - right, height - top - bottom
+def measure_quality(m: Manifest, reconstructor: Reconstructor,
+                    progress: Callable[[int], None] | None = None) -> tuple[Profile, Quality]:
+    """Reconstruct every tile in every form once: timings (the profile) and per-frame errors."""
+    refs = reference_luma(m)
+    sse = {form: [np.zeros((m.tiles_per_segment, s.frames)) for s in m.segments] for form in ("hr", "dnn", "bicubic")}
 
-    def point(xv: float, yv: float) -> tuple[int, int]:
-        return (int(left + (xv - x_min) / (x_max - x_min) * plot_w), int(top + plot_h - yv / y_max * plot_h))
+    def on_tile(i: int, j: int, forms: dict) -> None:
+        reference = reference_tile(m, refs[i], j)
+        for form, frames in forms.items():
+            sse[form][i][j] = tile_sse(reference, frames)
+        _, hr = decode_tile(m.hr_path(i, j), m.segments[i].frames)
+        sse["hr"][i][j] = tile_sse(reference, hr)
 
-    font = cv2.FONT_HERSHEY_SIMPLEX
-    cv2.rectangle(image, (left, top), (left + plot_w, top + plot_h), (0, 0, 0), 1)
-    for k in range(6):
-        yv = y_max * k / 5
-        _, py = point(x_min, yv)
-        cv2.line(image, (left - 5, py), (left + plot_w, py), (225, 225, 225) if k else (0, 0, 0), 1)
-        cv2.putText(image, f"{yv:.3g}", (8, py + 5), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-    for xv in x:
-        px, _ = point(xv, 0)
-        cv2.line(image, (px, top + plot_h), (px, top + plot_h + 5), (0, 0, 0), 1)
-        cv2.putText(image, f"{xv:g}", (px - 12, top + plot_h + 22), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-    for k, (name, values) in enumerate(series.items()):
-        colour = _COLOURS[k % len(_COLOURS)]
-        points = [point(xv, yv) for xv, yv in zip(x, values) if math.isfinite(yv)]
-        for a, b in zip(points, points[1:]):
-            cv2.line(image, a, b, colour, 2, cv2.LINE_AA)
-        for p in points:
-            cv2.circle(image, p, 4, colour, -1, cv2.LINE_AA)
-        ly = top + 20 + 24 * k
-        cv2.line(image, (width - right + 15, ly), (width - right + 45, ly), colour, 2, cv2.LINE_AA)
-        cv2.putText(image, name, (width - right + 52, ly + 5), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.putText(image, title, (left + 140, 25), font, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.putText(image, x_label, (left + plot_w // 2 - 80, height - 20), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.putText(image, y_label, (8, top - 12), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-    return bool(cv2.imwrite(path, image))
+    profile = measure(m, reconstructor, on_tile, progress)
+    return profile, Quality(sse, m.width * m.height)
+
+
+def compare_policies(m: Manifest, profile: Profile, quality: Quality, threshold: float, capacities: list[int],
+                     latency_draws: list[np.ndarray], buffer: int, rng: np.random.Generator) -> list[dict]:
+    """Mean stall, start-up delay, objective and Y-PSNR of every policy at every capacity.
+
+    Args:
+        threshold: the DNN threshold in bytes (e_ij).
+        capacities: cache sizes in sets.
+        latency_draws: (n, M) edge latencies in ms; the same draws for every capacity (common
+            random numbers), so differences between capacities are not noise.
+        buffer: segments the client buffers (see :func:`playback`).
+        rng: the random policy's generator.
+
+    Returns:
+        One row per (capacity, policy).
+    """
+    n = len(m.segments)
+    dnn = planning.tile_modes(m.array("lr_bytes"), threshold)
+    durations = np.array([s.frames / float(m.fps) for s in m.segments])
+    solvers = {"none": solve_none, "random": lambda inst: solve_random(inst, rng),
+               "largest_latency_first": solve_largest_latency_first, "auction": solve_auction, "exact": solve_exact}
+    results = []
+    for capacity in capacities:
+        sums = {p: np.zeros(4) for p in POLICIES}  # stall, start-up, objective, Y-PSNR
+        for latency in latency_draws:
+            inst = planning.build_instance(m, profile, latency, threshold, capacity)
+            for name in POLICIES:
+                plan = solvers[name](inst)
+                startup, stall = playback(segment_delays(inst, plan.cached) / 1e3, durations, buffer)
+                psnr = quality.psnr(cached_tiles(m.tile_sets, plan.cached, m.tiles_per_segment), dnn)
+                sums[name] += (stall, startup, plan.objective, psnr)
+        for name in POLICIES:
+            stall, startup, objective, psnr = np.round(sums[name] / len(latency_draws), 4).tolist()
+            results.append({"capacity": capacity, "capacity_share": round(capacity / (n * m.edges), 4),
+                            "policy": name, "stall_s": stall, "startup_s": startup, "objective_ms": objective,
+                            "psnr_db": psnr})
+    return results
+
+
+def tile_choice(profile: Profile, quality: Quality, dnn: np.ndarray, threshold: float) -> dict:
+    """The per-tile bicubic/DNN choice against all-DNN and all-bicubic reconstruction, without cache."""
+    none = np.zeros_like(dnn)
+    choices = {"all_dnn": ~none, "per_tile": dnn, "all_bicubic": none}
+    seconds = {name: np.where(use_dnn, profile.dnn_ms, profile.bicubic_ms).sum() / 1e3
+               for name, use_dnn in choices.items()}
+    report: dict = {name: {"reconstruct_s": round(float(seconds[name]), 3),
+                           "psnr_db": round(quality.psnr(none, use_dnn), 4)} for name, use_dnn in choices.items()}
+    report["threshold_bytes"] = round(threshold, 1)
+    report["dnn_tile_share"] = round(float(dnn.mean()), 4)
+    report["time_saving"] = round(float(1 - seconds["per_tile"] / seconds["all_dnn"]), 4)
+    report["psnr_loss_db"] = round(report["all_dnn"]["psnr_db"] - report["per_tile"]["psnr_db"], 4)
+    return report
+
+
+def stall_cut(results: list[dict]) -> dict:
+    """Share of the stall time each policy saves against no cache, at the simulated capacity closest
+    to 25% of the sets (0 where caching nothing does not stall)."""
+    target = min({r["capacity_share"] for r in results}, key=lambda share: abs(share - 0.25))
+    rows = {r["policy"]: r for r in results if r["capacity_share"] == target}
+    base = rows["none"]["stall_s"]
+    return {"capacity": rows["none"]["capacity"], "capacity_share": target, "none_stall_s": base,
+            **{p: (round(1 - rows[p]["stall_s"] / base, 4) if base > 0 else 0.0) for p in POLICIES if p != "none"}}

@@ -52,7 +52,7 @@ def _encode_segment(m: Manifest, root: Path, index: int, frames: list[y4m.Frame]
                     graph: str) -> None:
     name = lambda j: Manifest.tile_name(index, j)  # noqa: E731
     for d in ["origin"] + [Manifest.edge_dirname(e) for e in range(m.edges)]:
-        (root / d / f"seg{index:05d}").mkdir(parents=True, exist_ok=True)
+        (root / d / name(0)).parent.mkdir(parents=True, exist_ok=True)
     codec = ["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-threads", "1", "-an"]
     args = ["-hide_banner", "-loglevel", "error", "-y", "-f", "yuv4mpegpipe", "-i", "pipe:",
             "-filter_complex", graph]
@@ -167,7 +167,7 @@ def _tile_into(reader: y4m.Reader, source: str, staging: Path, segment_seconds: 
         for edge, members in enumerate(sets):
             if edge == 0:
                 continue
-            (staging / Manifest.edge_dirname(edge) / f"seg{index:05d}").mkdir(parents=True, exist_ok=True)
+            (staging / Manifest.edge_dirname(edge) / m.tile_name(index, 0)).parent.mkdir(parents=True, exist_ok=True)
             for j in members:
                 os.replace(staging / Manifest.edge_dirname(0) / m.tile_name(index, j),
                            staging / Manifest.edge_dirname(edge) / m.tile_name(index, j))

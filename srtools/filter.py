@@ -1,0 +1,198 @@
+"""The frame-filter loop shared by the Y4M filters (sr-serve, sr-tcsr): prefetch, hot-swap, deadlines, stats.
+
+A filter stage turns input frames into output frames with an optional *engine* (a model that the
+spool may replace at any time) and a cheap path that needs none (bicubic, pass-through). The loop
+reads frames ahead on a thread, swaps in the watcher's newest engine between two frames, asks the
+one :class:`DeadlineController` whether the engine fits the frame's deadline (``--realtime``),
+writes what the stage returns and reports statistics on stderr.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Iterable, Iterator, Protocol
+
+from . import y4m
+
+log = logging.getLogger("srtools.filter")
+
+
+class Engine(Protocol):
+    label: str  # for logs: "v7" for a spool version, else the file's source
+    cost: float | None  # seconds one call takes, measured by warm_up()
+
+    def warm_up(self, header: y4m.Header) -> None:
+        """Run on a blank frame of ``header``'s size, measuring :attr:`cost`."""
+
+
+class Stage(Protocol):
+    """What one filter does with each frame."""
+
+    def process(self, frame: y4m.Frame, engine: Engine | None, use_engine: bool) -> tuple[list[y4m.Frame], bool]:
+        """Frames ready for output after ``frame`` arrived, and whether the engine ran."""
+
+    def flush(self) -> list[y4m.Frame]:
+        """Frames still held when the input ends."""
+
+
+class Prefetcher(threading.Thread):
+    """Reads frames ahead on a thread, so decoding and pipe reads overlap with the network."""
+
+    _END = object()
+
+    def __init__(self, frames: Iterable[y4m.Frame], depth: int = 4):
+        super().__init__(name="prefetch", daemon=True)
+        self.frames = frames
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            for frame in self.frames:
+                self.queue.put(frame)
+        except BaseException as exc:  # re-raised in the frame loop
+            self.error = exc
+        self.queue.put(self._END)
+
+    def __iter__(self) -> Iterator[y4m.Frame]:
+        while (item := self.queue.get()) is not self._END:
+            yield item
+        if self.error is not None:
+            raise self.error
+
+
+class DeadlineController:
+    """Decides frame by frame whether the engine fits before the frame's deadline.
+
+    Frame n is due one frame interval after frame n-1 was due, or after it arrived when the input
+    itself is late (a late input is not our lateness). Outside real time the engine always runs.
+    In real time it runs when its cost, a moving average of measured runs, ends before the
+    deadline. A cost measured under load would otherwise shut the engine out for good, so after
+    ``probe_gap`` consecutive frames without it the engine runs once more to re-measure (a
+    *probe*); a probe that fits brings the engine back, one that does not doubles the gap, up to
+    :attr:`PROBE_MAX` frames, so probes cost a bounded share of frames.
+
+    Args:
+        fps: the input frame rate.
+        realtime: apply deadlines at all.
+    """
+
+    PROBE_MIN, PROBE_MAX = 8, 256
+    SMOOTHING = 0.2  # weight of the newest measurement in the moving average
+
+    def __init__(self, fps: float, realtime: bool):
+        self.interval = 1.0 / fps
+        self.realtime = realtime
+        self.cost: float | None = None
+        self.late = self.probes = 0
+        self._due: float | None = None  # when the current frame's deadline interval starts
+        self._deadline = 0.0
+        self._skipped = 0
+        self._probe_gap = self.PROBE_MIN
+        self._probing = False
+
+    def reset(self, cost: float | None) -> None:
+        """A new engine, whose call takes ``cost`` seconds (from its warm-up)."""
+        self.cost = cost
+        self._skipped, self._probe_gap = 0, self.PROBE_MIN
+
+    def begin(self, now: float) -> bool:
+        """A frame arrived at ``now``: whether to run the engine on it."""
+        self._due = now if self._due is None else max(self._due, now)
+        self._deadline = self._due + self.interval
+        self._probing = False
+        if not self.realtime or self.cost is None or now + self.cost <= self._deadline:
+            return True
+        self._skipped += 1
+        if self._skipped >= self._probe_gap:
+            self._probing = True
+            self.probes += 1
+            return True
+        return False
+
+    def end(self, now: float, engine_seconds: float | None) -> None:
+        """The frame was written at ``now``; ``engine_seconds`` is how long the engine ran, if it did."""
+        if engine_seconds is not None:
+            if self._probing or self.cost is None:
+                self.cost = engine_seconds  # the only recent figure: trust it alone
+                fits = engine_seconds <= self.interval
+                self._probe_gap = self.PROBE_MIN if fits else min(2 * self._probe_gap, self.PROBE_MAX)
+            else:
+                self.cost += self.SMOOTHING * (engine_seconds - self.cost)
+            self._skipped = 0
+        if now > self._deadline:
+            self.late += 1
+        self._due = self._deadline
+
+
+class Stats:
+    """Counters of a filter run, reported on stderr."""
+
+    def __init__(self, fallback_name: str = "bicubic fallbacks") -> None:
+        self.frames = self.engine_frames = self.fallbacks = self.swaps = 0
+        self.fallback_name = fallback_name
+        self.start = time.monotonic()
+
+    def line(self, engine: Engine | None, controller: DeadlineController) -> str:
+        elapsed = time.monotonic() - self.start
+        fps = self.frames / elapsed if elapsed > 0 else 0.0
+        text = (f"{self.frames} frames in {elapsed:.1f} s ({fps:.1f} fps), model "
+                f"{engine.label if engine else 'none'}, {self.swaps} swaps, {self.fallbacks} {self.fallback_name}")
+        if controller.realtime:
+            text += f", {controller.probes} probes, {controller.late} late"
+        return text
+
+
+def run(frames: Iterable[y4m.Frame], fps: float, writer: y4m.Writer, stage: Stage, engine: Engine | None, *,
+        watcher=None, realtime: bool = False, stats: Stats | None = None,
+        report_every: float = 10.0) -> Engine | None:
+    """Run ``stage`` over ``frames`` and write its output; returns the engine in use at the end.
+
+    Args:
+        frames: the input frames (read ahead on a thread).
+        fps: their frame rate, for deadlines.
+        writer: where output frames go (flushed after each input frame).
+        stage: what each frame becomes.
+        engine: the engine to start with (None: the cheap path until the watcher has one).
+        watcher: a :class:`srtools.models.ModelWatcher` offering newer engines, or None.
+        realtime: apply the deadline controller.
+        stats: counters to fill (a final line is logged even when the loop is interrupted).
+    """
+    stats = stats or Stats()
+    controller = DeadlineController(fps, realtime)
+    prefetcher = Prefetcher(frames)
+    prefetcher.start()
+    next_report = stats.start + report_every
+    if engine is not None:
+        controller.reset(engine.cost)
+    try:
+        for frame in prefetcher:
+            if watcher is not None and watcher.latest not in (None, engine):
+                engine = watcher.latest
+                stats.swaps += 1
+                controller.reset(engine.cost)
+                log.info("frame %d: switched to model %s", stats.frames, engine.label)
+            now = time.monotonic()
+            use_engine = controller.begin(now) and engine is not None
+            started = time.perf_counter()
+            out, ran = stage.process(frame, engine, use_engine)
+            took = time.perf_counter() - started
+            for item in out:
+                writer.write(item)
+            writer.flush()
+            stats.frames += 1
+            stats.engine_frames += ran
+            stats.fallbacks += engine is not None and not use_engine
+            controller.end(time.monotonic(), took if ran else None)
+            if now >= next_report:
+                log.info("%s", stats.line(engine, controller))
+                next_report = now + report_every
+        for item in stage.flush():
+            writer.write(item)
+        writer.flush()
+    finally:
+        log.info("%s", stats.line(engine, controller))
+    return engine

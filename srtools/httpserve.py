@@ -1,0 +1,167 @@
+"""The threaded HTTP server every srtools server uses (sr-edge, sr-proxy, and the live HLS server).
+
+Responses carry what players and browsers need: MIME types for HLS playlists and segments, cache
+headers (playlists are re-read, segments never change once listed), CORS so a player page on
+another origin can load the stream, and a player page (hls.js where the server has it, the
+browser's native HLS otherwise).
+"""
+
+from __future__ import annotations
+
+import html
+import http.server
+import json
+import logging
+import posixpath
+import sys
+import urllib.parse
+from pathlib import Path
+
+from .errors import UsageError
+
+log = logging.getLogger("srtools.http")
+
+CONTENT_TYPES = {
+    ".m3u8": "application/vnd.apple.mpegurl",
+    ".ts": "video/mp2t",
+    ".m4s": "video/iso.segment",
+    ".mp4": "video/mp4",
+    ".aac": "audio/aac",
+    ".js": "text/javascript; charset=utf-8",
+    ".html": "text/html; charset=utf-8",
+    ".json": "application/json",
+    ".png": "image/png",
+    ".safetensors": "application/octet-stream",
+}
+
+
+def content_type(path: str) -> str:
+    return CONTENT_TYPES.get(posixpath.splitext(path)[1].lower(), "application/octet-stream")
+
+
+def cache_control(mime: str) -> str:
+    """Playlists and stats change under the same URL; media segments never do once published."""
+    if mime.startswith(("video/", "audio/")):
+        return "public, max-age=3600, immutable"
+    return "no-cache"
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """'HOST:PORT' (port 0 = any free port) -> (host, port)."""
+    host, sep, port = text.rpartition(":")
+    try:
+        number = int(port)
+    except ValueError:
+        number = -1
+    if not sep or not host or not 0 <= number <= 65535:
+        raise UsageError(f"listen address {text!r}: expected HOST:PORT, e.g. 127.0.0.1:8081 (port 0 picks a free one)")
+    return host.strip("[]"), number
+
+
+class Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 64
+
+
+def bind(handler: type, listen: str, **attributes) -> Server:
+    """A threading HTTP server bound to ``listen``; ``attributes`` are set on the server object."""
+    host, port = parse_listen(listen)
+    try:
+        server = Server((host, port), handler)
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {listen} ({exc.strerror})") from None
+    for key, value in attributes.items():
+        setattr(server, key, value)
+    return server
+
+
+def server_url(server: Server) -> str:
+    host, port = server.server_address[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def announce(url: str, **extra) -> None:
+    """Print the server's URL as one JSON line on stdout (for scripts using port 0)."""
+    json.dump({"url": url, **extra}, sys.stdout)
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
+def player_page(playlist: str, title: str, hls_js: str | None = "hls.min.js") -> str:
+    """An HTML page playing ``playlist`` (a URL relative to the page) with hls.js, loaded from
+    ``hls_js`` when given, or the browser's native HLS (Safari, mobile browsers)."""
+    script = f'<script src="{html.escape(hls_js)}"></script>' if hls_js else ""
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{margin:0;background:#111;color:#ddd;font:14px sans-serif}}video{{width:100%;max-height:90vh}}</style>
+{script}</head>
+<body><video id="video" controls autoplay muted playsinline></video>
+<p id="status">loading {html.escape(playlist)}</p>
+<script>
+const video = document.getElementById("video"), status = document.getElementById("status");
+const source = {json.dumps(playlist)};
+if (window.Hls && Hls.isSupported()) {{
+  const hls = new Hls({{lowLatencyMode: true}});
+  hls.on(Hls.Events.ERROR, (_, data) => {{ if (data.fatal) status.textContent = "error: " + data.details; }});
+  hls.loadSource(source);
+  hls.attachMedia(video);
+  status.textContent = "hls.js " + Hls.version;
+}} else if (video.canPlayType("application/vnd.apple.mpegurl")) {{
+  video.src = source;
+  status.textContent = "native HLS";
+}} else {{
+  status.textContent = "this browser cannot play HLS";
+}}
+video.play().catch(() => {{}});
+</script></body></html>
+"""
+
+
+class QuietHandler(http.server.BaseHTTPRequestHandler):
+    """Request lines go to the debug log, not to stderr; every response allows any origin (CORS)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002
+        log.debug("%s %s", self.address_string(), format % args)
+
+    def end_headers(self) -> None:
+        self.send_header("Access-Control-Allow-Origin", "*")
+        self.send_header("Access-Control-Expose-Headers", "Content-Length, Content-Range")
+        super().end_headers()
+
+    def do_OPTIONS(self) -> None:  # noqa: N802  (CORS preflight)
+        self.send_response(204)
+        self.send_header("Access-Control-Allow-Methods", "GET, HEAD, OPTIONS")
+        self.send_header("Access-Control-Allow-Headers", "Range, Content-Type")
+        self.send_header("Access-Control-Max-Age", "86400")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def url_path(self) -> str:
+        """The request's path, decoded and normalised ('/a/../b' -> '/b')."""
+        return posixpath.normpath(urllib.parse.unquote(urllib.parse.urlsplit(self.path).path))
+
+    def send_bytes(self, body: bytes, mime: str, head_only: bool = False, status: int = 200) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", mime)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", cache_control(mime) if status == 200 else "no-store")
+        self.end_headers()
+        if not head_only:
+            self.wfile.write(body)
+
+    def send_file_under(self, root: Path, head_only: bool = False) -> int | None:
+        """Serve the file the URL path names under ``root`` (resolved; nothing outside it); its size,
+        or None after a 404."""
+        target = (root / self.url_path().lstrip("/")).resolve()
+        if root not in target.parents or not target.is_file():
+            self.send_bytes(b"not found\n", "text/plain", head_only, status=404)
+            return None
+        try:
+            body = target.read_bytes()
+        except FileNotFoundError:  # removed between the check and the read (a rolling HLS window)
+            self.send_bytes(b"not found\n", "text/plain", head_only, status=404)
+            return None
+        self.send_bytes(body, content_type(target.name), head_only)
+        return len(body)
