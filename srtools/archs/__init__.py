@@ -12,8 +12,9 @@ from typing import Any
 import torch
 
 from .fedsr_arch import FEDSR
+from .tcsr_arch import TCSR
 
-ARCHITECTURES: dict[str, type[torch.nn.Module]] = {"fedsr": FEDSR}
+ARCHITECTURES: dict[str, type[torch.nn.Module]] = {"fedsr": FEDSR, "tcsr": TCSR}
 
 
 def build(arch: str, hparams: dict[str, Any]) -> torch.nn.Module:
