@@ -5,6 +5,8 @@ arguments; :func:`build` re-creates the network from those alone, so loading a m
 code from the file. Each architecture class states its ``task``: what a server does with it.
 
 - ``upscale``: (N, C, H, W) low-res frames -> (N, C, sH, sW) (F-EDSR; sr-serve, tile reconstruction)
+- ``refine``: (N, 2k+1, C, H, W) consecutive upscaled frames -> (N, C, H, W) the refined middle one
+  (TCSR; sr-tcsr). Its model file's ``scale`` is that of the upscaler whose output it refines.
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ from typing import Any
 import torch
 
 from .fedsr_arch import FEDSR
+from .tcsr_arch import TCSR
 
 UPSCALE = "upscale"
-TASKS = (UPSCALE,)
+REFINE = "refine"
+TASKS = (UPSCALE, REFINE)
 
-ARCHITECTURES: dict[str, type[torch.nn.Module]] = {"fedsr": FEDSR}
+ARCHITECTURES: dict[str, type[torch.nn.Module]] = {"fedsr": FEDSR, "tcsr": TCSR}
 
 
 def build(arch: str, hparams: dict[str, Any]) -> torch.nn.Module:
