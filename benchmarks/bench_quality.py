@@ -23,9 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from srtools import archs, degrade, ffmpeg, metrics, video  # noqa: E402
-from srtools.commands.train import load_pairs  # noqa: E402
 from srtools.modelfile import ModelInfo  # noqa: E402
-from srtools.training import TrainConfig, train  # noqa: E402
+from srtools.training import TrainConfig, UpscaleRecipe, load_pairs, train  # noqa: E402
 from srtools.upscale import ModelUpscaler  # noqa: E402
 from srtools.y4m import Header  # noqa: E402
 
@@ -81,8 +80,9 @@ def main() -> None:
                         hparams = {"scale": args.scale, "channels": channels, "blocks": blocks,
                                    "in_channels": 1 if color == "y" else 3}
                         model = archs.build("fedsr", hparams)
-                        result = train(model, train_pairs, val_pairs,
-                                       TrainConfig(max_seconds=budget, eval_every=max(5.0, budget / 12)))
+                        recipe = UpscaleRecipe(train_pairs, val_pairs, 32, torch.device("cpu"),
+                                               np.random.default_rng(0))
+                        result = train(model, recipe, TrainConfig(max_seconds=budget, eval_every=max(5.0, budget / 12)))
                         info = ModelInfo("fedsr", hparams, args.scale, color)
                         fp32, bf16 = (ModelUpscaler(model, info, precision=p) for p in ("fp32", "bf16"))
                         y_sr, y_bf16, y_bic, c_sr, c_bic = [], [], [], [], []

@@ -13,7 +13,7 @@ import logging
 import queue
 import threading
 import time
-from typing import Iterable, Iterator, Protocol
+from typing import Callable, Iterable, Iterator, Protocol
 
 from . import y4m
 
@@ -31,11 +31,24 @@ class Engine(Protocol):
 class Stage(Protocol):
     """What one filter does with each frame."""
 
-    def process(self, frame: y4m.Frame, engine: Engine | None, use_engine: bool) -> tuple[list[y4m.Frame], bool]:
-        """Frames ready for output after ``frame`` arrived, and whether the engine ran."""
+    def process(self, frame: y4m.Frame, engine: Engine | None, use_engine: bool) -> tuple[list[y4m.Frame], int]:
+        """Frames ready for output after ``frame`` arrived, and how many of them the engine made."""
 
-    def flush(self) -> list[y4m.Frame]:
-        """Frames still held when the input ends."""
+    def flush(self, engine: Engine | None) -> tuple[list[y4m.Frame], int]:
+        """Frames still held when the input ends (the engine may still run on them), and how many it made."""
+
+
+def measure_cost(call: Callable[[], object], warm_up: int = 2, timed: int = 3) -> float:
+    """Seconds one ``call()`` takes: the median of ``timed`` calls after ``warm_up`` untimed ones (first
+    calls allocate and pick kernels; a median ignores a call that lost its core to another process)."""
+    for _ in range(warm_up):
+        call()
+    times = []
+    for _ in range(timed):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
 
 
 class Prefetcher(threading.Thread):
@@ -131,16 +144,17 @@ class DeadlineController:
 class Stats:
     """Counters of a filter run, reported on stderr."""
 
-    def __init__(self, fallback_name: str = "bicubic fallbacks") -> None:
+    def __init__(self, fallback_name: str = "bicubic fallbacks", engine_name: str = "through the model") -> None:
         self.frames = self.engine_frames = self.fallbacks = self.swaps = 0
-        self.fallback_name = fallback_name
+        self.fallback_name, self.engine_name = fallback_name, engine_name
         self.start = time.monotonic()
 
     def line(self, engine: Engine | None, controller: DeadlineController) -> str:
         elapsed = time.monotonic() - self.start
         fps = self.frames / elapsed if elapsed > 0 else 0.0
         text = (f"{self.frames} frames in {elapsed:.1f} s ({fps:.1f} fps), model "
-                f"{engine.label if engine else 'none'}, {self.swaps} swaps, {self.fallbacks} {self.fallback_name}")
+                f"{engine.label if engine else 'none'}, {self.swaps} swaps, {self.fallbacks} {self.fallback_name}, "
+                f"{self.engine_frames} {self.engine_name}")
         if controller.realtime:
             text += f", {controller.probes} probes, {controller.late} late"
         return text
@@ -190,8 +204,10 @@ def run(frames: Iterable[y4m.Frame], fps: float, writer: y4m.Writer, stage: Stag
             if now >= next_report:
                 log.info("%s", stats.line(engine, controller))
                 next_report = now + report_every
-        for item in stage.flush():
+        out, ran = stage.flush(engine)
+        for item in out:
             writer.write(item)
+        stats.engine_frames += ran
         writer.flush()
     finally:
         log.info("%s", stats.line(engine, controller))

@@ -1,11 +1,12 @@
 """srtools-spool - the model spool directory shared by trainers and servers
 
 DESCRIPTION
-A spool is a plain directory through which trainers (sr-train) hand models to servers (sr-serve)
-on the same host, or on another one through a synchronised or network file system. Every file in
-it is published atomically: written under tmp/, flushed with fsync, then moved into place with a
-link or rename on the same file system, with the mode a plain file write gets (0666 & ~umask) so
-that servers running as other users can read it. A reader never sees a partial file, and a trainer that
+A spool is a plain directory through which trainers (sr-train) hand models to servers (sr-serve
+for upscaling models such as F-EDSR, sr-tcsr for refining models such as TCSR) on the same host,
+or on another one through a synchronised or network file system. Every file in it is published
+atomically: written under tmp/, flushed with fsync, then moved into place with a link or rename on
+the same file system, with the mode a plain file write gets (0666 & ~umask) so that servers running
+as other users can read it. A reader never sees a partial file, and a trainer that
 crashes mid-publish leaves the previous model current.
 
 LAYOUT
@@ -34,7 +35,8 @@ whose metadata, tensor names or shapes do not match is rejected; a server keeps 
 
 EXAMPLES
     sr-train --spool /var/spool/srtools --hr clip.mp4 --scale 2 --max-seconds 180
-    cat /var/spool/srtools/current/fedsr-x2.json
+    sr-train --spool /var/spool/srtools --arch tcsr --hr clip.mp4 --max-seconds 300
+    cat /var/spool/srtools/current/fedsr-x2.json /var/spool/srtools/current/tcsr-x2.json
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
-"""Training F-EDSR on frame pairs: error-weighted patch sampling, L1 loss, Adam, a time budget.
+"""Training recipes on recorded frames (F-EDSR and TCSR) around one time-budgeted loop, and pair loading.
 
-The recipe, and why:
+:func:`train` runs any :class:`Recipe` (what a batch is, the loss, the held-out score) for a
+time budget: Adam, a warm-up then a cosine learning-rate schedule over the budget, and the best
+model on held-out frames kept. The F-EDSR recipe (:class:`UpscaleRecipe`), and why:
 
 - The network predicts the residual over bicubic and starts as exact bicubic (see
   :class:`srtools.archs.fedsr_arch.FEDSR`), so every minute of training is spent on what bicubic
@@ -11,6 +13,10 @@ The recipe, and why:
 - The learning rate follows a cosine over the time budget (not a step count), after a short
   warm-up, so a run stopped by --max-seconds has annealed properly.
 - The best model on held-out frames is kept (measured every ``eval_every`` seconds and at the end).
+
+The TCSR recipe (:class:`RefineRecipe`) trains on windows of 2k+1 consecutive frames upscaled by
+the current F-EDSR model, against the high-res middle frame, with the loss of
+:func:`srtools.archs.tcsr_arch.tcsr_loss`; its baseline is the F-EDSR output itself.
 """
 
 from __future__ import annotations
@@ -19,15 +25,17 @@ import copy
 import dataclasses
 import math
 import time
-from typing import Callable
+from typing import Callable, Protocol
 
 import cv2
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-from . import metrics
-from .upscale import resize_plane, to_plane, to_unit
+from . import degrade, metrics, video
+from .archs.tcsr_arch import tcsr_loss
+from .errors import InputError
+from .upscale import network_planes, resize_plane, to_plane, to_unit
 
 
 @dataclasses.dataclass
@@ -59,6 +67,46 @@ class PairSet:
             return self, self
         train_idx = np.setdiff1d(np.arange(n), val_idx)
         return PairSet(self.lr[train_idx], self.hr[train_idx]), PairSet(self.lr[val_idx], self.hr[val_idx])
+
+
+def load_pairs(hr_source: str, lr_source: str, scale: int, color: str, max_frames: int,
+               hr_section: dict, lr_section: dict, consecutive: bool = False) -> tuple[PairSet, float]:
+    """Decode the HR and LR clips in lockstep into at most ``max_frames`` evenly spaced pairs.
+
+    Args:
+        hr_section / lr_section: ``start`` and ``duration`` (seconds or None) of each clip.
+        consecutive: keep the first ``max_frames`` frames instead (temporal models need neighbours).
+
+    Returns:
+        (pairs, HR frame rate).
+    """
+    keep: list[tuple[np.ndarray, np.ndarray]] = []
+    stride = 1
+    with video.open_source(hr_source, vf=degrade.crop_filter(scale), **hr_section) as hr_reader, \
+            video.open_source(lr_source, **lr_section) as lr_reader:
+        hh, lh = hr_reader.header, lr_reader.header
+        if (lh.width * scale, lh.height * scale) != (hh.width, hh.height):
+            raise InputError(f"{lr_source}: {lh.width}x{lh.height} is not {hh.width}x{hh.height} / {scale}")
+        index = 0
+        while True:
+            hr, lr = hr_reader.read(), lr_reader.read()
+            if hr is None or lr is None:
+                if (hr is None) != (lr is None):
+                    raise InputError(f"{lr_source}: not frame-aligned with {hr_source} "
+                                     f"(frame counts differ after {index} frames)")
+                break
+            if index % stride == 0:
+                keep.append((network_planes(lr, color), network_planes(hr, color)))
+                if consecutive and len(keep) == max_frames:
+                    break
+                if len(keep) >= 2 * max_frames:  # bounded memory: halve the density, keep even spacing
+                    keep, stride = keep[::2], stride * 2
+            index += 1
+    if not keep:
+        raise InputError(f"{hr_source}: no frames in the selected section")
+    if len(keep) > max_frames:
+        keep = [keep[i] for i in np.linspace(0, len(keep) - 1, max_frames).round().astype(int)]
+    return PairSet(np.stack([p[0] for p in keep]), np.stack([p[1] for p in keep])), float(hh.fps)
 
 
 class PatchSampler:
@@ -109,25 +157,16 @@ class PatchSampler:
         return lr, hr
 
 
-def _augment(lr: torch.Tensor, hr: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """The same random flip / transpose for the whole batch (cheap, keeps tensors contiguous)."""
+def _augment(*tensors: torch.Tensor, rng: np.random.Generator) -> list[torch.Tensor]:
+    """The same random flip / transpose of the last two axes for every tensor of the batch."""
+    out = list(tensors)
     if rng.random() < 0.5:
-        lr, hr = lr.flip(-1), hr.flip(-1)
+        out = [t.flip(-1) for t in out]
     if rng.random() < 0.5:
-        lr, hr = lr.flip(-2), hr.flip(-2)
+        out = [t.flip(-2) for t in out]
     if rng.random() < 0.5:
-        lr, hr = lr.transpose(-1, -2), hr.transpose(-1, -2)
-    return lr, hr
-
-
-@torch.inference_mode()
-def evaluate(model: torch.nn.Module, pairs: PairSet, device: torch.device) -> float:
-    """Mean per-frame PSNR (dB) of the model's output against HR, channel 0 (Y)."""
-    model.eval()
-    scores = []
-    for lr, hr in zip(pairs.lr, pairs.hr):
-        scores.append(metrics.psnr(to_plane(model(to_unit(lr, device)[None])[0, 0]), hr[0]))
-    return float(np.mean(scores))
+        out = [t.transpose(-1, -2) for t in out]
+    return out
 
 
 def bicubic_psnr(pairs: PairSet) -> float:
@@ -136,10 +175,138 @@ def bicubic_psnr(pairs: PairSet) -> float:
                           for lr, hr in zip(pairs.lr, pairs.hr)]))
 
 
+class Recipe(Protocol):
+    """What :func:`train` needs to know about one architecture's training."""
+
+    baseline_psnr: float  # held-out Y-PSNR of what the model improves on (bicubic, F-EDSR output)
+
+    def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs, targets) of one training step, on the training device."""
+
+    def loss(self, model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor: ...
+
+    def evaluate(self, model: torch.nn.Module) -> float:
+        """Held-out Y-PSNR of the model (eval mode, no gradients)."""
+
+
+class UpscaleRecipe:
+    """F-EDSR on (LR, HR) pairs: error-weighted patches, augmentation, L1 (see the module docstring).
+
+    Args:
+        train_pairs / val_pairs: training and held-out frame pairs.
+        patch: LR patch size.
+        device: torch device.
+        rng: random generator.
+    """
+
+    def __init__(self, train_pairs: PairSet, val_pairs: PairSet, patch: int, device: torch.device,
+                 rng: np.random.Generator):
+        self.sampler = PatchSampler(train_pairs, patch, rng)
+        self.val_pairs, self.device, self.rng = val_pairs, device, rng
+        self.baseline_psnr = bicubic_psnr(val_pairs)
+
+    def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        lr, hr = self.sampler.sample(size)
+        inputs, targets = _augment(to_unit(lr, self.device), to_unit(hr, self.device), rng=self.rng)
+        return inputs, targets
+
+    def loss(self, model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.l1_loss(model(inputs), targets)
+
+    @torch.inference_mode()
+    def evaluate(self, model: torch.nn.Module) -> float:
+        scores = [metrics.psnr(to_plane(model(to_unit(lr, self.device)[None])[0, 0]), hr[0])
+                  for lr, hr in zip(self.val_pairs.lr, self.val_pairs.hr)]
+        return float(np.mean(scores))
+
+
+class RefineRecipe:
+    """TCSR on consecutive frames: windows of 2k+1 upscaled frames -> the HR middle frame.
+
+    Patches (``patch`` pixels at output resolution) are drawn half where the upscaled frame is most
+    wrong, half uniformly, from every frame whose index is not held out; held-out frames (every
+    ``every``-th, at most ``max_val``) are scored on fixed crops of ``val_crop`` pixels, so an
+    evaluation costs a fraction of a full frame at 640x360 and more. Windows at the ends of the
+    sequence repeat the end frames, as sr-tcsr does.
+
+    Args:
+        upscaled: (N, 1, H, W) uint8, the F-EDSR output of N consecutive frames.
+        hr: (N, 1, H, W) uint8, the matching high-res frames.
+        k: neighbours on each side.
+        patch: training patch size at output resolution.
+        device / rng: torch device, random generator.
+    """
+
+    _STRIDE = 8
+
+    def __init__(self, upscaled: np.ndarray, hr: np.ndarray, k: int, patch: int, device: torch.device,
+                 rng: np.random.Generator, every: int = 10, max_val: int = 8, val_crop: int = 128):
+        n, _, h, w = hr.shape
+        patch = min(patch, h, w)
+        self.upscaled, self.hr, self.k, self.patch = upscaled, hr, k, patch
+        self.device, self.rng = device, rng
+        val = np.arange(every // 2, n, every)[:max_val] if n > every else np.array([], dtype=int)
+        self.train_idx = np.setdiff1d(np.arange(n), val)
+        self.val_idx = val if len(val) else self.train_idx[:max_val]
+        ys = np.arange(0, h - patch + 1, self._STRIDE)
+        xs = np.arange(0, w - patch + 1, self._STRIDE)
+        self.positions = np.stack(np.meshgrid(ys, xs, indexing="ij"), -1).reshape(-1, 2)
+        error = np.stack([self._patch_error(i) for i in self.train_idx]).reshape(-1)
+        weights = np.sqrt(error) + 1e-12
+        self.cdf = np.cumsum(weights / weights.sum())
+        crop = min(val_crop, h, w)
+        self.val_windows = [(i, y, x) for i in self.val_idx
+                            for y, x in ((0, 0), (h - crop, w - crop), ((h - crop) // 2, (w - crop) // 2))]
+        self.val_crop = crop
+        self.baseline_psnr = float(np.mean([metrics.psnr(self._crop(upscaled, i, y, x, crop),
+                                                         self._crop(hr, i, y, x, crop))
+                                            for i, y, x in self.val_windows]))
+
+    @staticmethod
+    def _crop(frames: np.ndarray, i: int, y: int, x: int, size: int) -> np.ndarray:
+        return frames[i, 0, y:y + size, x:x + size]
+
+    def _patch_error(self, i: int) -> np.ndarray:
+        err = (self.upscaled[i, 0].astype(np.float32) - self.hr[i, 0].astype(np.float32)) ** 2
+        integral = cv2.integral(err, sdepth=cv2.CV_64F)
+        y, x, p = self.positions[:, 0], self.positions[:, 1], self.patch
+        return integral[y + p, x + p] - integral[y, x + p] - integral[y + p, x] + integral[y, x]
+
+    def window(self, i: int) -> np.ndarray:
+        """(2k+1, 1, H, W) frames i-k .. i+k, the ends repeated."""
+        return self.upscaled[np.clip(np.arange(i - self.k, i + self.k + 1), 0, len(self.upscaled) - 1)]
+
+    def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        weighted = np.searchsorted(self.cdf, self.rng.random(size // 2))
+        uniform = self.rng.integers(0, len(self.cdf), size - size // 2)
+        flat = np.minimum(np.concatenate([weighted, uniform]), len(self.cdf) - 1)
+        frame, pos = np.divmod(flat, len(self.positions))
+        p = self.patch
+        inputs, targets = [], []
+        for f, (y, x) in zip(self.train_idx[frame], self.positions[pos]):
+            inputs.append(self.window(f)[..., y:y + p, x:x + p])
+            targets.append(self.hr[f, :, y:y + p, x:x + p])
+        inputs_t, targets_t = _augment(to_unit(np.stack(inputs), self.device), to_unit(np.stack(targets), self.device),
+                                       rng=self.rng)
+        return inputs_t.contiguous(), targets_t.contiguous()
+
+    def loss(self, model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        output, flows_half, flows_full, _ = model.forward_with_flows(inputs)
+        return tcsr_loss(output, targets, inputs, flows_half, flows_full)
+
+    @torch.inference_mode()
+    def evaluate(self, model: torch.nn.Module) -> float:
+        c = self.val_crop
+        scores = []
+        for i, y, x in self.val_windows:
+            window = to_unit(self.window(i)[..., y:y + c, x:x + c], self.device)[None]
+            scores.append(metrics.psnr(to_plane(model(window)[0, 0]), self._crop(self.hr, i, y, x, c)))
+        return float(np.mean(scores))
+
+
 @dataclasses.dataclass
 class TrainConfig:
     max_seconds: float = 180.0
-    patch: int = 32
     batch: int = 16
     learning_rate: float = 1e-3
     warmup_fraction: float = 0.03
@@ -151,30 +318,28 @@ class TrainConfig:
 class TrainResult:
     state_dict: dict[str, torch.Tensor]
     val_psnr_db: float
-    bicubic_psnr_db: float
+    baseline_psnr_db: float
     steps: int
     seconds: float
 
     @property
     def gain_db(self) -> float:
-        return self.val_psnr_db - self.bicubic_psnr_db
+        return self.val_psnr_db - self.baseline_psnr_db
 
 
-def train(model: torch.nn.Module, train_pairs: PairSet, val_pairs: PairSet, config: TrainConfig,
-          device: str = "cpu", progress: Callable[[float, int, float, float], None] | None = None) -> TrainResult:
-    """Train ``model`` in place for ``config.max_seconds`` and return the best state seen.
+def train(model: torch.nn.Module, recipe: Recipe, config: TrainConfig, device: str | torch.device = "cpu",
+          progress: Callable[[float, int, float, float], None] | None = None) -> TrainResult:
+    """Train ``model`` in place by ``recipe`` for ``config.max_seconds`` and return the best state seen.
 
     Args:
         progress: called after each evaluation with (fraction of budget, step, val PSNR, best PSNR).
     """
     dev = torch.device(device)
-    rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
     model.to(dev)
-    sampler = PatchSampler(train_pairs, config.patch, rng)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-    baseline = bicubic_psnr(val_pairs)
-    best_psnr = evaluate(model, val_pairs, dev)
+    model.eval()
+    best_psnr = recipe.evaluate(model)
     best_state = copy.deepcopy(model.state_dict())
     start = time.monotonic()
     next_eval = config.eval_every
@@ -183,7 +348,8 @@ def train(model: torch.nn.Module, train_pairs: PairSet, val_pairs: PairSet, conf
         elapsed = time.monotonic() - start
         done = elapsed >= config.max_seconds
         if done or elapsed >= next_eval:
-            score = evaluate(model, val_pairs, dev)
+            model.eval()
+            score = recipe.evaluate(model)
             if score > best_psnr:
                 best_psnr, best_state = score, copy.deepcopy(model.state_dict())
             next_eval = elapsed + config.eval_every
@@ -199,12 +365,25 @@ def train(model: torch.nn.Module, train_pairs: PairSet, val_pairs: PairSet, conf
         for group in optimizer.param_groups:
             group["lr"] = lr
         model.train()
-        lr_np, hr_np = sampler.sample(config.batch)
-        lr_t, hr_t = _augment(to_unit(lr_np, dev), to_unit(hr_np, dev), rng)
-        loss = F.l1_loss(model(lr_t), hr_t)
+        inputs, targets = recipe.batch(config.batch)
+        loss = recipe.loss(model, inputs, targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         step += 1
     model.load_state_dict(best_state)
-    return TrainResult(best_state, best_psnr, baseline, step, time.monotonic() - start)
+    model.eval()
+    return TrainResult(best_state, best_psnr, recipe.baseline_psnr, step, time.monotonic() - start)
+
+
+@torch.inference_mode()
+def upscale_planes(model: torch.nn.Module | None, lr: np.ndarray, scale: int, device: torch.device,
+                   chunk: int = 8) -> np.ndarray:
+    """(N, 1, h, w) uint8 luma -> (N, 1, sh, sw) uint8 as sr-serve outputs it: through ``model``, or
+    OpenCV bicubic when None."""
+    n, _, h, w = lr.shape
+    if model is None:
+        return np.stack([resize_plane(plane[0], h * scale, w * scale)[None] for plane in lr])
+    model.to(device).eval()
+    out = [to_plane(model(to_unit(lr[i:i + chunk], device))[:, 0])[:, None] for i in range(0, n, chunk)]
+    return np.concatenate(out)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import functools
-import time
 from typing import Callable, Sequence
 
 import cv2
 import numpy as np
 import torch
 
+from .filter import measure_cost
 from .modelfile import ModelInfo
 from .y4m import Frame, Header
 
@@ -40,7 +40,7 @@ def to_unit(array: np.ndarray, device: str | torch.device = "cpu") -> torch.Tens
 
 
 def to_plane(tensor: torch.Tensor) -> np.ndarray:
-    """(H, W) float in [0, 1] -> (H, W) uint8, rounded and clamped."""
+    """Float tensor in [0, 1] -> uint8 array of the same shape, rounded and clamped."""
     return tensor.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).cpu().numpy()
 
 
@@ -86,14 +86,11 @@ class ModelUpscaler:
         self.cost: float | None = None  # seconds per frame, measured by warm_up()
 
     def warm_up(self, header: Header) -> None:
-        """Run twice on a blank frame of ``header``'s size: first-call allocations stay out of the
-        live stream, and :attr:`cost` is the second call's time."""
+        """Run on a blank frame of ``header``'s size: first-call allocations stay out of the live
+        stream, and :attr:`cost` is measured (:func:`srtools.filter.measure_cost`)."""
         blank = Frame([np.full(shape, 128, np.uint8) for shape in header.plane_shapes])
         out_header = header.resized(header.width * self.info.scale, header.height * self.info.scale)
-        for _ in range(2):
-            start = time.perf_counter()
-            self.upscale(blank, out_header)
-            self.cost = time.perf_counter() - start
+        self.cost = measure_cost(lambda: self.upscale(blank, out_header))
 
     @property
     def label(self) -> str:
@@ -139,10 +136,10 @@ class UpscaleStage:
     def __init__(self, out_header: Header):
         self.out_header = out_header
 
-    def process(self, frame: Frame, engine: ModelUpscaler | None, use_engine: bool) -> tuple[list[Frame], bool]:
+    def process(self, frame: Frame, engine: ModelUpscaler | None, use_engine: bool) -> tuple[list[Frame], int]:
         if use_engine and engine is not None:
-            return [engine.upscale(frame, self.out_header)], True
-        return [bicubic(frame, self.out_header)], False
+            return [engine.upscale(frame, self.out_header)], 1
+        return [bicubic(frame, self.out_header)], 0
 
-    def flush(self) -> list[Frame]:
-        return []
+    def flush(self, engine: ModelUpscaler | None) -> tuple[list[Frame], int]:
+        return [], 0

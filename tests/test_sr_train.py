@@ -75,3 +75,29 @@ def test_corrupt_clip_is_an_ffmpeg_error(tmp_path):
     assert result.returncode == 5
     errors = [line for line in result.stderr.decode().splitlines() if line.startswith("sr-train: error:")]
     assert len(errors) == 1 and "ffmpeg exited with status 1" in errors[0] and "Invalid data" in errors[0]
+
+
+def test_tcsr_on_the_upscalers_output(tmp_path, hr_clip):
+    spool = tmp_path / "spool"
+    fedsr = run_command("sr-train", "--spool", spool, "--hr", hr_clip, *TINY)
+    assert fedsr.returncode == 0, fedsr.stderr
+    result = run_command("sr-train", "--spool", spool, "--arch", "tcsr", "--hr", hr_clip, "--channels", "4",
+                         "--blocks", "0", "--neighbours", "2", "--max-seconds", "4", "--max-frames", "20",
+                         "--patch", "16", "--batch", "4")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["arch"] == "tcsr" and summary["baseline"] == "fedsr v1" and summary["frames"] == 20
+    # Starts as the identity on F-EDSR's output and keeps the best held-out model: never worse.
+    assert summary["gain_db"] >= 0 and summary["steps"] > 0
+    model, info = modelfile.load(Spool(spool).current("tcsr", 2).path, scale=2)
+    assert info.hparams == {"k": 2, "channels": 4, "flow_channels": 4, "flow_blocks": 0, "in_channels": 1}
+    assert Spool(spool).current("fedsr", 2).version == 1  # the upscaler is untouched
+
+
+@pytest.mark.parametrize("args,message", [
+    (("--arch", "tcsr", "--color", "yuv"), b"refines luma only"),
+    (("--neighbours", "2"), b"--neighbours is for tcsr"),
+])
+def test_options_of_the_other_architecture(tmp_path, hr_clip, args, message):
+    result = run_command("sr-train", "--spool", tmp_path, "--hr", hr_clip, *args)
+    assert result.returncode == 2 and message in result.stderr

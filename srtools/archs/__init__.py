@@ -11,6 +11,7 @@ code from the file. Each architecture class states its ``task``: what a server d
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -38,3 +39,8 @@ def build(arch: str, hparams: dict[str, Any]) -> torch.nn.Module:
 def for_task(task: str) -> list[str]:
     """Registry keys of the architectures doing ``task``, in registry order."""
     return [name for name, cls in ARCHITECTURES.items() if cls.task == task]
+
+
+def default_hparam(arch: str, name: str) -> Any:
+    """The default of constructor argument ``name`` of architecture ``arch``."""
+    return inspect.signature(ARCHITECTURES[arch]).parameters[name].default

@@ -7,6 +7,7 @@ COMMANDS lists the commands that exist; setup.cfg's console_scripts, bin/ and ma
 COMMANDS = {
     "sr-train": "srtools.commands.train",
     "sr-serve": "srtools.commands.serve",
+    "sr-tcsr": "srtools.commands.tcsr",
     "sr-compare": "srtools.commands.compare",
     "sr-tile": "srtools.commands.tile",
     "sr-edge": "srtools.commands.edge",

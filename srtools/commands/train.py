@@ -1,4 +1,4 @@
-"""sr-train: train an F-EDSR model on a recorded clip and publish it to the spool (offline mode)."""
+"""sr-train: train a model (F-EDSR, or TCSR on F-EDSR's output) on a recorded clip and publish it to the spool."""
 
 from __future__ import annotations
 
@@ -13,59 +13,20 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from .. import archs, cli, degrade, modelfile, video
-from ..errors import InputError, UsageError
+from .. import archs, cli, degrade, modelfile, models
+from ..errors import UsageError
 from ..spool import Spool
-from ..training import PairSet, TrainConfig, train
-from ..upscale import network_planes
+from ..training import RefineRecipe, TrainConfig, UpscaleRecipe, load_pairs, train, upscale_planes
 
 log = logging.getLogger("srtools.train")
-# Chosen from benchmarks/bench_inference.py and bench_quality.py: see the README's benchmark tables.
-DEFAULT_CHANNELS = 16
-DEFAULT_BLOCKS = 4
+UPSCALERS, REFINERS = archs.for_task(archs.UPSCALE), archs.for_task(archs.REFINE)
 
 
-def load_pairs(hr_source: str, lr_source: str, scale: int, color: str, max_frames: int,
-               hr_section: dict, lr_section: dict) -> tuple[PairSet, float]:
-    """Decode the HR and LR clips in lockstep into at most ``max_frames`` evenly spaced pairs.
-
-    Args:
-        hr_section / lr_section: ``start`` and ``duration`` (seconds or None) of each clip.
-
-    Returns:
-        (pairs, HR frame rate).
-    """
-    keep: list[tuple[np.ndarray, np.ndarray]] = []
-    stride = 1
-    with video.open_source(hr_source, vf=degrade.crop_filter(scale), **hr_section) as hr_reader, \
-            video.open_source(lr_source, **lr_section) as lr_reader:
-        hh, lh = hr_reader.header, lr_reader.header
-        if (lh.width * scale, lh.height * scale) != (hh.width, hh.height):
-            raise InputError(f"{lr_source}: {lh.width}x{lh.height} is not {hh.width}x{hh.height} / {scale}")
-        index = 0
-        while True:
-            hr, lr = hr_reader.read(), lr_reader.read()
-            if hr is None or lr is None:
-                if (hr is None) != (lr is None):
-                    raise InputError(f"{lr_source}: not frame-aligned with {hr_source} "
-                                     f"(frame counts differ after {index} frames)")
-                break
-            if index % stride == 0:
-                keep.append((network_planes(lr, color), network_planes(hr, color)))
-                if len(keep) >= 2 * max_frames:  # bounded memory: halve the density, keep even spacing
-                    keep, stride = keep[::2], stride * 2
-            index += 1
-    if not keep:
-        raise InputError(f"{hr_source}: no frames in the selected section")
-    if len(keep) > max_frames:
-        keep = [keep[i] for i in np.linspace(0, len(keep) - 1, max_frames).round().astype(int)]
-    return PairSet(np.stack([p[0] for p in keep]), np.stack([p[1] for p in keep])), float(hh.fps)
-
-
-@cli.command("sr-train", epilog="See also: sr-serve(1), srtools-spool(5).")
+@cli.command("sr-train", epilog="See also: sr-serve(1), sr-tcsr(1), srtools-spool(5).")
 @cli.spool_option(required=True)
-@click.option("--arch", type=click.Choice(archs.for_task(archs.UPSCALE)), default=archs.for_task(archs.UPSCALE)[0],
-              show_default=True, help="Architecture to train (see srtools-spool(5) for what each does).")
+@click.option("--arch", type=click.Choice(UPSCALERS + REFINERS), default=UPSCALERS[0], show_default=True,
+              help=f"What to train: {', '.join(UPSCALERS)} upscales LR frames (sr-serve); {', '.join(REFINERS)} "
+                   "refines the upscaler's output with neighbouring frames (sr-tcsr).")
 @click.option("--hr", "hr_source", required=True, metavar="CLIP",
               help="High-resolution clip (anything ffmpeg reads, or Y4M): the training targets.")
 @click.option("--lr", "lr_source", metavar="CLIP",
@@ -78,29 +39,33 @@ def load_pairs(hr_source: str, lr_source: str, scale: int, color: str, max_frame
 @click.option("--duration", type=click.FloatRange(0, None, min_open=True),
               help="Use this many seconds of the clip.")
 @click.option("--max-frames", type=click.IntRange(2, None), default=300, show_default=True,
-              help="At most this many evenly spaced frame pairs are kept in memory.")
+              help="At most this many frame pairs are kept in memory: evenly spaced for F-EDSR, the first "
+                   "ones for TCSR (which needs consecutive frames).")
 @click.option("--crf", type=click.IntRange(0, 51), default=degrade.DEFAULT_CRF, show_default=True,
               help="x264 CRF of the default degradation.")
-@click.option("--channels", type=click.IntRange(1, 256), default=DEFAULT_CHANNELS, show_default=True,
-              help="F-EDSR feature channels.")
-@click.option("--blocks", type=click.IntRange(0, 64), default=DEFAULT_BLOCKS, show_default=True,
-              help="F-EDSR residual blocks.")
+@click.option("--channels", type=click.IntRange(1, 256), metavar="N",
+              help="Feature channels (default: the architecture's; F-EDSR 16, TCSR 16).")
+@click.option("--blocks", type=click.IntRange(0, 64), metavar="N",
+              help="Residual blocks: F-EDSR's body (default 4), TCSR's per flow stage (default 2).")
+@click.option("--neighbours", type=click.IntRange(1, 8), metavar="K",
+              help="TCSR only: frames on each side of the refined one (default 1: 3-frame windows).")
 @click.option("--color", type=click.Choice(modelfile.COLOR_MODES), default="y", show_default=True,
-              help="y: luma through the network, chroma bicubic; yuv: all three planes.")
+              help="y: luma through the network, chroma bicubic; yuv: all three planes (F-EDSR only).")
 @click.option("--init", "init_from", metavar="current|FILE",
-              help="Start from the spool's current model ('current') or a model file instead of "
-                   "from bicubic; its architecture settings are kept.")
-@click.option("--patch", type=click.IntRange(8, 256), default=32, show_default=True, help="LR patch size.")
+              help="Start from the spool's current model of --arch ('current') or a model file instead of "
+                   "from scratch; its architecture settings are kept.")
+@click.option("--patch", type=click.IntRange(8, 256), default=32, show_default=True,
+              help="Training patch size in LR pixels (TCSR: the same area at output resolution).")
 @click.option("--batch", type=click.IntRange(1, 1024), default=16, show_default=True, help="Patches per step.")
 @click.option("--learning-rate", type=click.FloatRange(0, 1, min_open=True), default=1e-3, show_default=True,
               help="Peak Adam learning rate (cosine decay over the time budget).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @cli.device_option
 def command(spool: str, arch: str, hr_source: str, lr_source: str | None, scale: int, max_seconds: float,
-            start: float | None, duration: float | None, max_frames: int, crf: int, channels: int, blocks: int,
-            color: str, init_from: str | None, patch: int, batch: int, learning_rate: float, seed: int,
-            device: str) -> None:
-    """Train F-EDSR on a recorded clip and publish the best model to the spool.
+            start: float | None, duration: float | None, max_frames: int, crf: int, channels: int | None,
+            blocks: int | None, neighbours: int | None, color: str, init_from: str | None, patch: int, batch: int,
+            learning_rate: float, seed: int, device: str) -> None:
+    """Train a model on a recorded clip and publish the best one to the spool.
 
     HR frames are the targets; LR inputs come from --lr or from the default degradation of the
     HR clip (ffmpeg area downscale, then libx264 at --crf), so the model also learns to undo
@@ -108,10 +73,21 @@ def command(spool: str, arch: str, hr_source: str, lr_source: str | None, scale:
     best Y-PSNR on them is published atomically as the spool's next version
     (srtools-spool(5)). A JSON summary of the published model goes to stdout; progress to
     stderr.
+
+    With --arch tcsr the inputs are windows of consecutive frames upscaled by the spool's
+    current upscaling model (as sr-serve outputs them; bicubic when the spool has none yet),
+    and the gain is measured over that upscaled output: an untrained TCSR passes frames
+    through, so training only improves on F-EDSR.
     """
     device = cli.resolve_device(device)
+    refine = arch in REFINERS
+    if refine and color != "y":
+        raise UsageError(f"--arch {arch} refines luma only: use --color y")
+    if not refine and neighbours is not None:
+        raise UsageError(f"--neighbours is for {', '.join(REFINERS)}, not {arch}")
     spool_dir = Spool(spool, create=True)
-    model, hparams = _initial_model(spool_dir, arch, init_from, scale, color, channels, blocks)
+    model, hparams = _initial_model(spool_dir, arch, init_from, scale, color,
+                                    _hparams(arch, scale, color, channels, blocks, neighbours))
     hr_section = lr_section = {"start": start, "duration": duration}
     with tempfile.TemporaryDirectory(prefix="sr-train-") as tmp:
         if lr_source is None:
@@ -119,12 +95,26 @@ def command(spool: str, arch: str, hr_source: str, lr_source: str | None, scale:
             log.info("degrading %s: area x1/%d + libx264 crf %d", hr_source, scale, crf)
             degrade.make_lr(hr_source, lr_source, scale, crf=crf, **hr_section)
             lr_section = {}  # the degraded file holds just the section
-        pairs, fps = load_pairs(hr_source, lr_source, scale, color, max_frames, hr_section, lr_section)
-    train_pairs, val_pairs = pairs.split()
-    log.info("%d training and %d held-out frame pairs, LR %dx%d, model %s %s", len(train_pairs),
-             len(val_pairs), pairs.lr.shape[-1], pairs.lr.shape[-2], arch, hparams)
-    config = TrainConfig(max_seconds=max_seconds, patch=min(patch, *pairs.lr.shape[-2:]), batch=batch,
-                         learning_rate=learning_rate, eval_every=max(5.0, max_seconds / 12), seed=seed)
+        pairs, fps = load_pairs(hr_source, lr_source, scale, color, max_frames, hr_section, lr_section,
+                                consecutive=refine)
+    rng = np.random.default_rng(seed)
+    if refine:
+        upscaler = models.load_current(spool_dir, archs.UPSCALE, scale)
+        if upscaler is None:
+            log.warning("the spool has no x%d upscaling model yet: TCSR learns to refine bicubic output", scale)
+        baseline = f"{upscaler[1].arch} v{upscaler[2]}" if upscaler else "bicubic"
+        upscaled = upscale_planes(upscaler[0] if upscaler else None, pairs.lr, scale, torch.device(device))
+        recipe = RefineRecipe(upscaled, pairs.hr, hparams["k"], patch * scale, torch.device(device), rng)
+        log.info("%d consecutive frames (%d held out), %dx%d, refining %s output, model %s %s", len(pairs),
+                 len(recipe.val_idx), pairs.hr.shape[-1], pairs.hr.shape[-2], baseline, arch, hparams)
+    else:
+        baseline = "bicubic"
+        train_pairs, val_pairs = pairs.split()
+        recipe = UpscaleRecipe(train_pairs, val_pairs, min(patch, *pairs.lr.shape[-2:]), torch.device(device), rng)
+        log.info("%d training and %d held-out frame pairs, LR %dx%d, model %s %s", len(train_pairs),
+                 len(val_pairs), pairs.lr.shape[-1], pairs.lr.shape[-2], arch, hparams)
+    config = TrainConfig(max_seconds=max_seconds, batch=batch, learning_rate=learning_rate,
+                         eval_every=max(5.0, max_seconds / 12), seed=seed)
     with Progress(TextColumn("training"), BarColumn(), TextColumn("{task.fields[status]}"),
                   TimeRemainingColumn(), console=cli.console, transient=True,
                   disable=not cli.console.is_terminal) as bar:
@@ -134,27 +124,40 @@ def command(spool: str, arch: str, hr_source: str, lr_source: str | None, scale:
             bar.update(task, completed=fraction, status=f"step {step}  val {psnr:.2f} dB  best {best:.2f} dB")
             log.debug("%.0f%% step %d val %.3f best %.3f", 100 * fraction, step, psnr, best)
 
-        result = train(model, train_pairs, val_pairs, config, device, report)
+        result = train(model, recipe, config, device, report)
     info = modelfile.ModelInfo(arch=arch, hparams=hparams, scale=scale, color=color,
                                source=Path(hr_source).name, val_psnr_db=round(result.val_psnr_db, 4),
                                gain_db=round(result.gain_db, 4), train_seconds=round(result.seconds, 1),
                                steps=result.steps)
     pointer = spool_dir.publish(model, info)
-    log.info("published v%d: held-out Y-PSNR %.2f dB, %+.2f dB over bicubic, %d steps in %.0f s",
-             pointer.version, result.val_psnr_db, result.gain_db, result.steps, result.seconds)
+    log.info("published v%d: held-out Y-PSNR %.2f dB, %+.2f dB over %s, %d steps in %.0f s",
+             pointer.version, result.val_psnr_db, result.gain_db, baseline, result.steps, result.seconds)
     if result.gain_db <= 0:
-        log.warning("the model does not beat bicubic on the held-out frames")
-    summary = {"version": pointer.version, "file": str(pointer.path), "val_psnr_db": info.val_psnr_db,
-               "bicubic_psnr_db": round(result.bicubic_psnr_db, 4), "gain_db": info.gain_db,
+        log.warning("the model does not beat %s on the held-out frames", baseline)
+    summary = {"version": pointer.version, "file": str(pointer.path), "arch": arch, "val_psnr_db": info.val_psnr_db,
+               "baseline": baseline, "baseline_psnr_db": round(result.baseline_psnr_db, 4), "gain_db": info.gain_db,
                "steps": result.steps, "train_seconds": info.train_seconds, "frames": len(pairs), "fps": fps}
     json.dump(summary, sys.stdout)
     sys.stdout.write("\n")
 
 
-def _initial_model(spool: Spool, arch: str, init_from: str | None, scale: int, color: str, channels: int,
-                   blocks: int) -> tuple[torch.nn.Module, dict]:
+def _hparams(arch: str, scale: int, color: str, channels: int | None, blocks: int | None,
+             neighbours: int | None) -> dict:
+    """Constructor arguments of a new model: the options given, else the architecture's defaults."""
+    def pick(name: str, value: int | None) -> int:
+        return archs.default_hparam(arch, name) if value is None else value
+
+    if arch in REFINERS:
+        return {"k": pick("k", neighbours), "channels": pick("channels", channels),
+                "flow_channels": pick("flow_channels", channels), "flow_blocks": pick("flow_blocks", blocks),
+                "in_channels": 1}
+    return {"scale": scale, "channels": pick("channels", channels), "blocks": pick("blocks", blocks),
+            "in_channels": 1 if color == "y" else 3}
+
+
+def _initial_model(spool: Spool, arch: str, init_from: str | None, scale: int, color: str,
+                   hparams: dict) -> tuple[torch.nn.Module, dict]:
     if init_from is None:
-        hparams = {"scale": scale, "channels": channels, "blocks": blocks, "in_channels": 1 if color == "y" else 3}
         return archs.build(arch, hparams), hparams
     if init_from == "current":
         pointer = spool.current(arch, scale)

@@ -1,0 +1,92 @@
+"""sr-tcsr: refine upscaled frames with TCSR using their neighbours, as many as time allows."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import click
+
+from .. import archs, cli, filter, models, video, y4m
+from ..errors import UsageError
+from ..refine import Budget, EveryNth, RefineStage, refiner_factory
+from ..spool import Spool
+from ..upscale import resolve_precision
+
+log = logging.getLogger("srtools.tcsr")
+
+
+@cli.command("sr-tcsr", epilog="See also: sr-serve(1), sr-train(1), srtools-y4m(7), srtools-spool(5).")
+@cli.input_argument
+@cli.output_option
+@cli.spool_option(required=False)
+@click.option("--model", "model_path", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Use this TCSR model file (no hot-swap unless --spool is also given, which then takes over).")
+@click.option("--scale", type=click.Choice(["2", "3", "4"]), default="2", show_default=True,
+              callback=lambda ctx, param, value: int(value),
+              help="Scale of the upscaler whose output this is: picks the spool's TCSR model trained on it.")
+@click.option("--every", type=click.IntRange(1, None), metavar="N",
+              help="Refine frames 0, N, 2N, ... and pass the others through (batch use; default 1: all).")
+@click.option("--budget-ms", type=click.FloatRange(0, None, min_open=True), metavar="MS",
+              help="Live use: spend at most MS ms per frame on average, never miss a frame's deadline at the "
+                   "input frame rate, and prefer the frames that move most.")
+@cli.device_option
+@cli.precision_option
+@click.option("--poll-interval", type=click.FloatRange(0.05, 60), default=0.5, show_default=True,
+              metavar="SECONDS", help="How often the spool is checked for a new model.")
+def command(input: str, output: str, spool: str | None, model_path: str | None, scale: int, every: int | None,
+            budget_ms: float | None, device: str, precision: str, poll_interval: float) -> None:
+    """Refine upscaled frames with the temporal network TCSR.
+
+    Reads Y4M (srtools-y4m(7)) from INPUT ('-' for stdin, a file or named FIFO; typically
+    sr-serve's output) or decodes any INPUT ffmpeg reads, and writes the same frames, in the
+    same order and at the same size, to OUTPUT. Frame t is refined from frames t-k .. t+k (the
+    model's k; the first and last frames are repeated at the ends), so output runs k frames
+    behind the input. Luma goes through the network; chroma passes through.
+
+    Which frames: --every N (all of them by default), or --budget-ms for live streams: frames
+    are refined while the average time per frame stays within the budget and the refinement
+    ends before the frame is due at the input frame rate; the others pass through unchanged.
+    After a run of frames without the model it is tried once more (8 to 256 frames apart), so
+    refinement comes back when the machine has time; such a probe may delay one frame by the
+    model's time. Statistics (frames refined, passed through, probes, late frames) go to stderr.
+
+    The model is the spool's current TCSR model for --scale (srtools-spool(5)); the spool may
+    not exist yet. New models are hot-swapped between frames; with no model, frames pass
+    through.
+    """
+    if spool is None and model_path is None:
+        raise UsageError("give --spool DIR, --model FILE, or both")
+    if every is not None and budget_ms is not None:
+        raise UsageError("give --every or --budget-ms, not both")
+    device = cli.resolve_device(device)
+    precision = resolve_precision(precision, device)
+    factory = refiner_factory(device, precision)
+    refiner = models.open_engine(factory, archs.REFINE, scale, model_path=model_path)
+    selector = Budget(budget_ms / 1e3) if budget_ms is not None else EveryNth(every or 1)
+    with contextlib.ExitStack() as stack:
+        reader = stack.enter_context(video.open_source(input))
+        header = reader.header
+        watcher = None
+        if spool is not None:
+            watcher = models.ModelWatcher(Spool(spool), archs.REFINE, scale, poll_interval, factory,
+                                          prepare=lambda engine: engine.warm_up(header))
+            watcher.poll()
+            refiner = watcher.latest or refiner
+            watcher.start()
+            stack.callback(watcher.join)
+            stack.callback(watcher.stop)
+        if refiner is not None and refiner.cost is None:
+            refiner.warm_up(header)
+        log.info("model: %s; %s; network on %s in %s",
+                 f"{refiner.label} (k={refiner.k}, {1e3 * refiner.cost:.0f} ms per frame)" if refiner
+                 else "none yet, frames pass through",
+                 f"budget {budget_ms:g} ms per frame" if budget_ms is not None else f"every {every or 1} frame(s)",
+                 device, precision)
+        writer = y4m.Writer(stack.enter_context(y4m.open_output(output)), header)
+        stats = filter.Stats(fallback_name="passed through at their deadline", engine_name="refined")
+        filter.run(reader, float(header.fps), writer, RefineStage(selector), refiner, watcher=watcher,
+                   realtime=budget_ms is not None, stats=stats)
+
+
+main = cli.entry_point(command)

@@ -1,0 +1,170 @@
+"""Temporal refinement of upscaled frames (TCSR): the engine, the choice of frames, the sr-tcsr filter stage.
+
+The stage keeps a sliding window of 2k+1 frames and outputs frame t once frame t+k has arrived
+(the window's ends repeat the first and last frames), so the output has the same frames in the
+same order as the input, k frames later. Frames it does not refine pass through unchanged, as do
+all frames while there is no model; chroma always passes through (TCSR refines luma).
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .filter import measure_cost
+from .modelfile import ModelInfo
+from .upscale import resolve_precision, to_plane, to_unit
+from .y4m import Frame, Header
+
+K_MAX = 8  # the most neighbours on each side a model may use
+
+
+class Refiner:
+    """Runs a TCSR network on windows of frames.
+
+    Args:
+        model: the network, (N, 2k+1, 1, H, W) -> (N, 1, H, W) in [0, 1].
+        info: its model-file metadata.
+        version: spool version, for logs (None for a file given directly).
+        device: torch device.
+        precision: ``fp32``, or ``bf16`` for the convolutions (see :class:`srtools.upscale.ModelUpscaler`).
+    """
+
+    def __init__(self, model: torch.nn.Module, info: ModelInfo, version: int | None = None, device: str = "cpu",
+                 precision: str = "fp32"):
+        self.info, self.version = info, version
+        self.k: int = model.k
+        self.device = torch.device(device)
+        self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+        self.model = model.to(self.device).eval()
+        self.cost: float | None = None
+
+    @property
+    def label(self) -> str:
+        return f"v{self.version}" if self.version is not None else self.info.source or "model"
+
+    def warm_up(self, header: Header) -> None:
+        """Refine a blank window of ``header``'s size, measuring :attr:`cost` (see
+        :func:`srtools.filter.measure_cost`)."""
+        window = [Frame([np.full(shape, 128, np.uint8) for shape in header.plane_shapes])] * (2 * self.k + 1)
+        self.cost = measure_cost(lambda: self.refine(window))
+
+    @torch.inference_mode()
+    def refine(self, window: list[Frame]) -> Frame:
+        """The middle frame of ``window`` (2k+1 frames of one size) with refined luma."""
+        luma = to_unit(np.stack([f.y for f in window])[None, :, None], self.device)
+        with self.autocast:
+            out = self.model(luma)
+        middle = window[self.k]
+        return Frame([to_plane(out[0, 0].float()), *middle.planes[1:]], middle.params)
+
+
+def refiner_factory(device: str, precision: str) -> Callable[..., Refiner]:
+    """Builds a :class:`Refiner` from (model, info, version), for :mod:`srtools.models`."""
+    return functools.partial(Refiner, device=device, precision=resolve_precision(precision, device))
+
+
+def motion(window: list[Frame], k: int) -> float:
+    """Mean absolute luma difference between the middle frame and its neighbours: how much the
+    neighbours can add (a static scene gains little from alignment it does not need)."""
+    middle = window[k].y.astype(np.int16)
+    return float(np.mean([np.abs(f.y.astype(np.int16) - middle).mean() for i, f in enumerate(window) if i != k]))
+
+
+class EveryNth:
+    """Refine frames 0, N, 2N, ... (batch use: a fixed share of the frames)."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def pick(self, index: int, window: list[Frame], k: int, cost: float | None) -> bool:
+        return index % self.n == 0
+
+    def spent(self, seconds: float) -> None:
+        pass
+
+    def frame_passed(self) -> None:
+        pass
+
+
+class Budget:
+    """Refine as many frames as an average of ``budget_s`` seconds per frame pays for, preferring motion.
+
+    Every frame adds ``budget_s`` of credit, capped at what one or two refinements cost (so a quiet
+    stretch cannot buy a burst); a frame is refined when the credit covers the model's cost and the
+    frame moves at least as much as the median of the last frames, or when the credit is full and
+    would otherwise be wasted. What a refinement really took is taken off the credit, so the
+    average never overruns the budget.
+    """
+
+    HISTORY = 25
+
+    def __init__(self, budget_s: float):
+        self.budget_s = budget_s
+        self.credit = 0.0
+        self.cap = 2 * budget_s
+        self.recent: collections.deque[float] = collections.deque(maxlen=self.HISTORY)
+
+    def pick(self, index: int, window: list[Frame], k: int, cost: float | None) -> bool:
+        score = motion(window, k)
+        typical = float(np.median(self.recent)) if self.recent else 0.0
+        self.recent.append(score)
+        cost = cost or 0.0
+        self.cap = max(2 * self.budget_s, 1.5 * cost)
+        return self.credit >= cost and (score >= typical or self.credit + self.budget_s > self.cap)
+
+    def spent(self, seconds: float) -> None:
+        self.credit -= seconds
+
+    def frame_passed(self) -> None:
+        self.credit = min(self.credit + self.budget_s, self.cap)
+
+
+class RefineStage:
+    """The sr-tcsr filter stage (:mod:`srtools.filter`).
+
+    Args:
+        selector: which frames to refine (:class:`EveryNth` or :class:`Budget`), among those the
+            deadline controller allows.
+    """
+
+    def __init__(self, selector: EveryNth | Budget):
+        self.selector = selector
+        self.frames: dict[int, Frame] = {}
+        self.received = 0  # frames in
+        self.next_out = 0  # index of the next frame to output
+
+    def process(self, frame: Frame, engine: Refiner | None, use_engine: bool) -> tuple[list[Frame], int]:
+        self.frames[self.received] = frame
+        self.received += 1
+        self.selector.frame_passed()
+        return self._emit(engine, use_engine, end=False)
+
+    def flush(self, engine: Refiner | None) -> tuple[list[Frame], int]:
+        return self._emit(engine, True, end=True)
+
+    def _emit(self, engine: Refiner | None, use_engine: bool, end: bool) -> tuple[list[Frame], int]:
+        k = engine.k if engine is not None else 0
+        out, ran = [], 0
+        while self.next_out < self.received and (end or self.next_out + k < self.received):
+            t = self.next_out
+            frame = self.frames[t]
+            if engine is not None and use_engine and (end or not ran):  # one refinement per frame in
+                last = self.received - 1
+                window = [self.frames[min(max(i, 0), last)] for i in range(t - k, t + k + 1)]
+                if self.selector.pick(t, window, k, engine.cost):
+                    start = time.perf_counter()
+                    frame = engine.refine(window)
+                    self.selector.spent(time.perf_counter() - start)
+                    ran += 1
+            out.append(frame)
+            self.next_out += 1
+        # Keep what later windows need: frames from (next frame out) - K_MAX on.
+        for index in [i for i in self.frames if i < self.next_out - K_MAX]:
+            del self.frames[index]
+        return out, ran

@@ -1,0 +1,145 @@
+"""sr-tcsr: the same frames in the same order, refined as time allows, a bounded lag on live input."""
+
+import io
+import pickle
+import re
+import subprocess
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from srtools import archs, modelfile, y4m
+from srtools.spool import Spool
+
+from conftest import expect_error, run_command, start_command
+
+HEADER = y4m.Header(32, 18, 25)
+HPARAMS = {"k": 1, "channels": 4, "flow_channels": 4, "flow_blocks": 0, "in_channels": 1}
+
+
+def tiny_tcsr(lift: float = 0.1):
+    """A TCSR whose output is the middle frame + ``lift`` (26 levels for 0.1): recognisable when it ran."""
+    model = archs.build("tcsr", HPARAMS)
+    with torch.no_grad():
+        model.reconstruction[-1].bias.fill_(lift)
+    return model, modelfile.ModelInfo("tcsr", HPARAMS, 2, source="tiny")
+
+
+def numbered_frames(count: int) -> list[y4m.Frame]:
+    """Frame i: flat luma 5 + 7 i (mod 224), chroma 100 + i (mod 150): each frame recognisable."""
+    return [y4m.Frame([np.full(HEADER.plane_shapes[0], (5 + 7 * i) % 224, np.uint8),
+                       *[np.full(shape, 100 + i % 150, np.uint8) for shape in HEADER.plane_shapes[1:]]])
+            for i in range(count)]
+
+
+def y4m_bytes(frames) -> bytes:
+    sink = io.BytesIO()
+    writer = y4m.Writer(sink, HEADER)
+    for frame in frames:
+        writer.write(frame)
+    return sink.getvalue()
+
+
+def frames_of(data: bytes) -> list[y4m.Frame]:
+    return list(y4m.Reader(io.BytesIO(data)))
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    model, info = tiny_tcsr()
+    path = tmp_path / "tcsr.safetensors"
+    modelfile.save(path, model, info)
+    return path
+
+
+@pytest.mark.parametrize("every", [1, 3])
+def test_same_frames_same_order_refined_every_nth(model_file, every):
+    inputs = numbered_frames(20)
+    result = run_command("sr-tcsr", "--model", model_file, "--every", every, input=y4m_bytes(inputs))
+    assert result.returncode == 0, result.stderr
+    outputs = frames_of(result.stdout)
+    assert len(outputs) == 20
+    for t, (got, sent) in enumerate(zip(outputs, inputs)):
+        assert np.array_equal(got.planes[1], sent.planes[1])  # chroma passes through: frame t is frame t
+        lift = got.y.astype(int).mean() - sent.y.astype(int).mean()
+        assert lift == pytest.approx(26 if t % every == 0 else 0, abs=1), t
+    refined = len(range(0, 20, every))
+    assert re.search(rf"20 frames in .* {refined} refined".encode(), result.stderr)
+
+
+def test_without_model_frames_pass_through(tmp_path):
+    inputs = numbered_frames(5)
+    result = run_command("sr-tcsr", "--spool", tmp_path / "not-yet", input=y4m_bytes(inputs))
+    assert result.returncode == 0, result.stderr
+    outputs = frames_of(result.stdout)
+    assert len(outputs) == 5
+    assert all(np.array_equal(a, b) for got, sent in zip(outputs, inputs) for a, b in zip(got.planes, sent.planes))
+    assert b"model none, 0 swaps" in result.stderr
+
+
+def test_spool_model_and_a_rejected_upload(tmp_path):
+    spool = Spool(tmp_path / "spool", create=True)
+    spool.publish(*tiny_tcsr())
+    result = run_command("sr-tcsr", "--spool", spool.root, input=y4m_bytes(numbered_frames(4)))
+    assert result.returncode == 0 and b"model: v1 (k=1" in result.stderr
+    # A v2 whose shapes do not fit its hparams is refused; v1 stays in use.
+    model, info = tiny_tcsr()
+    modelfile.save(tmp_path / "wrong.safetensors", model, modelfile.ModelInfo("tcsr", {**HPARAMS, "channels": 8}, 2))
+    (spool.models_dir / "tcsr-x2-000002.safetensors").write_bytes((tmp_path / "wrong.safetensors").read_bytes())
+    spool.pointer_path("tcsr", 2).write_text('{"version": 2, "file": "models/tcsr-x2-000002.safetensors"}')
+    result = run_command("sr-tcsr", "--spool", spool.root, input=y4m_bytes(numbered_frames(4)))
+    assert result.returncode == 0
+    assert b"rejected model v2, keeping the previous one" in result.stderr and b"weights do not fit" in result.stderr
+
+
+def test_bad_model_files_are_rejected(tmp_path, model_file):
+    pickled = tmp_path / "evil.safetensors"
+    pickled.write_bytes(pickle.dumps({"weights": torch.zeros(3)}))
+    expect_error(run_command("sr-tcsr", "--model", pickled, input=b""), 4, "unreadable model file")
+    upscaler = archs.build("fedsr", {"scale": 2, "channels": 4, "blocks": 1})
+    modelfile.save(tmp_path / "fedsr.safetensors", upscaler, modelfile.ModelInfo("fedsr", {"scale": 2}, 2))
+    expect_error(run_command("sr-tcsr", "--model", tmp_path / "fedsr.safetensors", input=b""), 4,
+                 "not one that does refine")
+    expect_error(run_command("sr-tcsr", "--model", model_file, "--scale", "4", input=b""), 4, "expected x4")
+    expect_error(run_command("sr-tcsr", "--model", model_file, "--every", "2", "--budget-ms", "5", input=b""), 2,
+                 "not both")
+
+
+def test_budget_keeps_a_paced_live_input_within_k_frames_plus_one(model_file):
+    """Live: frames arrive at 25 fps; each output frame t leaves within (k + 1) frame times of input t."""
+    # A budget below the model's cost (a few ms here): only some frames are refined.
+    tcsr = start_command("sr-tcsr", "--model", model_file, "--budget-ms", "0.3",
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    writer = y4m.Writer(tcsr.stdin, HEADER)
+    tcsr.stdin.flush()
+    while b"model:" not in (line := tcsr.stderr.readline()):  # ready: model loaded and warmed up
+        assert line, "sr-tcsr ended before it was ready"
+    arrived = []
+
+    def read():
+        for _ in y4m.Reader(tcsr.stdout):
+            arrived.append(time.monotonic())
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    count, interval = 60, 1 / 25
+    sent = []
+    start = time.monotonic()
+    for i, frame in enumerate(numbered_frames(count)):
+        time.sleep(max(0.0, start + i * interval - time.monotonic()))
+        sent.append(time.monotonic())
+        writer.write(frame)
+        tcsr.stdin.flush()
+    time.sleep(3 * interval)
+    tcsr.stdin.close()
+    reader.join(timeout=30)
+    stderr = tcsr.stderr.read().decode()
+    assert tcsr.wait(timeout=30) == 0, stderr
+    assert len(arrived) == count
+    lags = np.array(arrived[:count - 1]) - np.array(sent[:count - 1])  # the last frame waits for the end
+    assert lags.max() <= 2 * interval + 0.015, lags  # k = 1: one frame to wait for, one to process
+    refined = int(re.search(r"(\d+) refined", stderr).group(1))
+    assert 0 < refined < count and ", 0 late" in stderr, stderr
