@@ -10,6 +10,7 @@ writes what the stage returns and reports statistics on stderr.
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
@@ -31,8 +32,12 @@ class Engine(Protocol):
 class Stage(Protocol):
     """What one filter does with each frame."""
 
-    def process(self, frame: y4m.Frame, engine: Engine | None, use_engine: bool) -> tuple[list[y4m.Frame], int]:
-        """Frames ready for output after ``frame`` arrived, and how many of them the engine made."""
+    fallbacks: int  # frames the engine could have made but did not have time for
+    probes: int  # engine runs made only to re-measure its cost (see CostGate)
+
+    def process(self, frame: y4m.Frame, engine: Engine | None, time_left: float) -> tuple[list[y4m.Frame], int]:
+        """Frames ready for output after ``frame`` arrived, and how many of them the engine made;
+        ``time_left`` is the seconds until the frame is due (infinite outside real time)."""
 
     def flush(self, engine: Engine | None) -> tuple[list[y4m.Frame], int]:
         """Frames still held when the input ends (the engine may still run on them), and how many it made."""
@@ -77,86 +82,101 @@ class Prefetcher(threading.Thread):
             raise self.error
 
 
-class DeadlineController:
-    """Decides frame by frame whether the engine fits before the frame's deadline.
+class Deadline:
+    """Frame deadlines at the input frame rate, and the frames that missed them.
 
     Frame n is due one frame interval after frame n-1 was due, or after it arrived when the input
-    itself is late (a late input is not our lateness). Outside real time the engine always runs.
-    In real time it runs when its cost, a moving average of measured runs, ends before the
-    deadline. A cost measured under load would otherwise shut the engine out for good, so after
-    ``probe_gap`` consecutive frames without it the engine runs once more to re-measure (a
-    *probe*); a probe that fits brings the engine back, one that does not doubles the gap, up to
-    :attr:`PROBE_MAX` frames, so probes cost a bounded share of frames.
+    itself is late (a late input is not our lateness). Outside real time nothing is due.
 
     Args:
         fps: the input frame rate.
         realtime: apply deadlines at all.
     """
 
-    PROBE_MIN, PROBE_MAX = 8, 256
-    SMOOTHING = 0.2  # weight of the newest measurement in the moving average
-
     def __init__(self, fps: float, realtime: bool):
         self.interval = 1.0 / fps
         self.realtime = realtime
-        self.cost: float | None = None
-        self.late = self.probes = 0
-        self._due: float | None = None  # when the current frame's deadline interval starts
-        self._deadline = 0.0
-        self._skipped = 0
-        self._probe_gap = self.PROBE_MIN
-        self._probing = False
+        self.late = 0
+        self._due: float | None = None  # when the current frame's interval starts
+        self._deadline = math.inf
 
-    def reset(self, cost: float | None) -> None:
-        """A new engine, whose call takes ``cost`` seconds (from its warm-up)."""
-        self.cost = cost
-        self._skipped, self._probe_gap = 0, self.PROBE_MIN
-
-    def begin(self, now: float) -> bool:
-        """A frame arrived at ``now``: whether to run the engine on it."""
+    def begin(self, now: float) -> float:
+        """A frame arrived at ``now``: the seconds left until it is due (infinite outside real time)."""
+        if not self.realtime:
+            return math.inf
         self._due = now if self._due is None else max(self._due, now)
         self._deadline = self._due + self.interval
-        self._probing = False
-        if not self.realtime or self.cost is None or now + self.cost <= self._deadline:
-            return True
-        self._skipped += 1
-        if self._skipped >= self._probe_gap:
-            self._probing = True
-            self.probes += 1
-            return True
-        return False
+        return self._deadline - now
 
-    def end(self, now: float, engine_seconds: float | None) -> None:
-        """The frame was written at ``now``; ``engine_seconds`` is how long the engine ran, if it did."""
-        if engine_seconds is not None:
-            if self._probing or self.cost is None:
-                self.cost = engine_seconds  # the only recent figure: trust it alone
-                fits = engine_seconds <= self.interval
-                self._probe_gap = self.PROBE_MIN if fits else min(2 * self._probe_gap, self.PROBE_MAX)
-            else:
-                self.cost += self.SMOOTHING * (engine_seconds - self.cost)
-            self._skipped = 0
+    def end(self, now: float) -> None:
+        """The frame was written at ``now``."""
         if now > self._deadline:
             self.late += 1
         self._due = self._deadline
+
+
+class CostGate:
+    """Whether a whole-frame engine fits the time left, with probes to recover from a slow spell.
+
+    The engine runs when its cost, a moving average of measured runs (from its warm-up at first),
+    fits the time left. A cost measured under load would otherwise shut the engine out for good, so
+    after ``probe_gap`` consecutive frames without it the engine runs once more to re-measure (a
+    *probe*); a probe that fits brings the engine back, one that does not doubles the gap, up to
+    :attr:`PROBE_MAX` frames, so probes cost a bounded share of frames.
+    """
+
+    PROBE_MIN, PROBE_MAX = 8, 256
+    SMOOTHING = 0.2  # weight of the newest measurement in the moving average
+
+    def __init__(self) -> None:
+        self.cost: float | None = None
+        self.probes = 0
+        self._engine: object | None = None
+        self._skipped = 0
+        self._probe_gap = self.PROBE_MIN
+        self._probing = False
+        self._time_left = math.inf
+
+    def allow(self, engine: Engine, time_left: float) -> bool:
+        """Whether to run ``engine`` with ``time_left`` seconds until the frame is due."""
+        if engine is not self._engine:  # a new model: start from its warm-up figure
+            self._engine, self.cost = engine, engine.cost
+            self._skipped, self._probe_gap = 0, self.PROBE_MIN
+        self._probing, self._time_left = False, time_left
+        if self.cost is None or self.cost <= time_left:
+            return True
+        self._skipped += 1
+        self._probing = self._skipped >= self._probe_gap
+        return self._probing
+
+    def record(self, seconds: float) -> None:
+        """The engine ran for ``seconds`` on the frame just allowed."""
+        self.probes += self._probing
+        if self._probing or self.cost is None:
+            self.cost = seconds  # the only recent figure: trust it alone
+            fits = seconds <= self._time_left
+            self._probe_gap = self.PROBE_MIN if fits else min(2 * self._probe_gap, self.PROBE_MAX)
+        else:
+            self.cost += self.SMOOTHING * (seconds - self.cost)
+        self._skipped = 0
 
 
 class Stats:
     """Counters of a filter run, reported on stderr."""
 
     def __init__(self, fallback_name: str = "bicubic fallbacks", engine_name: str = "through the model") -> None:
-        self.frames = self.engine_frames = self.fallbacks = self.swaps = 0
+        self.frames = self.engine_frames = self.swaps = self.late = 0
         self.fallback_name, self.engine_name = fallback_name, engine_name
         self.start = time.monotonic()
 
-    def line(self, engine: Engine | None, controller: DeadlineController) -> str:
+    def line(self, engine: Engine | None, deadline: Deadline, stage: Stage) -> str:
         elapsed = time.monotonic() - self.start
         fps = self.frames / elapsed if elapsed > 0 else 0.0
         text = (f"{self.frames} frames in {elapsed:.1f} s ({fps:.1f} fps), model "
-                f"{engine.label if engine else 'none'}, {self.swaps} swaps, {self.fallbacks} {self.fallback_name}, "
+                f"{engine.label if engine else 'none'}, {self.swaps} swaps, {stage.fallbacks} {self.fallback_name}, "
                 f"{self.engine_frames} {self.engine_name}")
-        if controller.realtime:
-            text += f", {controller.probes} probes, {controller.late} late"
+        if deadline.realtime:
+            text += f", {stage.probes} probes, {deadline.late} late"
         return text
 
 
@@ -172,37 +192,30 @@ def run(frames: Iterable[y4m.Frame], fps: float, writer: y4m.Writer, stage: Stag
         stage: what each frame becomes.
         engine: the engine to start with (None: the cheap path until the watcher has one).
         watcher: a :class:`srtools.models.ModelWatcher` offering newer engines, or None.
-        realtime: apply the deadline controller.
+        realtime: give each frame a deadline at the input frame rate.
         stats: counters to fill (a final line is logged even when the loop is interrupted).
     """
     stats = stats or Stats()
-    controller = DeadlineController(fps, realtime)
+    deadline = Deadline(fps, realtime)
     prefetcher = Prefetcher(frames)
     prefetcher.start()
     next_report = stats.start + report_every
-    if engine is not None:
-        controller.reset(engine.cost)
     try:
         for frame in prefetcher:
             if watcher is not None and watcher.latest not in (None, engine):
                 engine = watcher.latest
                 stats.swaps += 1
-                controller.reset(engine.cost)
                 log.info("frame %d: switched to model %s", stats.frames, engine.label)
             now = time.monotonic()
-            use_engine = controller.begin(now) and engine is not None
-            started = time.perf_counter()
-            out, ran = stage.process(frame, engine, use_engine)
-            took = time.perf_counter() - started
+            out, ran = stage.process(frame, engine, deadline.begin(now))
             for item in out:
                 writer.write(item)
             writer.flush()
             stats.frames += 1
             stats.engine_frames += ran
-            stats.fallbacks += engine is not None and not use_engine
-            controller.end(time.monotonic(), took if ran else None)
+            deadline.end(time.monotonic())
             if now >= next_report:
-                log.info("%s", stats.line(engine, controller))
+                log.info("%s", stats.line(engine, deadline, stage))
                 next_report = now + report_every
         out, ran = stage.flush(engine)
         for item in out:
@@ -210,5 +223,6 @@ def run(frames: Iterable[y4m.Frame], fps: float, writer: y4m.Writer, stage: Stag
         stats.engine_frames += ran
         writer.flush()
     finally:
-        log.info("%s", stats.line(engine, controller))
+        stats.late = deadline.late
+        log.info("%s", stats.line(engine, deadline, stage))
     return engine

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import collections
 import functools
+import math
 import time
 from typing import Callable
 
 import numpy as np
 import torch
 
-from .filter import measure_cost
+from .filter import CostGate, measure_cost
 from .modelfile import ModelInfo
 from .upscale import resolve_precision, to_plane, to_unit
 from .y4m import Frame, Header
@@ -135,14 +136,22 @@ class RefineStage:
 
     def __init__(self, selector: EveryNth | Budget):
         self.selector = selector
+        self.gate = CostGate()
+        self.fallbacks = 0  # frames passed through because refining would have missed their deadline
         self.frames: dict[int, Frame] = {}
         self.received = 0  # frames in
         self.next_out = 0  # index of the next frame to output
 
-    def process(self, frame: Frame, engine: Refiner | None, use_engine: bool) -> tuple[list[Frame], int]:
+    @property
+    def probes(self) -> int:
+        return self.gate.probes
+
+    def process(self, frame: Frame, engine: Refiner | None, time_left: float) -> tuple[list[Frame], int]:
         self.frames[self.received] = frame
         self.received += 1
         self.selector.frame_passed()
+        use_engine = engine is not None and (math.isinf(time_left) or self.gate.allow(engine, time_left))
+        self.fallbacks += engine is not None and not use_engine
         return self._emit(engine, use_engine, end=False)
 
     def flush(self, engine: Refiner | None) -> tuple[list[Frame], int]:
@@ -157,10 +166,12 @@ class RefineStage:
             if engine is not None and use_engine and (end or not ran):  # one refinement per frame in
                 last = self.received - 1
                 window = [self.frames[min(max(i, 0), last)] for i in range(t - k, t + k + 1)]
-                if self.selector.pick(t, window, k, engine.cost):
+                if self.selector.pick(t, window, k, self.gate.cost):
                     start = time.perf_counter()
                     frame = engine.refine(window)
-                    self.selector.spent(time.perf_counter() - start)
+                    took = time.perf_counter() - start
+                    self.selector.spent(took)
+                    self.gate.record(took)
                     ran += 1
             out.append(frame)
             self.next_out += 1

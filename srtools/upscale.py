@@ -124,22 +124,3 @@ def upscaler_factory(device: str, precision: str) -> Callable[..., ModelUpscaler
     """Builds a :class:`ModelUpscaler` from (model, info, version): what the model loader and the
     spool watcher (:mod:`srtools.models`) call for every model they load."""
     return functools.partial(ModelUpscaler, device=device, precision=resolve_precision(precision, device))
-
-
-class UpscaleStage:
-    """The sr-serve filter stage (:mod:`srtools.filter`): each frame through the model, or bicubic.
-
-    Args:
-        out_header: the output stream's header (input size x scale).
-    """
-
-    def __init__(self, out_header: Header):
-        self.out_header = out_header
-
-    def process(self, frame: Frame, engine: ModelUpscaler | None, use_engine: bool) -> tuple[list[Frame], int]:
-        if use_engine and engine is not None:
-            return [engine.upscale(frame, self.out_header)], 1
-        return [bicubic(frame, self.out_header)], 0
-
-    def flush(self, engine: ModelUpscaler | None) -> tuple[list[Frame], int]:
-        return [], 0

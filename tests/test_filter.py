@@ -1,97 +1,168 @@
-"""The shared frame-filter loop: deadlines with recovery after a slow period, frames kept in order."""
+"""The shared frame-filter loop and real-time pieces: deadlines, the cost gate's probes, selective SR
+that recovers after a slow period, frames kept in order."""
 
 import io
+import math
 import time
 
 import numpy as np
 import pytest
+import torch
 
 from srtools import archs, filter, modelfile, y4m
-from srtools.upscale import ModelUpscaler, UpscaleStage
+from srtools.selective import BlockGrid, SelectiveUpscaleStage, upscale_blocks
+from srtools.upscale import ModelUpscaler
 
 FPS = 25
-HEADER = y4m.Header(32, 18, FPS)
+HEADER = y4m.Header(64, 36, FPS)
+
+
+def numbered(i: int) -> y4m.Frame:
+    """Frame i: a textured luma pattern (so the network has something to correct), pixel (0, 0) = i."""
+    rng = np.random.default_rng(i // 30)  # the content changes every 30 frames
+    y = rng.integers(0, 256, HEADER.plane_shapes[0], dtype=np.uint8)
+    y[0, 0] = i
+    return y4m.Frame([y, *[np.full(shape, 128, np.uint8) for shape in HEADER.plane_shapes[1:]]])
 
 
 def paced_frames(count: int, fps: float = FPS):
-    """A live source: frame i (luma value i) arrives at i / fps seconds."""
+    """A live source: frame i arrives at i / fps seconds."""
     start = time.monotonic()
     for i in range(count):
         time.sleep(max(0.0, start + i / fps - time.monotonic()))
-        yield y4m.Frame([np.full(shape, i, np.uint8) for shape in HEADER.plane_shapes])
+        yield numbered(i)
 
 
-class SlowPeriodStage(UpscaleStage):
-    """sr-serve's stage whose model takes 0.1 s (2.5 frame intervals) on input frames in ``slow``,
-    like a CPU taken by another job for a while; records which frames went through the model."""
+class SlowDown(torch.nn.Module):
+    """Wraps a network: while ``slow`` is set, each call takes 20 us per input pixel longer (46 ms for a
+    whole 64x36 frame, more than a frame time), like a CPU taken by another job for a while."""
 
-    def __init__(self, slow: range):
-        super().__init__(HEADER.resized(64, 36))
-        self.slow = slow
-        self.path: list[tuple[int, bool]] = []
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.inner, self.slow = model, False
 
-    def process(self, frame, engine, use_engine):
+    def receptive_radius(self) -> int:
+        return self.inner.receptive_radius()
+
+    def forward(self, x):
+        if self.slow:
+            time.sleep(2e-5 * x.numel())
+        return self.inner(x)
+
+
+def tiny_upscaler(seed: int = 0) -> ModelUpscaler:
+    torch.manual_seed(seed)
+    hparams = {"scale": 2, "channels": 4, "blocks": 1}
+    model = archs.build("fedsr", hparams)
+    torch.nn.init.normal_(model.tail.weight, std=0.05)  # a real correction, not bicubic
+    return ModelUpscaler(model, modelfile.ModelInfo("fedsr", hparams, 2), version=1)
+
+
+class RecordingStage(SelectiveUpscaleStage):
+    """Records, per frame, the input frame number and whether the whole frame went through the network."""
+
+    def __init__(self, slow_frames: range, network: SlowDown):
+        super().__init__(HEADER.resized(128, 72), block=16, reuse_threshold=0)
+        self.slow_frames, self.network, self.path = slow_frames, network, []
+
+    def process(self, frame, engine, time_left):
         index = int(frame.y[0, 0])
-        if use_engine and index in self.slow:
-            time.sleep(0.1)
-        out, ran = super().process(frame, engine, use_engine)
-        self.path.append((index, ran))
+        self.network.slow = index in self.slow_frames
+        calls = engine.calls
+        out, ran = super().process(frame, engine, time_left)
+        self.path.append((index, engine.calls > calls))
         return out, ran
 
 
-def tiny_upscaler() -> ModelUpscaler:
-    hparams = {"scale": 2, "channels": 4, "blocks": 1}
-    upscaler = ModelUpscaler(archs.build("fedsr", hparams), modelfile.ModelInfo("fedsr", hparams, 2), version=1)
-    upscaler.warm_up(HEADER)
-    return upscaler
-
-
 def test_realtime_recovers_after_a_slow_period():
-    stage = SlowPeriodStage(slow=range(10, 40))
+    upscaler = tiny_upscaler()
+    network = SlowDown(upscaler.model)
+    upscaler.model = network
+    upscaler.calls = 0
+    whole = upscaler.upscale
+
+    def counting_upscale(frame, header):
+        upscaler.calls += 1
+        return whole(frame, header)
+
+    upscaler.upscale = counting_upscale
+    upscaler.warm_up(HEADER)
+    stage = RecordingStage(slow_frames=range(10, 40), network=network)
     stats = filter.Stats()
-    sink = io.BytesIO()
-    filter.run(paced_frames(120), FPS, y4m.Writer(sink, stage.out_header), stage, tiny_upscaler(), realtime=True,
-               stats=stats)
-    path = dict(stage.path)
+    filter.run(paced_frames(120), FPS, y4m.Writer(io.BytesIO(), stage.out_header), stage, upscaler,
+               realtime=True, stats=stats)
     assert [index for index, _ in stage.path] == list(range(120))  # no frame lost or reordered
-    assert all(path[i] for i in range(10))  # fast: the model runs
-    assert not all(path[i] for i in range(20, 40))  # slow: bicubic, with a few probes
-    assert stats.fallbacks >= 10
-    # After the slow period a probe finds the model fast again: it runs on (nearly: another process
-    # may take the core for a frame) every later frame.
-    back = min(i for i in range(40, 120) if path[i])
-    assert back <= 40 + filter.DeadlineController.PROBE_MAX // 4
-    assert sum(path[i] for i in range(back, 120)) >= 0.9 * (120 - back)
-    assert stats.engine_frames + stats.fallbacks == 120
+    full = dict(stage.path)
+    assert all(full[i] for i in range(10))  # fast: whole frames
+    # Slow: whole frames only where the time left allows (after a cheap frame), blocks otherwise.
+    assert sum(not full[i] for i in range(15, 40)) >= 8
+    assert stage.blocks_total > 0 and stage.share < 1
+    assert stats.late <= 8  # only while the estimates catch up with the change of speed
+    # After the slow period the measured block time falls, everything fits again, and whole frames return.
+    back = min(i for i in range(40, 120) if full[i])
+    assert back <= 70
+    assert sum(full[i] for i in range(back, 120)) >= 0.9 * (120 - back)
 
 
-def test_deadline_controller_probes_on_a_bounded_schedule():
-    controller = filter.DeadlineController(fps=25, realtime=True)
-    controller.reset(cost=0.1)  # too slow for 40 ms frames
-    now, decisions = 0.0, []
+def test_blocks_with_halo_equal_full_frame_sr():
+    """100% selection is seamless: every block matches full-frame SR to float rounding, borders too."""
+    torch.manual_seed(1)
+    hparams = {"scale": 2, "channels": 8, "blocks": 2}
+    model = archs.build("fedsr", hparams)
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    upscaler = ModelUpscaler(model, modelfile.ModelInfo("fedsr", hparams, 2))
+    luma = np.random.default_rng(2).integers(0, 256, (45, 70), dtype=np.uint8)  # not a multiple of the block
+    grid = BlockGrid.build(45, 70, block=16, halo=model.receptive_radius())
+    blocks = upscale_blocks(upscaler, luma, grid, np.arange(len(grid)))
+    with torch.inference_mode():
+        full = model(torch.from_numpy(luma).float().div(255)[None, None])[0, 0]
+    assembled = torch.zeros_like(full)
+    for (y0, y1, x0, x1), block in zip(grid.blocks, blocks):
+        assembled[2 * y0:2 * y1, 2 * x0:2 * x1] = block
+    assert (assembled - full).abs().max() < 1e-5
+    # A halo smaller than the receptive field leaves seams.
+    short = BlockGrid.build(45, 70, block=16, halo=2)
+    cut = upscale_blocks(upscaler, luma, short, np.arange(len(short)))
+    assert max((b - full[2 * y0:2 * y1, 2 * x0:2 * x1]).abs().max() for (y0, y1, x0, x1), b in
+               zip(short.blocks, cut)) > 1e-3
+
+
+def test_cost_gate_probes_on_a_bounded_schedule():
+    class Engine:
+        cost = 0.1  # too slow for 40 ms frames
+
+    gate, decisions = filter.CostGate(), []
     for _ in range(100):
-        run = controller.begin(now)
+        run = gate.allow(Engine, 0.04)
         decisions.append(run)
-        controller.end(now + (0.1 if run else 0.001), 0.1 if run else None)
-        now += 0.04
+        if run:
+            gate.record(0.1)
     probes = [i for i, run in enumerate(decisions) if run]
     # Each failed probe doubles the gap: 8, 16, 32, ... frames, so probes are a bounded share.
-    assert probes[:3] == [7, 23, 55]
-    assert controller.probes == len(probes) == 3
-    assert filter.Stats().line(None, controller).endswith("3 probes, 3 late")
+    assert probes == [7, 23, 55] and gate.probes == 3
+    while not gate.allow(Engine, 0.04):  # the next probe, 64 frames on ...
+        pass
+    gate.record(0.01)  # ... fits: the engine is back on every frame
+    assert all(gate.allow(Engine, 0.04) for _ in range(10))
 
 
-def test_outside_realtime_the_engine_always_runs():
-    controller = filter.DeadlineController(fps=25, realtime=False)
-    controller.reset(cost=10.0)
-    assert all(controller.begin(float(t)) for t in range(5))
+def test_deadline_counts_late_frames_only_in_real_time():
+    deadline = filter.Deadline(fps=25, realtime=True)
+    assert deadline.begin(0.0) == pytest.approx(0.04)
+    deadline.end(0.05)  # 10 ms late
+    assert deadline.begin(0.05) == pytest.approx(0.04)  # taken late: its slot starts now
+    deadline.end(0.06)
+    assert deadline.late == 1
+    off = filter.Deadline(fps=25, realtime=False)
+    assert math.isinf(off.begin(0.0))
 
 
 def test_error_in_the_source_reaches_the_caller():
     def broken():
-        yield y4m.Frame([np.zeros(shape, np.uint8) for shape in HEADER.plane_shapes])
+        yield numbered(0)
         raise ValueError("truncated frame 1")
 
-    stage = UpscaleStage(HEADER.resized(64, 36))
+    stage = SelectiveUpscaleStage(HEADER.resized(128, 72))
     with pytest.raises(ValueError, match="truncated frame 1"):
         filter.run(broken(), FPS, y4m.Writer(io.BytesIO(), stage.out_header), stage, None)

@@ -141,18 +141,19 @@ def test_rejected_model_keeps_previous(tmp_path, small_y4m):
     assert len(frames_of(result.stdout)[1]) == 10
 
 
-def test_realtime_falls_back_to_bicubic_when_sr_is_too_slow(tmp_path):
+def test_realtime_runs_the_network_on_blocks_when_whole_frames_are_too_slow(tmp_path):
     publish(tmp_path, channels=48, blocks=8)
     clip = make_y4m(tmp_path / "fast.y4m", size="320x180", seconds=0.5, rate=200)  # 5 ms per frame
     result = run_command("sr-serve", "--spool", tmp_path, "--realtime", clip)
     assert result.returncode == 0, result.stderr
     assert len(frames_of(result.stdout)[1]) == 100
-    fallbacks = int(re.search(rb"(\d+) bicubic fallbacks", result.stderr).group(1))
-    assert fallbacks >= 90
+    share = int(re.search(rb"selective SR: (\d+)% of blocks", result.stderr).group(1))
+    assert share < 50  # far from the whole frame: only the blocks that fit
     slow = make_y4m(tmp_path / "slow.y4m", size="32x18", seconds=3, rate=2)
     publish(tmp_path, channels=4, blocks=1)
     result = run_command("sr-serve", "--spool", tmp_path, "--realtime", slow)
-    assert b" 0 bicubic fallbacks" in result.stderr
+    assert b" 0 bicubic fallbacks, 6 through the model" in result.stderr  # whole frames, every one
+    assert b"selective SR" not in result.stderr
 
 
 def test_refuses_to_write_frames_to_a_terminal(tmp_path, small_y4m):

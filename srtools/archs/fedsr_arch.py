@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -47,6 +49,22 @@ class FEDSR(nn.Module):
         if bicubic_skip:
             nn.init.zeros_(self.tail.weight)
             nn.init.zeros_(self.tail.bias)
+
+    def receptive_radius(self) -> int:
+        """How far, in input pixels, an output pixel sees: convs at input resolution (head, body, the
+        first upsampling conv), then finer ones at 2x, 4x ... (later upsampling convs, the tail), or
+        the bicubic skip's 2 pixels. A crop with this much context gives the same output as the
+        whole frame (selective SR relies on it)."""
+        radius = (self.head.kernel_size[0] // 2) + sum(m.kernel_size[0] // 2 for m in self.body.modules()
+                                                     if isinstance(m, nn.Conv2d))
+        resolution = 1
+        for module in self.upsample:
+            if isinstance(module, nn.Conv2d):
+                radius += (module.kernel_size[0] // 2) / resolution
+            elif isinstance(module, nn.PixelShuffle):
+                resolution *= module.upscale_factor
+        radius += (self.tail.kernel_size[0] // 2) / self.scale
+        return math.ceil(max(radius, 2 if self.bicubic_skip else 0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.head(x)

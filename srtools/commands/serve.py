@@ -9,8 +9,9 @@ import click
 
 from .. import archs, cli, filter, models, video, y4m
 from ..errors import UsageError
+from ..selective import SelectiveUpscaleStage
 from ..spool import Spool
-from ..upscale import UpscaleStage, resolve_precision, upscaler_factory
+from ..upscale import resolve_precision, upscaler_factory
 
 log = logging.getLogger("srtools.serve")
 
@@ -25,13 +26,18 @@ log = logging.getLogger("srtools.serve")
 @cli.device_option
 @cli.precision_option
 @click.option("--realtime", is_flag=True,
-              help="Never fall behind the input frame rate: a frame whose SR would miss its deadline is "
-                   "upscaled bicubically instead. After a run of such frames the model is tried again, "
-                   "so SR returns when the machine has time (counted in the stats as probes).")
+              help="Never fall behind the input frame rate: when the whole frame does not fit its deadline, "
+                   "the network runs on the blocks where it gains most, as many as fit, bicubic elsewhere "
+                   "(selective SR, see DESCRIPTION).")
+@click.option("--block", type=click.IntRange(8, 256), default=32, show_default=True, metavar="PIXELS",
+              help="Selective SR block size in input pixels.")
+@click.option("--reuse-threshold", type=click.FloatRange(0, 255), default=1.0, show_default=True, metavar="LEVELS",
+              help="Selective SR reuses a block's previous output while its input moved less than this (mean "
+                   "absolute luma difference); 0 recomputes every block.")
 @click.option("--poll-interval", type=click.FloatRange(0.05, 60), default=0.5, show_default=True,
               metavar="SECONDS", help="How often the spool is checked for a new model.")
 def command(input: str, output: str, spool: str | None, model_path: str | None, scale: int, device: str,
-            precision: str, realtime: bool, poll_interval: float) -> None:
+            precision: str, realtime: bool, block: int, reuse_threshold: float, poll_interval: float) -> None:
     """Upscale low-resolution frames by SCALE with the current super-resolution model.
 
     Reads Y4M (srtools-y4m(7)) from INPUT ('-' for stdin, a file or named FIFO) or decodes any
@@ -69,8 +75,11 @@ def command(input: str, output: str, spool: str | None, model_path: str | None, 
                  precision)
         out_header = in_header.resized(in_header.width * scale, in_header.height * scale)
         writer = y4m.Writer(stack.enter_context(y4m.open_output(output)), out_header)
-        filter.run(reader, float(in_header.fps), writer, UpscaleStage(out_header), upscaler, watcher=watcher,
-                   realtime=realtime)
+        stage = SelectiveUpscaleStage(out_header, block=block, reuse_threshold=reuse_threshold)
+        filter.run(reader, float(in_header.fps), writer, stage, upscaler, watcher=watcher, realtime=realtime)
+        if realtime and stage.blocks_total:
+            log.info("selective SR: %.0f%% of blocks by the network (%d computed, %d reused)", 100 * stage.share,
+                     stage.blocks_run, stage.blocks_reused)
 
 
 main = cli.entry_point(command)
