@@ -22,11 +22,12 @@ def test_plan_from_measured_profile(tiled, tiled_plan):
     # Real timings: decoding costs something, the DNN more than bicubic on average.
     assert (profile.decode_ms > 0).all() and (profile.bicubic_ms >= profile.decode_ms).all()
     assert profile.dnn_ms.mean() > profile.bicubic_ms.mean()
-    assert data["solver"] == "auction" and data["capacity"] == 2  # 33% of 6 sets
+    assert data["solver"] == "exact" and data["capacity"] == 2  # 33% of 6 sets; the optimum by default
     assert data["cached_sets"] <= 2
     objectives = data["objectives"]
+    assert set(objectives) == set(data["runtimes_s"]) == {"exact", "auction", "none"}
     assert objectives["exact"] <= objectives["auction"] + 1e-6 <= objectives["none"] + 1e-6
-    assert data["objective"] == objectives["auction"] < objectives["none"]
+    assert data["objective"] == objectives["exact"] < objectives["none"]
     # The objective is the weighted delay of the plan's cached sets, recomputed independently.
     loaded = load_plan(plan_path, m)
     threshold = threshold_bytes("25%", m.array("lr_bytes"))
@@ -37,16 +38,17 @@ def test_plan_from_measured_profile(tiled, tiled_plan):
     assert 0 < loaded["dnn_array"].sum() < loaded["dnn_array"].size
 
 
-def test_exact_solver_from_saved_profile(tiled, tiled_plan):
+def test_auction_solver_from_saved_profile(tiled, tiled_plan):
     tiles, _ = tiled
-    _, profile_path, auction = tiled_plan
+    _, profile_path, exact = tiled_plan
     result = run_command("sr-cache", tiles, "--capacity", "2", "--latencies", LATENCIES, "--profile", profile_path,
-                         "--solver", "exact")
+                         "--solver", "auction")
     assert result.returncode == 0, result.stderr.decode()
-    exact = json.loads(result.stdout)
-    assert exact["solver"] == "exact"
+    auction = json.loads(result.stdout)
+    assert auction["solver"] == "auction"
     # The saved profile holds times rounded to 1 us, hence the tolerance.
-    assert exact["objective"] == pytest.approx(auction["objectives"]["exact"], abs=0.01)
+    assert auction["objective"] == pytest.approx(exact["objectives"]["auction"], abs=0.01)
+    assert auction["objectives"]["exact"] == pytest.approx(exact["objective"], abs=0.01)
     assert exact["objective"] <= auction["objective"] + 0.01
 
 

@@ -45,8 +45,9 @@ class EdgeHandler(QuietHandler):
 def command(directory: str, listen: str, delay_ms: float) -> None:
     """Serve the low-res tiles of one edge server over HTTP.
 
-    DIR is one edge directory written by sr-tile (TILED/edges/edge-M); the tile of segment i,
-    number j is served at /segIIIII/tJJ.mp4 (GET and HEAD; anything outside DIR is 404). Each
+    DIR is one edge directory written by sr-tile (TILED/edges/edge-M), or the origin's HR tree
+    (TILED/origin, for sr-proxy --origin); the tile of segment i, number j is served at
+    /segIIIII/tJJ.mp4 (GET and HEAD; anything outside DIR is 404). Each
     response is delayed by --delay-ms to emulate the edge's network latency (the delay runs
     in the request's own thread, so parallel requests overlap).
 

@@ -35,7 +35,8 @@ class ProxyHandler(QuietHandler):
             self.send_bytes(builder.playlist().encode(), content_type(path))
             return
         if path == "/stats.json":
-            stats = {"precached_bytes": self.server.precached_bytes,
+            stats = {"precached_bytes": self.server.precached_bytes, "kept_segments": sorted(builder.segments),
+                     "evicted_segments": builder.evicted,
                      "segments": [dataclasses.asdict(t) for _, t in sorted(builder.timings.items())]}
             self.send_bytes(json.dumps(stats).encode(), "application/json")
             return
@@ -56,12 +57,14 @@ class ProxyHandler(QuietHandler):
         self.send_bytes(body, content_type(path))
 
 
+def check_url(url: str) -> str:
+    if not re.match(r"https?://[^/]+", url):
+        raise click.BadParameter(f"{url!r} is not an http:// URL")
+    return url
+
+
 def split_urls(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[str]:
-    urls = [u for value in values for u in value.split(",") if u.strip()]
-    for url in urls:
-        if not re.match(r"https?://[^/]+", url):
-            raise click.BadParameter(f"{url!r} is not an http:// URL")
-    return urls
+    return [check_url(u) for value in values for u in value.split(",") if u.strip()]
 
 
 @cli.command("sr-proxy", epilog="See also: sr-tile(1), sr-cache(1), sr-edge(1), sr-sim(1).")
@@ -70,6 +73,10 @@ def split_urls(ctx: click.Context, param: click.Parameter, values: tuple[str, ..
               help="Cache plan written by sr-cache.")
 @click.option("--edges", "edge_urls", required=True, multiple=True, callback=split_urls, metavar="URL...",
               help="Base URL of each edge server in edge order (repeat the option or separate with commas).")
+@click.option("--origin", "origin_url", metavar="URL", callback=lambda ctx, param, value: value and check_url(value),
+              help="Base URL of the origin's HR tiles (sr-edge TILED/origin, or any HTTP server of that tree): "
+                   "the cached sets are fetched from it at start, and a tile whose edge fails from it instead. "
+                   "Required when the plan caches sets.")
 @click.option("--listen", default="127.0.0.1:0", show_default=True, metavar="HOST:PORT",
               help="Address to serve on; port 0 picks a free port.")
 @with_options(model_options)
@@ -77,33 +84,50 @@ def split_urls(ctx: click.Context, param: click.Parameter, values: tuple[str, ..
               help="x264 CRF of the served segments; 0 is lossless.")
 @click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True,
               help="Tiles reconstructed at the same time.")
-def command(manifest: str, plan_path: str, edge_urls: list[str], listen: str, spool: str | None,
-            model_path: str | None, device: str, precision: str, crf: int, workers: int) -> None:
+@click.option("--fetch-timeout", type=click.FloatRange(0.01, 600), metavar="SECONDS",
+              help="Give up on a source silent for this long and fetch the tile from the origin "
+                   "[default: the segment duration].")
+@click.option("--cache-bytes", type=click.IntRange(0, None), default=256 << 20, show_default=True, metavar="BYTES",
+              help="Built segments kept for later requests, at most this many bytes (least recent dropped first).")
+@click.option("--ahead", type=click.IntRange(0, 16), default=2, show_default=True, metavar="N",
+              help="After a segment is requested, build the next N in the background.")
+def command(manifest: str, plan_path: str, edge_urls: list[str], origin_url: str | None, listen: str,
+            spool: str | None, model_path: str | None, device: str, precision: str, crf: int, workers: int,
+            fetch_timeout: float | None, cache_bytes: int, ahead: int) -> None:
     """Serve a tiled video to a player as HLS, rebuilding each segment from its tiles.
 
-    Before serving, the proxy copies the high-res tile sets the plan caches (sr-cache) from the
-    origin (the tiled directory's origin/) into its cache. For each requested segment it
-    fetches every uncached tile from the edge holding its set (all tiles in parallel), upscales
-    each low-res tile with F-EDSR or bicubically as the plan's per-tile choice says, decodes
-    cached tiles as they are, stitches the frames and encodes an MPEG-TS segment.
+    Before serving, the proxy fetches the high-res tile sets the plan caches (sr-cache) from the
+    --origin server into its cache. For each requested segment it fetches every uncached tile
+    from the edge holding its set (all tiles in parallel), upscales each low-res tile with
+    F-EDSR or bicubically as the plan's per-tile choice says, decodes cached tiles as they are,
+    stitches the frames and encodes an MPEG-TS segment; then it builds the next --ahead segments
+    in the background. Built segments are kept up to --cache-bytes.
+
+    Faults: a tile whose edge refuses, fails, sends a truncated body or stays silent for
+    --fetch-timeout is fetched from the origin in high resolution instead. Only when no source
+    delivers does the segment answer 502 (its queued work is cancelled).
 
     Endpoints: /playlist.m3u8 (the VOD playlist: play it with ffplay or any HLS player),
-    / (a player page), /segNNNNN.ts, and /stats.json (per-segment fetch, reconstruction and encode times, also
-    logged). An edge that fails makes its segment answer 502. On start one JSON line
+    / (a player page), /segNNNNN.ts, and /stats.json (per-segment fetch, reconstruction and encode
+    times, fallbacks, kept and evicted segments; also logged). On start one JSON line
     {"url": ...} goes to stdout; the server runs until SIGINT or SIGTERM.
     """
     m = Manifest.load(manifest)
     plan = planning.load_plan(plan_path, m)
     if len(edge_urls) != m.edges:
         raise UsageError(f"--edges: {len(edge_urls)} URLs for {m.edges} edges (one per edge, in order)")
+    if plan["cached_array"].any() and origin_url is None:
+        raise UsageError(f"--origin: the plan caches {int(plan['cached_array'].sum())} sets; give the URL of the "
+                         f"origin's HR tiles (sr-edge {m.root}/origin)")
     upscaler = open_upscaler(spool, model_path, m.scale, device, precision, "upscale the plan's DNN tiles")
     if upscaler is None and plan["dnn_array"].any():
         log.warning("no model given: the plan's DNN tiles are upscaled bicubically")
-    builder = SegmentBuilder(m, plan["cached_array"], plan["dnn_array"], edge_urls, Reconstructor(m, upscaler),
-                             crf=crf, workers=workers)
+    builder = SegmentBuilder(m, plan["cached_array"], plan["dnn_array"], edge_urls, origin_url,
+                             Reconstructor(m, upscaler), crf=crf, workers=workers,
+                             fetch_timeout=fetch_timeout or m.segment_seconds, cache_bytes=cache_bytes, ahead=ahead)
     try:
         precached = builder.precache()
-        log.info("cached %d HR tile sets (%d bytes) from the origin", int(plan["cached_array"].sum()), precached)
+        log.info("cached %d HR tile sets (%d bytes) from %s", int(plan["cached_array"].sum()), precached, origin_url)
         server = bind(ProxyHandler, listen, builder=builder, precached_bytes=precached)
         url = server_url(server)
         announce(url, playlist=f"{url}/playlist.m3u8")

@@ -14,7 +14,7 @@ from rich.table import Table
 from .. import cli
 from ..errors import UsageError
 from ..plot import line_chart
-from ..tiled import planning, simulate
+from ..tiled import cacheplan, planning, simulate
 from ..tiled.manifest import Manifest
 from ..tiled.options import model_options, open_upscaler, parse_capacity, profile_options, with_options
 from ..tiled.profile import Profile
@@ -75,6 +75,12 @@ def command(manifest: str, capacities: str, trials: int, latency_range: str, buf
     if not slots:
         raise UsageError("--capacities: give at least one capacity")
     slots = list(dict.fromkeys(slots))  # a capacity given twice is simulated once
+    for capacity in slots:
+        vectors = cacheplan.count_allocation_vectors(n, edges, min(capacity, n * edges))
+        if vectors > cacheplan.MAX_ALLOCATION_VECTORS:
+            raise UsageError(f"--capacities: {capacity} sets give the auction policy {vectors} allocation vectors, "
+                             f"more than its bound of {cacheplan.MAX_ALLOCATION_VECTORS} (fewer --segments or a "
+                             f"smaller capacity)")
     threshold = planning.threshold_bytes(dnn_threshold, m.array("lr_bytes"))
     dnn = planning.tile_modes(m.array("lr_bytes"), threshold)
     if spool is None and model_path is None:

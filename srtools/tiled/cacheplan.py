@@ -20,43 +20,60 @@ attention-weighted mean segment delay in milliseconds.
 
 Because only the number k of cached sets of a segment couples the segments,
 the problem reduces to choosing k_i per segment: f_i(k) is the smallest delay
-over all k-subsets (``best_delays``), and sum_i k_i <= C is a multiple-choice
+over all k-subsets (``best_delays``) and sum_i k_i <= C is a multiple-choice
 knapsack with unit weights, solved exactly by dynamic programming
-(``solve_exact``) or by the design's greedy-plus-auction heuristic
-(``solve_auction``).
+(``solve_exact``, the oracle) or by the design's auction (``solve_auction``).
 
-The auction heuristic works on bundle values V_i(k) = v_i (f_i(0) - f_i(k)),
-whose increments are the weighted delay differences
-tau_ik = v_i (f_i(k-1) - f_i(k)) (gain of the k-th cached set of segment i);
-the allocation vector y_ik of segment i is the best k-subset from
-``best_delays``. It runs in two phases.
+f_i(k) without enumerating the 2^M subsets: sort the sets by latency,
+slowest first. The uncached sets U of a k-subset have a slowest member t;
+every set slower than t is cached, and the other M - k - 1 members of U are
+best the ones with the smallest r among the sets after t. So
+f_i(k) = min over t <= k of [l_t + r_t + (sum of the M - k - 1 smallest r
+after t)], O(M^2 log M) per segment. The design's own rule "caching k sets
+caches the k slowest" is the case t = k (``slowest_delays``); it is the best
+k-subset when reconstruction costs nothing, not in general.
 
-1. Greedy by tau. Cache slots are handed out one bid at a time. Each segment
-   with k_i slots bids for the bundle of delta more slots (delta <= free
-   slots) that maximises the mean tau per slot,
-   (V_i(k_i + delta) - V_i(k_i)) / delta; the highest per-slot bid gets its
-   bundle. When every tau_i is non-increasing in k this is exactly greedy by
-   tau (delta = 1 always wins) and is optimal. When tau_i is not monotone
-   (caching the highest-latency set alone gains little because the
-   second-highest latency takes over, but caching both gains a lot) the
-   segment bids for the pair as one bundle instead of being ignored.
+The design's auction (``solve_auction``):
 
-2. Auction-based conflict resolution. Greedy goes wrong at the end: the last
-   free slots are too few for the best bundle, and slots already given out
-   may be worth more to another segment. Segments become bidders and holders
-   at once. Holder j prices its slots by what it would lose by giving up q of
-   them, p_j(q) = V_j(k_j) - V_j(k_j - q); free slots cost nothing. Every
-   segment i bids for bundles of r more slots; its bid is its best net value
-   max_r [V_i(k_i + r) - V_i(k_i) - P_-i(r)], where P_-i(r) is the cheapest
-   way to buy r slots from the free pool and the other holders (a min-plus
-   convolution of their price curves). The highest bid wins if it beats the
-   prices by more than the bid increment epsilon: the winner takes the
-   slots, the sellers re-price their smaller holdings, and bidding repeats
-   until no bidder's best net value exceeds epsilon. At that point every
-   segment holds a bundle within epsilon of its best net value at the
-   current prices (Bertsekas' epsilon-complementary slackness); each
-   accepted bid raises the total value by more than epsilon, so the auction
-   ends after at most V_total / epsilon rounds, in practice a few.
+1. Values. tau_{i,k} = v_i (f_i(0) - f_i(k)), the weighted delay saved by
+   caching k sets of segment i against caching none (tau_{i,0} = 0). With
+   the k slowest cached this is the design's
+   [l_i1 + g_i(0) - l_{i,k+1} - g_i(k)] v_i.
+2. Allocation vectors. y = (y_1..y_M), y_k = number of segments caching
+   exactly k sets, with sum_k k y_k = C (C capped at n M), sum_k y_k <= n,
+   enumerated by the design's odometer: start at (C, 0, ..., 0), step y_2,
+   carry into y_3.., set y_1 from the rest (``allocation_vectors``).
+3. Per y, greedy then auction (``auction_assignment``): column k goes to the
+   y_k segments with the largest tau_{i,k}, and column 0 (cache nothing,
+   tau = 0) to n - sum_k y_k segments, so there are as many slots as
+   segments. A segment that got two columns is resolved by prices. Prices
+   p_i start at 0, bids are tau_{i,k} - p_i; a conflicted segment's price
+   rises by the least, over its columns, of the difference between v_k
+   (the sum of the column's top y_k bids) with and without its bid, plus
+   epsilon: it leaves that column to the best bidder outside it and keeps
+   the others. Repeat until no segment holds two columns, and score the
+   assignment by sum_i tau_{i,k_i}. (The design clamps bids at 0; ranking
+   by the unclamped value keeps the order strict once a price passes a
+   segment's value.) This is Bertsekas' auction for assigning segments to
+   the slots of y: every column holds bids within epsilon of the best
+   outside it, so the score is within n epsilon of the best assignment for
+   that y. Small increments alone start price wars (two segments outbidding
+   each other by epsilon for thousands of rounds), so the auction runs with
+   increments of tau_max / 100, then 100 times smaller from the prices
+   reached, down to epsilon (epsilon-scaling).
+4. Keep the best y. For any prices p, sum_i p_i + sum_k (top y_k values
+   of tau_{:,k} - p) bounds the score of every y from above (a Lagrangian
+   relaxation of "one column per segment"; with p = 0 it is the greedy's
+   score ignoring conflicts). The search takes the vector with the highest
+   bound, runs the auction on it, tightens every bound with the prices it
+   ended with, and stops when no bound beats the best score: the best y is
+   the one evaluating them all would find, after 5 to 12 auctions
+   instead of 10^5 on the design's configuration.
+
+Caching more never raises a segment's delay, so using exactly C slots loses
+nothing, and the best y with exact f_i(k) is the knapsack optimum (to within
+n epsilon). The enumeration is the cost: 113,136 vectors for n = 60, M = 6,
+C = 90; ``MAX_ALLOCATION_VECTORS`` bounds it.
 """
 
 from __future__ import annotations
@@ -231,9 +248,9 @@ def objective(inst: Instance, cached: np.ndarray) -> float:
 
 
 def best_delays(inst: Instance) -> SegmentOptions:
-    """f_i(k) and the subsets reaching it, by enumerating all 2^M subsets.
+    """f_i(k), the least delay over all k-subsets, and a subset reaching it (see the module docstring).
 
-    Vectorised over segments; memory is O(n 2^M M), fine for M up to ~10.
+    O(n M^2 log M) time without enumerating subsets, vectorised over segments.
 
     Args:
         inst: The instance.
@@ -241,19 +258,42 @@ def best_delays(inst: Instance) -> SegmentOptions:
     Returns:
         The per-segment options; f_i(k) is non-increasing in k.
     """
-    n_edges = inst.n_edges
-    subsets = (np.arange(2**n_edges)[:, None] >> np.arange(n_edges)) & 1 == 1
-    delay = delay_ms(inst.latency_ms[:, None, :], inst.recon_ms[:, None, :], ~subsets)  # (n, 2^M)
-    sizes = subsets.sum(axis=1)
-    rows = np.arange(inst.n_segments)
-    best_ms = np.empty((inst.n_segments, n_edges + 1))
-    cached = np.empty((inst.n_segments, n_edges + 1, n_edges), dtype=bool)
-    for k in range(n_edges + 1):
-        columns = np.flatnonzero(sizes == k)
-        best = columns[np.argmin(delay[:, columns], axis=1)]
-        best_ms[:, k] = delay[rows, best]
-        cached[:, k] = subsets[best]
-    return SegmentOptions(best_ms, cached)
+    n_segments, n_edges = inst.latency_ms.shape
+    order, latency, recon = _by_latency(inst)
+    best_ms = np.full((n_segments, n_edges + 1), np.inf)
+    best_ms[:, n_edges] = 0.0
+    uncached = np.zeros((n_segments, n_edges + 1, n_edges), dtype=bool)  # in latency order
+    for slowest in range(n_edges):
+        # The sets after `slowest`, cheapest reconstruction first, and prefix sums of their r.
+        rest = np.argsort(recon[:, slowest + 1:], axis=1, kind="stable") + slowest + 1
+        rest_ms = np.cumsum(np.take_along_axis(recon, rest, axis=1), axis=1)
+        rest_ms = np.concatenate([np.zeros((n_segments, 1)), rest_ms], axis=1)
+        for k in range(slowest, n_edges):
+            others = n_edges - k - 1  # uncached sets besides `slowest`
+            delay = latency[:, slowest] + recon[:, slowest] + rest_ms[:, others]
+            better = np.flatnonzero(delay < best_ms[:, k])
+            best_ms[better, k] = delay[better]
+            uncached[better, k] = False
+            uncached[better, k, slowest] = True
+            uncached[better[:, None], k, rest[better, :others]] = True
+    return SegmentOptions(best_ms, _in_edge_order(order, ~uncached))
+
+
+def slowest_delays(inst: Instance) -> SegmentOptions:
+    """f_i(k) when caching k sets caches the k slowest (the design's rule; not always the best subset).
+
+    Args:
+        inst: The instance.
+
+    Returns:
+        The per-segment options for the k slowest sets.
+    """
+    n_segments, n_edges = inst.latency_ms.shape
+    order, latency, recon = _by_latency(inst)
+    cached = np.arange(n_edges)[None, :] < np.arange(n_edges + 1)[:, None]  # (M + 1, M), k slowest
+    cached = np.broadcast_to(cached, (n_segments, n_edges + 1, n_edges))
+    delay = delay_ms(latency[:, None, :], recon[:, None, :], ~cached)
+    return SegmentOptions(delay, _in_edge_order(order, cached))
 
 
 def solve_exact(inst: Instance) -> Plan:
@@ -275,27 +315,156 @@ def solve_exact(inst: Instance) -> Plan:
     return _plan(inst, options, counts, "exact", start)
 
 
-def solve_auction(inst: Instance, bid_increment: float = 1e-6) -> Plan:
-    """Greedy-by-tau plan with auction-based conflict resolution.
+MAX_ALLOCATION_VECTORS = 2_000_000
+
+
+def solve_auction(inst: Instance, options: SegmentOptions | None = None, epsilon: float = 1e-6,
+                  max_vectors: int = MAX_ALLOCATION_VECTORS) -> Plan:
+    """The design's auction: enumerate allocation vectors, greedy per column, auction for conflicts.
 
     See the module docstring for the algorithm.
 
     Args:
         inst: The instance.
-        bid_increment: Epsilon, the least gain a winning bid must bring, as a
-            fraction of the largest bundle value.
+        options: f_i(k) and the subsets reaching it; :func:`best_delays` when None
+            (:func:`slowest_delays` gives the design's "k slowest" rule). The plan's
+            objective is always the exact delay model's.
+        epsilon: The least price rise, as a fraction of the largest tau.
+        max_vectors: Refuse instances with more allocation vectors than this.
 
     Returns:
         The plan (solver ``"auction"``).
+
+    Raises:
+        ValueError: The instance has more than ``max_vectors`` allocation vectors.
     """
     start = time.perf_counter()
-    options = best_delays(inst)
-    value = inst.attention[:, None] * (options.delay_ms[:, :1] - options.delay_ms)
-    capacity = min(inst.capacity, inst.n_segments * inst.n_edges)
-    epsilon = bid_increment * max(value.max(), np.finfo(float).tiny)
-    counts = _greedy_by_tau(value, capacity)
-    _resolve_by_auction(value, counts, capacity, epsilon)
-    return _plan(inst, options, counts, "auction", start)
+    options = best_delays(inst) if options is None else options
+    n_segments, n_edges = inst.latency_ms.shape
+    tau = inst.attention[:, None] * (options.delay_ms[:, :1] - options.delay_ms)  # (n, M + 1)
+    vectors = allocation_vectors(n_segments, n_edges, min(inst.capacity, n_segments * n_edges), max_vectors)
+    # y_0 = n - sum y: the segments caching nothing (column 0, tau = 0).
+    slots = np.column_stack([n_segments - vectors.sum(axis=1), vectors])  # (V, M + 1)
+    bounds = _lagrangian_bounds(tau, np.zeros(n_segments), slots)
+    scale = max(float(tau.max()), np.finfo(float).tiny)
+    rows = np.arange(n_segments)
+    best_score, best_counts = -np.inf, np.zeros(n_segments, dtype=np.intp)
+    while True:
+        v = int(bounds.argmax())
+        if bounds[v] <= best_score:
+            break
+        counts, prices = auction_assignment(tau, vectors[v], epsilon * scale)
+        score = tau[rows, counts].sum()
+        if score > best_score:
+            best_score, best_counts = score, counts
+        bounds[v] = -np.inf
+        bounds = np.minimum(bounds, _lagrangian_bounds(tau, prices, slots))
+    return _plan(inst, options, best_counts, "auction", start)
+
+
+def _lagrangian_bounds(tau: np.ndarray, prices: np.ndarray, slots: np.ndarray) -> np.ndarray:
+    """(V,) upper bounds on the best score of every allocation vector, from any prices.
+
+    Relaxing "each segment takes one column" with multipliers p_i gives
+    sum_i p_i + sum_k (top y_k values of tau_{:,k} - p); with p = 0 it is the greedy's
+    score ignoring conflicts.
+
+    Args:
+        tau: (n, M + 1) values.
+        prices: (n,) multipliers p_i.
+        slots: (V, M + 1) y_0..y_M per vector.
+    """
+    n_segments, n_choices = tau.shape
+    top_sums = np.zeros((n_choices, n_segments + 1))
+    top_sums[:, 1:] = np.cumsum(-np.sort(prices[:, None] - tau, axis=0), axis=0).T
+    return prices.sum() + top_sums[np.arange(n_choices), slots].sum(axis=1)
+
+
+def count_allocation_vectors(n_segments: int, n_edges: int, capacity: int) -> int:
+    """How many y = (y_1..y_M) have sum_k k y_k = C and sum_k y_k <= n (exact below 2^53)."""
+    # ways[c, p]: vectors over the columns so far with sum k y_k = c and sum y_k <= p.
+    c, p = np.arange(capacity + 1)[:, None], np.arange(n_segments + 1)[None, :]
+    ways = (c <= p).astype(float)  # column 1 alone: y_1 = c
+    for k in range(2, n_edges + 1):
+        total = ways.copy()
+        for y in range(1, min(capacity // k, n_segments) + 1):
+            total[k * y:, y:] += ways[:-k * y, :-y]
+        ways = total
+    return int(ways[capacity, n_segments])
+
+
+def allocation_vectors(n_segments: int, n_edges: int, capacity: int,
+                       max_vectors: int = MAX_ALLOCATION_VECTORS) -> np.ndarray:
+    """Every allocation vector y, in the design's odometer order (y_2 fastest, (C, 0, ..., 0) first).
+
+    Args:
+        n_segments: n.
+        n_edges: M.
+        capacity: C, at most n M.
+        max_vectors: Refuse to build more vectors than this.
+
+    Returns:
+        (V, M) int, row = (y_1..y_M) with sum_k k y_k = C and sum_k y_k <= n.
+
+    Raises:
+        ValueError: More than ``max_vectors`` vectors, or C > n M.
+    """
+    if capacity > n_segments * n_edges:
+        raise ValueError(f"capacity {capacity} exceeds the {n_segments * n_edges} sets")
+    count = count_allocation_vectors(n_segments, n_edges, capacity)
+    if count > max_vectors:
+        raise ValueError(f"the auction would enumerate {count} allocation vectors (n={n_segments}, M={n_edges}, "
+                         f"C={capacity}), more than its bound of {max_vectors}")
+    # Choose y_M, then y_{M-1}, ..., y_2 (each in its feasible range, so every prefix completes); y_1 is the rest.
+    chosen = np.zeros((1, 0), dtype=np.intp)
+    left, parts = np.array([capacity]), np.array([n_segments])
+    for k in range(n_edges, 1, -1):
+        low = np.maximum(0, left - (k - 1) * parts)  # the rest must fit in the parts left, each <= k - 1
+        high = np.minimum(left // k, parts)
+        reps = high - low + 1
+        prefix = np.repeat(np.arange(len(left)), reps)
+        y = low[prefix] + np.arange(reps.sum()) - np.repeat(np.cumsum(reps) - reps, reps)
+        chosen = np.column_stack([chosen[prefix], y])
+        left, parts = left[prefix] - k * y, parts[prefix] - y
+    return np.column_stack([left, chosen[:, ::-1]])
+
+
+def auction_assignment(tau: np.ndarray, vector: np.ndarray, final_increment: float) -> tuple[np.ndarray, np.ndarray]:
+    """Step 3 of the auction for one allocation vector: greedy per column, then prices resolve conflicts.
+
+    Args:
+        tau: (n, M + 1) values tau_{i,k}, tau[:, 0] = 0.
+        vector: (M,) y_1..y_M, with sum y <= n.
+        final_increment: epsilon, added to every price rise (> 0) in the last round of
+            epsilon-scaling (rounds with 100 times larger increments set the prices it starts from).
+
+    Returns:
+        (counts, prices): (n,) k_i, the column of segment i (0 = none), and (n,) final prices p_i.
+    """
+    column_slots = [tau.shape[0] - sum(vector), *vector]  # column 0: the segments caching nothing
+    prices = np.zeros(tau.shape[0])
+    increment = float(tau.max())
+    while True:  # epsilon-scaling: large increments first, the prices they leave are the next start
+        increment = max(increment / 100, final_increment)
+        held = np.zeros(tau.shape, dtype=bool)  # held[i, k]: segment i has a slot of column k
+        for k, slots in enumerate(column_slots):
+            held[np.argsort(prices - tau[:, k], kind="stable")[:slots], k] = True
+        while True:
+            conflicted = np.flatnonzero(held.sum(axis=1) > 1)  # as many slots as segments: one holds none
+            if conflicted.size == 0:
+                break
+            segment = conflicted[0]
+            columns = np.flatnonzero(held[segment])
+            bids = tau[:, columns] - prices[:, None]
+            # The best bidder outside each column, and the difference its bid makes to v_k.
+            outside = np.where(held[:, columns], -np.inf, bids).argmax(axis=0)
+            margins = bids[segment] - bids[outside, np.arange(len(columns))]
+            lost = margins.argmin()
+            prices[segment] += max(margins[lost], 0.0) + increment
+            held[segment, columns[lost]] = False
+            held[outside[lost], columns[lost]] = True
+        if increment <= final_increment:
+            return held.argmax(axis=1), prices
 
 
 def solve_none(inst: Instance) -> Plan:
@@ -339,6 +508,20 @@ def _frozen_array(values: np.ndarray, ndim: int, name: str) -> np.ndarray:
     return array
 
 
+def _by_latency(inst: Instance) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(order, latency, recon), each (n, M): every segment's sets sorted slowest first."""
+    order = np.argsort(-inst.latency_ms, axis=1, kind="stable")
+    return order, np.take_along_axis(inst.latency_ms, order, axis=1), np.take_along_axis(inst.recon_ms, order, axis=1)
+
+
+def _in_edge_order(order: np.ndarray, cached: np.ndarray) -> np.ndarray:
+    """(n, M + 1, M) cached flags in latency order -> edge order."""
+    out = np.empty_like(cached)
+    n_segments, n_choices, _ = cached.shape
+    out[np.arange(n_segments)[:, None, None], np.arange(n_choices)[None, :, None], order[:, None, :]] = cached
+    return out
+
+
 def _plan(
     inst: Instance, options: SegmentOptions, counts: np.ndarray, solver: str, start: float
 ) -> Plan:
@@ -368,104 +551,3 @@ def _knapsack_counts(cost: np.ndarray, capacity: int) -> np.ndarray:
         counts[i] = choice[i, remaining]
         remaining -= counts[i]
     return counts
-
-
-def _greedy_by_tau(value: np.ndarray, capacity: int) -> np.ndarray:
-    """Phase 1 of the auction heuristic: greedy by per-slot bundle gain."""
-    n_segments, n_choices = value.shape
-    max_count = n_choices - 1
-    counts = np.zeros(n_segments, dtype=np.intp)
-    rows = np.arange(n_segments)[:, None]
-    bundle = np.arange(1, n_choices)  # delta = 1..M more slots
-    free = capacity
-    while free > 0:
-        target = counts[:, None] + bundle
-        feasible = (target <= max_count) & (bundle <= free)
-        gain = value[rows, np.minimum(target, max_count)] - value[rows, counts[:, None]]
-        per_slot = np.where(feasible, gain / bundle, -np.inf)
-        winner, delta = np.unravel_index(np.argmax(per_slot), per_slot.shape)
-        if per_slot[winner, delta] <= 0:
-            break
-        counts[winner] += delta + 1
-        free -= delta + 1
-    return counts
-
-
-def _resolve_by_auction(
-    value: np.ndarray, counts: np.ndarray, capacity: int, epsilon: float
-) -> None:
-    """Phase 2 of the auction heuristic; updates ``counts`` in place."""
-    n_segments, n_choices = value.shape
-    rows = np.arange(n_segments)[:, None]
-    bundle = np.arange(n_choices)  # r = 0..M more slots
-    while True:
-        free_prices = np.where(bundle <= capacity - counts.sum(), 0.0, np.inf)
-        prices = _holder_prices(value, counts)
-        # P_-i(r): cheapest r slots from the free pool and every holder but i.
-        before = _running_min_plus(free_prices, prices)
-        after = _running_min_plus(np.where(bundle == 0, 0.0, np.inf), prices[::-1])[::-1]
-        cost_without = _min_plus(before[:-1], after[1:])
-        target = counts[:, None] + bundle
-        gain = np.where(
-            target < n_choices,
-            value[rows, np.minimum(target, n_choices - 1)] - value[rows, counts[:, None]],
-            -np.inf,
-        )
-        net = gain - cost_without
-        bidder, extra = np.unravel_index(np.argmax(net), net.shape)
-        if net[bidder, extra] <= epsilon:
-            return
-        sellers = np.flatnonzero(np.arange(n_segments) != bidder)
-        released = _cheapest_release(
-            np.vstack([free_prices, prices[sellers]]), int(extra)
-        )
-        counts[sellers] -= released[1:]
-        counts[bidder] += extra
-
-
-def _holder_prices(value: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """p_j(q) = V_j(k_j) - V_j(k_j - q), inf when q > k_j; shape (n, M + 1)."""
-    n_choices = value.shape[1]
-    rows = np.arange(value.shape[0])[:, None]
-    remaining = counts[:, None] - np.arange(n_choices)
-    return np.where(
-        remaining >= 0,
-        value[rows, counts[:, None]] - value[rows, np.maximum(remaining, 0)],
-        np.inf,
-    )
-
-
-def _min_plus(first: np.ndarray, second: np.ndarray) -> np.ndarray:
-    """Truncated min-plus convolution along the last axis:
-    out[..., r] = min_q first[..., q] + second[..., r - q]."""
-    n_choices = first.shape[-1]
-    shift = np.arange(n_choices)[None, :] - np.arange(n_choices)[:, None]  # [q, r] = r - q
-    pairs = first[..., :, None] + second[..., np.maximum(shift, 0)]
-    return np.where(shift >= 0, pairs, np.inf).min(axis=-2)
-
-
-def _running_min_plus(initial: np.ndarray, curves: np.ndarray) -> np.ndarray:
-    """Prefix min-plus convolutions: row t combines ``initial`` and curves[:t]."""
-    out = np.empty((len(curves) + 1, len(initial)))
-    out[0] = initial
-    for t, curve in enumerate(curves):
-        out[t + 1] = _min_plus(out[t], curve)
-    return out
-
-
-def _cheapest_release(prices: np.ndarray, total: int) -> np.ndarray:
-    """Slots q_s to take from each seller s so that sum q_s = ``total`` at the
-    least sum of prices[s, q_s] (sellers' curves as rows)."""
-    n_sellers, n_choices = prices.shape
-    shift = np.arange(n_choices)[None, :] - np.arange(n_choices)[:, None]  # [q, r] = r - q
-    best = np.where(np.arange(n_choices) == 0, 0.0, np.inf)
-    taken = np.empty((n_sellers, n_choices), dtype=np.intp)
-    for s in range(n_sellers):
-        pairs = np.where(shift >= 0, prices[s][:, None] + best[np.maximum(shift, 0)], np.inf)
-        taken[s] = pairs.argmin(axis=0)
-        best = pairs.min(axis=0)
-    released = np.empty(n_sellers, dtype=np.intp)
-    for s in reversed(range(n_sellers)):
-        released[s] = taken[s, total]
-        total -= released[s]
-    return released

@@ -7,8 +7,9 @@ manifest's LR tile sizes (``25%``, the default: the smallest quarter of tiles sk
 
 Plan file (JSON, ``srtools-cacheplan/1``), written by ``sr-cache`` and read by ``sr-proxy``::
 
-    {"format": ..., "solver": "auction", "objective": 123.4,   # sum_i v_i f_i in ms
-     "objectives": {"auction": ..., "exact": ..., "none": ...},
+    {"format": ..., "solver": "exact", "objective": 123.4,     # sum_i v_i f_i in ms
+     "objectives": {"exact": ..., "auction": ..., "none": ...},   # every solver run on the instance
+     "runtimes_s": {"exact": ..., "auction": ..., "none": ...},
      "capacity": C, "cached_sets": k, "latencies_ms": [...], "dnn_threshold_bytes": B,
      "segments": [{"index": i, "cached": [m, ...], "delay_ms": f_i,
                    "modes": ["dnn", "bicubic", ...]}]}          # e_ij per tile
@@ -23,13 +24,23 @@ import numpy as np
 
 from ..errors import InputError, UsageError
 from ..fsutil import read_json_document
-from .cacheplan import Instance, Plan, objective, segment_delays, solve_auction, solve_exact, solve_none
+from .cacheplan import (
+    MAX_ALLOCATION_VECTORS,
+    Instance,
+    Plan,
+    count_allocation_vectors,
+    objective,
+    segment_delays,
+    solve_auction,
+    solve_exact,
+    solve_none,
+)
 from .manifest import Manifest
 from .profile import Profile
 
 FORMAT = "srtools-cacheplan/1"
 DEFAULT_THRESHOLD = "25%"
-SOLVERS = {"auction": solve_auction, "exact": solve_exact}
+SOLVERS = {"exact": solve_exact, "auction": solve_auction}
 
 
 def parse_latencies(text: str, edges: int) -> np.ndarray:
@@ -77,13 +88,14 @@ def build_instance(manifest: Manifest, profile: Profile, latency_ms: np.ndarray,
                                manifest.array("lr_bytes"), threshold, manifest.attention, capacity)
 
 
-def plan_json(manifest: Manifest, inst: Instance, plan: Plan, threshold: float, others: dict[str, float],
+def plan_json(manifest: Manifest, inst: Instance, plan: Plan, threshold: float, others: dict[str, Plan],
               latencies: np.ndarray) -> dict:
     modes = tile_modes(manifest.array("lr_bytes"), threshold)
     delays = segment_delays(inst, plan.cached)
     return {
         "format": FORMAT, "solver": plan.solver, "objective": round(plan.objective, 4),
-        "objectives": {k: round(v, 4) for k, v in others.items()},
+        "objectives": {name: round(p.objective, 4) for name, p in others.items()},
+        "runtimes_s": {name: round(p.runtime_s, 6) for name, p in others.items()},
         "runtime_s": round(plan.runtime_s, 6), "capacity": inst.capacity,
         "cached_sets": int(plan.cached.sum()), "latencies_ms": [round(float(v), 3) for v in np.ravel(latencies)],
         "dnn_threshold_bytes": round(threshold, 1), "dnn_tiles": int(modes.sum()), "tiles": int(modes.size),
@@ -94,14 +106,25 @@ def plan_json(manifest: Manifest, inst: Instance, plan: Plan, threshold: float, 
     }
 
 
-def solve(inst: Instance, solver: str) -> tuple[Plan, dict[str, float]]:
-    """Run ``solver`` and report the objectives of both solvers and of no cache."""
-    plans = {name: fn(inst) for name, fn in SOLVERS.items()}
+def auction_fits(inst: Instance) -> bool:
+    """Whether the auction's allocation vectors are few enough to enumerate (see cacheplan)."""
+    slots = min(inst.capacity, inst.latency_ms.size)
+    return count_allocation_vectors(inst.n_segments, inst.n_edges, slots) <= MAX_ALLOCATION_VECTORS
+
+
+def solve(inst: Instance, solver: str) -> tuple[Plan, dict[str, Plan]]:
+    """Run ``solver``, the other solver where it fits (the auction may not, see :func:`auction_fits`)
+    and no cache; returns the chosen plan and every plan by solver name.
+
+    Raises:
+        ValueError: ``solver`` is the auction and the instance has too many allocation vectors.
+    """
+    plans = {name: fn(inst) for name, fn in SOLVERS.items() if name == solver or name == "exact" or auction_fits(inst)}
     plans["none"] = solve_none(inst)
     chosen = plans[solver]
     if objective(inst, chosen.cached) != chosen.objective or chosen.cached.sum() > inst.capacity:
         raise AssertionError("solver returned an infeasible plan")
-    return chosen, {name: p.objective for name, p in plans.items()}
+    return chosen, plans
 
 
 def load_plan(path: str | os.PathLike, manifest: Manifest) -> dict:
