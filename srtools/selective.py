@@ -104,6 +104,7 @@ class SelectiveUpscaleStage:
     """
 
     AGE_WEIGHT = 0.05  # a block's score grows by 5% per frame it was not computed
+    USABLE = 0.75  # share of the time left before the deadline that the network may take
     STARVED_PROBE = 8  # frames without any block before one block runs to re-measure
 
     def __init__(self, out_header: Header, block: int = 32, reuse_threshold: float = 1.0):
@@ -133,6 +134,7 @@ class SelectiveUpscaleStage:
             return self._whole_or_bicubic(frame, engine, time_left)
         if engine is not self._engine:
             self._start(engine, frame)
+        time_left *= self.USABLE  # writing the frame, and the estimates' noise, need the rest
         if self.full_cost <= time_left or self.try_whole:
             start = time.perf_counter()
             out = engine.upscale(frame, self.out_header)
@@ -171,10 +173,9 @@ class SelectiveUpscaleStage:
         self.cached = np.zeros((h * engine.info.scale, w * engine.info.scale), np.uint8)
         self.starved = 0
         self.full_cost = engine.cost if engine.cost is not None else math.inf
-        probe = np.arange(min(4, n))
-        start = time.perf_counter()
-        upscale_blocks(engine, frame.y, self.grid, probe)
-        self.block_cost = (time.perf_counter() - start) / len(probe)
+        # Until measured: the whole frame's time per pixel, on a window's pixels, with a margin.
+        window_share = self.grid.window[0] * self.grid.window[1] / (h * w)
+        self.block_cost = 1.5 * self.full_cost * window_share if math.isfinite(self.full_cost) else 0.01
         self.overhead = 0.0  # bicubic + composition, measured on every selective frame
 
     def _windows(self, luma: np.ndarray, chosen: np.ndarray | slice = slice(None)) -> np.ndarray:
@@ -202,7 +203,7 @@ class SelectiveUpscaleStage:
         luma = out.planes[0]
         reuse = np.zeros(len(self.grid), dtype=bool)
         if self.reuse_threshold > 0 and self.has_output.any():
-            difference = np.abs(self._windows(frame.y).astype(np.int16) - self.references).mean(axis=(1, 2))
+            difference = np.abs(self._windows(frame.y).astype(np.int16) - self.references).max(axis=(1, 2))
             reuse = self.has_output & (difference <= self.reuse_threshold)
         for b in np.flatnonzero(reuse):
             y0, y1, x0, x1 = self.grid.blocks[b]
