@@ -82,7 +82,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=200)
     parser.add_argument("--fps", type=float, default=25)
     parser.add_argument("--block", type=int, default=32)
-    parser.add_argument("--reuse-threshold", type=float, default=1.0)
+    parser.add_argument("--reuse-threshold", type=float, default=2.0)
     parser.add_argument("--input-size", default="320x180", help="320x180 (HR known) or 640x360 (no HR)")
     args = parser.parse_args()
     torch.set_num_threads(2)

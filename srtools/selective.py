@@ -12,9 +12,9 @@ with its age so that every block is looked at again; blocks never seen yet come 
 network corrects much is where it gains much (benchmarks/bench_selective.py measures how much of
 an oracle's choice this keeps).
 
-Temporal reuse: a block whose low-res window has not changed since its last pass (mean absolute
-difference at most ``reuse_threshold`` levels, above what compression noise moves a static scene)
-takes its previous output instead of being computed again.
+Temporal reuse: a block whose low-res window has not changed since its last pass (no pixel by more
+than ``reuse_threshold`` levels: x264 leaves static areas nearly bit-exact, while a mean over the
+window would hide a moving edge) takes its previous output instead of being computed again.
 
 How many: the measured time per block (a moving average over batched calls) sets how many fit
 the time left before the frame is due, after the bicubic and composition work.
@@ -99,7 +99,7 @@ class SelectiveUpscaleStage:
     Args:
         out_header: the output stream's header (input size x scale).
         block: block size in low-res pixels.
-        reuse_threshold: mean absolute luma difference (levels) under which a block's previous
+        reuse_threshold: largest luma change (levels) of a block's window under which its previous
             output is reused; 0 turns reuse off.
     """
 
@@ -107,7 +107,7 @@ class SelectiveUpscaleStage:
     USABLE = 0.75  # share of the time left before the deadline that the network may take
     STARVED_PROBE = 8  # frames without any block before one block runs to re-measure
 
-    def __init__(self, out_header: Header, block: int = 32, reuse_threshold: float = 1.0):
+    def __init__(self, out_header: Header, block: int = 32, reuse_threshold: float = 2.0):
         self.out_header, self.block, self.reuse_threshold = out_header, block, reuse_threshold
         self.gate = CostGate()
         self.fallbacks = 0  # frames with no network output at all

@@ -166,3 +166,33 @@ def test_error_in_the_source_reaches_the_caller():
     stage = SelectiveUpscaleStage(HEADER.resized(128, 72))
     with pytest.raises(ValueError, match="truncated frame 1"):
         filter.run(broken(), FPS, y4m.Writer(io.BytesIO(), stage.out_header), stage, None)
+
+
+def test_unchanged_blocks_reuse_their_output_changed_ones_are_recomputed():
+    upscaler = tiny_upscaler()
+    upscaler.warm_up(HEADER)
+    stage = SelectiveUpscaleStage(HEADER.resized(128, 72), block=16, reuse_threshold=2)
+    frame = numbered(0)
+    stage._start(upscaler, frame)
+
+    def selective(frame):
+        """One frame where the whole frame never fits but every block does (and not so easily that the
+        stage would try a whole frame next)."""
+        stage.full_cost, stage.block_cost = math.inf, SelectiveUpscaleStage.USABLE / (1.2 * len(stage.grid))
+        [out], _ = stage.process(frame, upscaler, time_left=1.0)
+        return out
+
+    first = selective(frame)
+    whole = upscaler.upscale(frame, stage.out_header)
+    assert np.abs(first.y.astype(int) - whole.y).max() <= 1  # blocks = full-frame SR (up to rounding)
+    assert (stage.blocks_run, stage.blocks_reused) == (len(stage.grid), 0)
+    again = selective(frame)
+    assert np.array_equal(again.y, first.y) and stage.blocks_reused == len(stage.grid)
+    moved = y4m.Frame([frame.y.copy(), *frame.planes[1:]])
+    moved.y[30, 60] ^= 0x40  # one pixel in the bottom-right corner changes a lot
+    selective(moved)
+    recomputed = stage.blocks_run - len(stage.grid)
+    windows = [(wy, wx) for wy, wx in stage.grid.windows]
+    wh, ww = stage.grid.window
+    touching = sum(wy <= 30 < wy + wh and wx <= 60 < wx + ww for wy, wx in windows)
+    assert recomputed == touching and 0 < touching < len(stage.grid)
