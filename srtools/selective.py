@@ -104,7 +104,7 @@ class SelectiveUpscaleStage:
     """
 
     AGE_WEIGHT = 0.05  # a block's score grows by 5% per frame it was not computed
-    USABLE = 0.75  # share of the time left before the deadline that the network may take
+    USABLE = 0.65  # share of the time left before the deadline that the network may take
     STARVED_PROBE = 8  # frames without any block before one block runs to re-measure
 
     def __init__(self, out_header: Header, block: int = 32, reuse_threshold: float = 2.0):
@@ -161,7 +161,7 @@ class SelectiveUpscaleStage:
         return [out], 1
 
     def _start(self, engine: ModelUpscaler, frame: Frame) -> None:
-        """A new model: its grid, an empty reuse cache, and its time per block measured."""
+        """A new model: its grid, an empty reuse cache, and first estimates of its times."""
         self._engine = engine
         h, w = frame.y.shape
         self.grid = BlockGrid.build(h, w, self.block, engine.model.receptive_radius())
@@ -173,9 +173,9 @@ class SelectiveUpscaleStage:
         self.cached = np.zeros((h * engine.info.scale, w * engine.info.scale), np.uint8)
         self.starved = 0
         self.full_cost = engine.cost if engine.cost is not None else math.inf
+        self.frame_in_windows = h * w / (self.grid.window[0] * self.grid.window[1])
         # Until measured: the whole frame's time per pixel, on a window's pixels, with a margin.
-        window_share = self.grid.window[0] * self.grid.window[1] / (h * w)
-        self.block_cost = 1.5 * self.full_cost * window_share if math.isfinite(self.full_cost) else 0.01
+        self.block_cost = 1.5 * self.full_cost / self.frame_in_windows if math.isfinite(self.full_cost) else 0.01
         self.overhead = 0.0  # bicubic + composition, measured on every selective frame
 
     def _windows(self, luma: np.ndarray, chosen: np.ndarray | slice = slice(None)) -> np.ndarray:
@@ -213,8 +213,9 @@ class SelectiveUpscaleStage:
         order = candidates[np.argsort(-priority, kind="stable")]
         spare = time_left - self.overhead - (time.perf_counter() - start)
         fit = int(max(0.0, spare) // self.block_cost)
-        # Everything fits with room to spare: try a whole frame next (it has no halo overhead).
-        self.try_whole = fit >= 1.5 * len(self.grid)
+        # Blocks cost what the same pixels cost in a whole frame: when a whole frame's worth of them
+        # would fit, try a whole frame next (the only way back after a slow spell raised full_cost).
+        self.try_whole = self.block_cost * self.frame_in_windows <= time_left
         probing = fit == 0 and len(order) > 0 and self.starved + 1 >= self.STARVED_PROBE
         if fit == 0 and len(order):
             self.starved += 1

@@ -176,9 +176,9 @@ def test_unchanged_blocks_reuse_their_output_changed_ones_are_recomputed():
     stage._start(upscaler, frame)
 
     def selective(frame):
-        """One frame where the whole frame never fits but every block does (and not so easily that the
-        stage would try a whole frame next)."""
+        """One frame where the whole frame does not fit but every block does."""
         stage.full_cost, stage.block_cost = math.inf, SelectiveUpscaleStage.USABLE / (1.2 * len(stage.grid))
+        stage.try_whole = False
         [out], _ = stage.process(frame, upscaler, time_left=1.0)
         return out
 

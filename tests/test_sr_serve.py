@@ -6,6 +6,7 @@ import pty
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 
@@ -15,7 +16,7 @@ import torch
 
 from srtools import archs, modelfile, y4m
 from srtools.spool import Spool
-from srtools.upscale import bicubic
+from srtools.upscale import ModelUpscaler, bicubic
 
 from conftest import expect_error, make_y4m, run_command, start_command
 
@@ -232,3 +233,53 @@ def test_model_file_serves_until_the_spool_has_one(tmp_path, small_y4m):
     assert re.search(rb"10 frames in .* model m, 0 swaps", result.stderr)
     _, in_frames = frames_of(small_y4m.read_bytes())
     assert all(f.y.mean() - s.y.mean() > 30 for f, s in zip(frames_of(result.stdout)[1], in_frames))
+
+
+@pytest.mark.slow
+def test_realtime_share_drops_while_another_process_loads_the_cpu(tmp_path):
+    """Paced 25 fps input: whole frames while the CPU is free, blocks while two busy processes take it,
+    whole frames again after; every frame out, in order."""
+    hparams = {"scale": 2, "channels": 24, "blocks": 4}
+    torch.manual_seed(0)
+    model = archs.build("fedsr", hparams)
+    torch.nn.init.normal_(model.tail.weight, std=0.05)  # output far from bicubic on texture
+    Spool(tmp_path, create=True).publish(model, modelfile.ModelInfo("fedsr", hparams, 2))
+    header = y4m.Header(160, 90, 25)
+    rng = np.random.default_rng(0)
+    inputs = [y4m.Frame([rng.integers(0, 256, shape, dtype=np.uint8) for shape in header.plane_shapes])
+              for _ in range(150)]
+    serve = start_command("sr-serve", "--spool", tmp_path, "--realtime", "--reuse-threshold", "0",
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    outputs, hogs = [], []
+    reader = threading.Thread(target=lambda: outputs.extend(y4m.Reader(serve.stdout)))
+    reader.start()
+    writer = y4m.Writer(serve.stdin, header)
+    serve.stdin.flush()
+    time.sleep(3)  # start-up and warm-up before the clock starts
+    try:
+        start = time.monotonic()
+        for i, frame in enumerate(inputs):
+            if i == 50:
+                hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+            if i == 100:
+                for hog in hogs:
+                    hog.kill()
+            time.sleep(max(0.0, start + i / 25 - time.monotonic()))
+            writer.write(frame)
+            serve.stdin.flush()
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    serve.stdin.close()
+    reader.join(timeout=60)
+    stderr = serve.stderr.read().decode()
+    assert serve.wait(timeout=30) == 0, stderr
+    assert len(outputs) == 150
+    upscaler = ModelUpscaler(model.eval(), modelfile.ModelInfo("fedsr", hparams, 2))
+    out_header = header.resized(320, 180)
+    whole = [np.abs(upscaler.upscale(i, out_header).y.astype(int) - o.y).max() <= 1 for i, o in zip(inputs, outputs)]
+    assert np.mean(whole[10:50]) >= 0.8, stderr  # free CPU: whole frames
+    assert np.mean(whole[60:100]) <= 0.5, stderr  # loaded: only the blocks that fit
+    assert np.mean(whole[115:]) >= 0.6, stderr  # free again: whole frames return
+    assert "selective SR:" in stderr
