@@ -2,9 +2,10 @@
 (fp32 and int8 post-training quantization calibrated on the stream's own frames), in one run.
 
 Speed: frames per second of the network alone (batch 1, luma), median of --repeats timed calls after
-warm-up, as a ratio to torch channels-last fp32 measured in the same run. Agreement: Y-PSNR of each
-engine's output against torch fp32's on real frames (99 = identical; a trained model from --model,
-else random weights with a real residual, which still shows rounding and quantization error).
+warm-up (srtools.filter.measure_cost), as a ratio to torch channels-last fp32 measured in the same
+run. Agreement: Y-PSNR of each engine's output against torch fp32's on real frames (99 = identical;
+a trained model from --model, else random weights with a real residual, which still shows rounding
+and quantization error).
 OpenVINO and ONNX Runtime are optional: a line says so when the package is absent (pip install
 openvino onnxruntime onnx).
 
@@ -27,19 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from srtools import archs, metrics, modelfile, video  # noqa: E402
+from srtools.filter import measure_cost  # noqa: E402
 
 MEDIA = ROOT.parent / "shared" / "media"
-
-
-def timed(call, repeats: int) -> float:
-    for _ in range(2):
-        call()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def to_luma(out: np.ndarray) -> np.ndarray:
@@ -75,7 +66,7 @@ def main() -> None:
             rows = {}
 
             def add(name, run, convert=None):
-                seconds = timed(lambda: run(x), args.repeats)
+                seconds = measure_cost(lambda: run(x), timed=args.repeats)
                 outputs = [to_luma(np.asarray(run(torch.from_numpy(y).float().div(255)[None, None]))) for y in lumas]
                 agreement = [min(metrics.psnr(o, r), 99.0) for o, r in zip(outputs, reference)]
                 rows[name] = (1 / seconds, float(np.mean(agreement)))

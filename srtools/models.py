@@ -8,6 +8,7 @@ the previous one when a new one fails validation.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -16,7 +17,7 @@ from typing import Callable, Generic, TypeVar
 
 import torch
 
-from . import archs, modelfile
+from . import archs, modelfile, y4m
 from .errors import ModelError, SrError
 from .modelfile import ModelInfo
 from .spool import Pointer, Spool
@@ -120,3 +121,23 @@ class ModelWatcher(threading.Thread, Generic[Engine]):
 
     def stop(self) -> None:
         self._stopping.set()
+
+
+def follow_spool(stack: contextlib.ExitStack, engine: Engine | None, factory: EngineFactory, task: str, scale: int,
+                 header: y4m.Header, spool: str | None, interval: float) -> tuple[Engine | None, ModelWatcher | None]:
+    """A filter's engine and the watcher that replaces it: the spool's current model takes over from
+    ``engine`` (from --model) when there is one, and every engine is warmed up on ``header``'s size.
+
+    The watcher is stopped and joined when ``stack`` closes.
+    """
+    watcher = None
+    if spool is not None:
+        watcher = ModelWatcher(Spool(spool), task, scale, interval, factory, prepare=lambda e: e.warm_up(header))
+        watcher.poll()
+        engine = watcher.latest or engine
+        watcher.start()
+        stack.callback(watcher.join)  # a model load cut off by interpreter exit aborts the process
+        stack.callback(watcher.stop)
+    if engine is not None and engine.cost is None:
+        engine.warm_up(header)
+    return engine, watcher

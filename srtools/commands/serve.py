@@ -10,7 +10,6 @@ import click
 from .. import archs, cli, filter, models, video, y4m
 from ..errors import UsageError
 from ..selective import SelectiveUpscaleStage
-from ..spool import Spool
 from ..upscale import resolve_precision, upscaler_factory
 
 log = logging.getLogger("srtools.serve")
@@ -60,17 +59,8 @@ def command(input: str, output: str, spool: str | None, model_path: str | None, 
     with contextlib.ExitStack() as stack:
         reader = stack.enter_context(video.open_source(input))
         in_header = reader.header
-        watcher = None
-        if spool is not None:
-            watcher = models.ModelWatcher(Spool(spool), archs.UPSCALE, scale, poll_interval, factory,
-                                          prepare=lambda engine: engine.warm_up(in_header))
-            watcher.poll()
-            upscaler = watcher.latest or upscaler
-            watcher.start()
-            stack.callback(watcher.join)  # a model load cut off by interpreter exit aborts the process
-            stack.callback(watcher.stop)
-        if upscaler is not None and upscaler.cost is None:
-            upscaler.warm_up(in_header)
+        upscaler, watcher = models.follow_spool(stack, upscaler, factory, archs.UPSCALE, scale, in_header, spool,
+                                                poll_interval)
         log.info("model: %s; network on %s in %s", upscaler.label if upscaler else "none yet, bicubic", device,
                  precision)
         out_header = in_header.resized(in_header.width * scale, in_header.height * scale)

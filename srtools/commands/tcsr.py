@@ -10,7 +10,6 @@ import click
 from .. import archs, cli, filter, models, video, y4m
 from ..errors import UsageError
 from ..refine import Budget, EveryNth, RefineStage, refiner_factory
-from ..spool import Spool
 from ..upscale import resolve_precision
 
 log = logging.getLogger("srtools.tcsr")
@@ -67,17 +66,8 @@ def command(input: str, output: str, spool: str | None, model_path: str | None, 
     with contextlib.ExitStack() as stack:
         reader = stack.enter_context(video.open_source(input))
         header = reader.header
-        watcher = None
-        if spool is not None:
-            watcher = models.ModelWatcher(Spool(spool), archs.REFINE, scale, poll_interval, factory,
-                                          prepare=lambda engine: engine.warm_up(header))
-            watcher.poll()
-            refiner = watcher.latest or refiner
-            watcher.start()
-            stack.callback(watcher.join)
-            stack.callback(watcher.stop)
-        if refiner is not None and refiner.cost is None:
-            refiner.warm_up(header)
+        refiner, watcher = models.follow_spool(stack, refiner, factory, archs.REFINE, scale, header, spool,
+                                               poll_interval)
         log.info("model: %s; %s; network on %s in %s",
                  f"{refiner.label} (k={refiner.k}, {1e3 * refiner.cost:.0f} ms per frame)" if refiner
                  else "none yet, frames pass through",
