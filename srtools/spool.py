@@ -23,8 +23,15 @@ LAYOUT
         Files being written. Leftovers of a crashed publisher are harmless; files older than an
         hour are removed by the next publisher.
 
-Later tools add directories beside these (training requests, sample pools); readers ignore names
-they do not know.
+    SPOOL/pool/pair-NNNNNNNNN.npz
+        Training pairs sampled by the push side, numbered in order: a numpy archive (arrays only,
+        loaded without pickle) with t (stream time, s), hr_y hr_u hr_v (the high-res frame) and
+        lr_y lr_u lr_v (the low-res frame as the server decodes it). Linked into place whole; the
+        oldest are removed beyond the pool's bound (srtools.live.pool); a reader skips a pair that
+        was removed meanwhile.
+
+Later tools add directories beside these (training requests); readers ignore names they do not
+know.
 
 MODEL FILES
 A model file is a safetensors file: tensors and string metadata, nothing executable. The metadata
