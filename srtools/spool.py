@@ -30,8 +30,12 @@ LAYOUT
         oldest are removed beyond the pool's bound (srtools.live.pool); a reader skips a pair that
         was removed meanwhile.
 
-Later tools add directories beside these (training requests); readers ignore names they do not
-know.
+    SPOOL/requests/request-NNNNNNNNN.json
+        Training requests written by sr-monitor when the model's PSNR departs from its trend
+        (a scene change), named after the pair that showed it: {"format": "srtools-request/1",
+        "t": 12.5, "pair": 42, "psnr": 31.2, "smoothed": 35.0, "model": 3, "created": "..."}.
+
+Later tools add directories beside these; readers ignore names they do not know.
 
 MODEL FILES
 A model file is a safetensors file: tensors and string metadata, nothing executable. The metadata

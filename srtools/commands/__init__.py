@@ -8,6 +8,7 @@ COMMANDS = {
     "sr-train": "srtools.commands.train",
     "sr-serve": "srtools.commands.serve",
     "sr-tcsr": "srtools.commands.tcsr",
+    "sr-monitor": "srtools.commands.monitor",
     "sr-compare": "srtools.commands.compare",
     "sr-tile": "srtools.commands.tile",
     "sr-edge": "srtools.commands.edge",

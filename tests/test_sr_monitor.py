@@ -1,0 +1,54 @@
+"""sr-monitor: a real multi-scene clip sampled into the pool, the cut found, requests written atomically."""
+
+import json
+import subprocess
+
+import pytest
+
+from conftest import run_command
+
+from srtools import degrade, video
+from srtools.live.pool import Pool
+
+
+@pytest.fixture(scope="module")
+def two_scene_spool(tmp_path_factory):
+    """6 s at 25 fps: testsrc2, cut at 3 s to mandelbrot; pairs sampled 5 times a second like the push
+    side (HR frame + the decoded frame of the default degradation)."""
+    root = tmp_path_factory.mktemp("monitor")
+    hr = root / "hr.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=192x108:rate=25:duration=3",
+                    "-f", "lavfi", "-i", "mandelbrot=size=192x108:rate=25", "-filter_complex",
+                    "[1]trim=duration=3,setpts=PTS-STARTPTS[b];[0][b]concat=n=2:v=1", "-pix_fmt", "yuv420p",
+                    "-c:v", "libx264", "-crf", "12", str(hr)], check=True)
+    degrade.make_lr(str(hr), str(root / "lr.mp4"), 2)
+    pool = Pool(root / "spool", create=True)
+    with video.open_source(str(hr)) as hr_frames, video.open_source(str(root / "lr.mp4")) as lr_frames:
+        for index, (h, lo) in enumerate(zip(hr_frames, lr_frames)):
+            if index % 5 == 0:
+                pool.add(index / 25, h, lo)
+    return root / "spool"
+
+
+def test_once_finds_the_cut_and_writes_one_request(two_scene_spool):
+    result = run_command("sr-monitor", "--spool", two_scene_spool, "--once")
+    assert result.returncode == 0, result.stderr
+    samples = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    assert len(samples) == 30 and [s["pair"] for s in samples] == list(range(1, 31))
+    assert set(samples[0]) == {"t", "pair", "psnr", "bicubic_psnr", "smoothed", "model", "request"}
+    assert all(s["model"] is None and s["psnr"] == s["bicubic_psnr"] for s in samples)  # no model yet
+    requested = [s["t"] for s in samples if s["request"]]
+    assert len(requested) == 1 and 3.0 <= requested[0] <= 5.0  # within 2 s of the cut, once
+    [request] = (two_scene_spool / "requests").iterdir()
+    data = json.loads(request.read_text())
+    assert data["format"] == "srtools-request/1" and data["t"] == requested[0]
+    assert b"30 pairs scored, 1 training requests" in result.stderr
+
+
+def test_log_file_and_an_empty_pool(tmp_path, two_scene_spool):
+    log = tmp_path / "series.jsonl"
+    result = run_command("sr-monitor", "--spool", two_scene_spool, "--once", "--log", log)
+    assert result.returncode == 0 and result.stdout == b""
+    assert len(log.read_text().splitlines()) == 30
+    empty = run_command("sr-monitor", "--spool", tmp_path / "nothing-yet", "--once")
+    assert empty.returncode == 0 and b"the pool is empty" in empty.stderr
