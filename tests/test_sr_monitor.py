@@ -5,10 +5,10 @@ import subprocess
 
 import pytest
 
-from conftest import run_command
-
 from srtools import degrade, video
 from srtools.live.pool import Pool
+
+from conftest import run_command
 
 
 @pytest.fixture(scope="module")
