@@ -85,43 +85,60 @@ class Detection:
 
 
 class SceneChangeDetector:
-    """Flags a PSNR sample that departs from its recent trend by more than ``threshold_db``, either way.
+    """Flags PSNR samples that depart from their recent trend by more than ``threshold_db``, either way.
 
     The trend is the causal LOWESS fit of the previous samples (the k most recent), evaluated at
-    the new sample's time. It restarts whenever the model changes, since a new model moves the
-    PSNR on its own, and after a request, so one scene change asks once.
+    the new sample's time. A request needs ``persistence`` consecutive samples departing on the same
+    side: one-sample spikes (a key frame's better quality, a noisy frame) are left out of the trend
+    and forgotten, while a new scene keeps departing. The trend restarts whenever the model
+    changes, since a new model moves the PSNR on its own, and after a request, so one scene change
+    asks once.
 
     Args:
         k: samples in the window.
         threshold_db: the departure that marks a scene change.
         degree: 0 local-constant (default, see the module docstring), 1 local-linear.
         min_samples: samples needed after a restart before a departure can be flagged.
+        persistence: consecutive departing samples that make a request.
     """
 
-    def __init__(self, k: int = 8, threshold_db: float = 1.0, degree: int = 0, min_samples: int = 4):
-        self.k, self.threshold_db, self.degree, self.min_samples = k, threshold_db, degree, min_samples
+    def __init__(self, k: int = 8, threshold_db: float = 1.0, degree: int = 0, min_samples: int = 4,
+                 persistence: int = 1):
+        self.k, self.threshold_db, self.degree = k, threshold_db, degree
+        self.min_samples, self.persistence = min_samples, persistence
         self.times: list[float] = []
         self.values: list[float] = []
+        self.pending: list[tuple[float, float, int]] = []  # departing samples: (t, psnr, side)
         self.model: object = None
+
+    def trend(self, t: float) -> float | None:
+        """The fit of the recent samples at time ``t`` (None with too few samples)."""
+        if len(self.times) < self.min_samples:
+            return None
+        x, y = np.array(self.times[-self.k:]), np.array(self.values[-self.k:])
+        d = np.abs(x - t)
+        w = epanechnikov(d / d.max()) if d.max() > 0 else np.ones_like(d)
+        if w.sum() == 0:
+            w = np.ones_like(w)
+        return float(_weighted_fit(x, y, w, np.array(t), self.degree))
 
     def update(self, t: float, psnr: float, model: object = None) -> Detection:
         if model != self.model:
             self.model = model
-            self.times, self.values = [], []
-        smoothed = None
-        request = False
-        if len(self.times) >= self.min_samples:
-            x, y = np.array(self.times[-self.k:]), np.array(self.values[-self.k:])
-            d = np.abs(x - t)
-            u = d / d.max() if d.max() > 0 else np.zeros_like(d)
-            w = epanechnikov(u)
-            if w.sum() == 0:
-                w = np.ones_like(w)
-            smoothed = float(_weighted_fit(x, y, w, np.array(t), self.degree))
-            request = abs(psnr - smoothed) > self.threshold_db
-        if request:
-            self.times, self.values = [t], [psnr]
-        else:
-            self.times.append(t)
-            self.values.append(psnr)
-        return Detection(smoothed, request)
+            self.times, self.values, self.pending = [], [], []
+        smoothed = self.trend(t)
+        departure = 0 if smoothed is None or abs(psnr - smoothed) <= self.threshold_db else np.sign(psnr - smoothed)
+        if departure:
+            if self.pending and self.pending[-1][2] != departure:
+                self.pending = []  # the other side: a new run starts
+            self.pending.append((t, psnr, departure))
+            if len(self.pending) >= self.persistence:  # a new scene: restart the trend from it
+                self.times = [p[0] for p in self.pending]
+                self.values = [p[1] for p in self.pending]
+                self.pending = []
+                return Detection(smoothed, True)
+            return Detection(smoothed, False)
+        self.pending = []  # a spike that did not last: left out of the trend
+        self.times.append(t)
+        self.values.append(psnr)
+        return Detection(smoothed, False)
