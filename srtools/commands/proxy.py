@@ -16,7 +16,7 @@ from ..tiled import planning
 from ..tiled.manifest import Manifest
 from ..tiled.options import model_options, open_upscaler, with_options
 from ..tiled.proxy import FetchError, SegmentBuilder
-from ..tiled.reconstruct import Reconstructor
+from ..tiled.reconstruct import DEFAULT_CRF, Reconstructor
 
 log = logging.getLogger("srtools.proxy")
 _SEGMENT = re.compile(r"/seg(\d{5})\.ts")
@@ -80,7 +80,7 @@ def split_urls(ctx: click.Context, param: click.Parameter, values: tuple[str, ..
 @click.option("--listen", default="127.0.0.1:0", show_default=True, metavar="HOST:PORT",
               help="Address to serve on; port 0 picks a free port.")
 @with_options(model_options)
-@click.option("--crf", type=click.IntRange(0, 51), default=18, show_default=True,
+@click.option("--crf", type=click.IntRange(0, 51), default=DEFAULT_CRF, show_default=True,
               help="x264 CRF of the served segments; 0 is lossless.")
 @click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True,
               help="Tiles reconstructed at the same time.")
