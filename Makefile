@@ -3,16 +3,21 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# hls.js for the player pages of sr-proxy and the live server (srtools/httpserve.py), from npm.
+HLS_JS := vendor/hls.min.js
 DEBIAN_PACKAGES := ffmpeg python3 python3-venv
 
 .PHONY: all deps lint test test-fast demo man bench clean
 
-all: $(STAMP)
+all: $(STAMP) $(HLS_JS)
 
 # Debian packages, installed only when a command is missing.
 deps:
 	@missing=""; \
 	command -v ffmpeg >/dev/null 2>&1 || missing="$$missing ffmpeg"; \
+	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx-light"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
 	command -v $(PYTHON) >/dev/null 2>&1 || missing="$$missing python3"; \
 	$(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
@@ -25,13 +30,20 @@ $(STAMP): setup.cfg pyproject.toml | deps
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
 	touch $@
 
+$(HLS_JS): | deps
+	rm -rf vendor/package vendor/hls.js-*.tgz
+	mkdir -p vendor
+	cd vendor && npm pack --silent hls.js@1 >/dev/null && tar -xzf hls.js-*.tgz package/dist/hls.min.js
+	mv vendor/package/dist/hls.min.js $@
+	rm -rf vendor/package vendor/hls.js-*.tgz
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-test: lint
+test: lint $(HLS_JS)
 	$(BIN)/python -m pytest -q
 
-test-fast: lint
+test-fast: lint $(HLS_JS)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 demo: $(STAMP)
@@ -45,4 +57,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_quality.py
 
 clean:
-	rm -rf $(VENV) demo-output .pytest_cache
+	rm -rf $(VENV) vendor demo-output .pytest_cache

@@ -2,8 +2,8 @@
 
 Responses carry what players and browsers need: MIME types for HLS playlists and segments, cache
 headers (playlists are re-read, segments never change once listed), CORS so a player page on
-another origin can load the stream, and a player page (hls.js where the server has it, the
-browser's native HLS otherwise).
+another origin can load the stream, and a player page (hls.js where the checkout has it, the
+browser's native HLS otherwise). ``make`` vendors hls.js into vendor/hls.min.js (npm pack hls.js@1).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 from .errors import UsageError
 
 log = logging.getLogger("srtools.http")
+HLS_JS = Path(__file__).resolve().parent.parent / "vendor" / "hls.min.js"
 
 CONTENT_TYPES = {
     ".m3u8": "application/vnd.apple.mpegurl",
@@ -97,8 +98,12 @@ def player_page(playlist: str, title: str, hls_js: str | None = "hls.min.js") ->
 {script}</head>
 <body><video id="video" controls autoplay muted playsinline></video>
 <p id="status">loading {html.escape(playlist)}</p>
+<p>playing at <span id="time">0.00</span> s</p>
 <script>
 const video = document.getElementById("video"), status = document.getElementById("status");
+video.addEventListener("timeupdate", () => {{
+  document.getElementById("time").textContent = video.currentTime.toFixed(2);
+}});
 const source = {json.dumps(playlist)};
 if (window.Hls && Hls.isSupported()) {{
   const hls = new Hls({{lowLatencyMode: true}});
@@ -137,6 +142,19 @@ class QuietHandler(http.server.BaseHTTPRequestHandler):
         self.send_header("Access-Control-Max-Age", "86400")
         self.send_header("Content-Length", "0")
         self.end_headers()
+
+    def send_player(self, path: str, playlist: str, title: str) -> bool:
+        """Answer / and /player.html with the player page of ``playlist``, and /hls.min.js with the
+        vendored hls.js where the checkout has it; False for any other path."""
+        has_hls_js = HLS_JS.is_file()
+        if path in ("/", "/player.html"):
+            page = player_page(playlist, title, "hls.min.js" if has_hls_js else None)
+            self.send_bytes(page.encode(), content_type("player.html"))
+        elif path == "/hls.min.js" and has_hls_js:
+            self.send_bytes(HLS_JS.read_bytes(), content_type(path))
+        else:
+            return False
+        return True
 
     def url_path(self) -> str:
         """The request's path, decoded and normalised ('/a/../b' -> '/b')."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import select
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -99,3 +101,66 @@ class Server:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+
+CHROMIUM = shutil.which("chromium")
+
+
+class Chromium:
+    """Headless Chromium (Debian's; no sandbox, as tests run as root) driven over the DevTools
+    protocol on a pipe: Chromium reads commands on its fd 3 and answers on fd 4, NUL-terminated JSON."""
+
+    def __init__(self):
+        commands, self._commands = os.pipe()
+        self._replies, replies = os.pipe()
+        self.process = subprocess.Popen(
+            [CHROMIUM, "--no-sandbox", "--headless=new", "--disable-gpu", "--mute-audio",
+             "--autoplay-policy=no-user-gesture-required", "--remote-debugging-pipe", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=False,
+            preexec_fn=lambda: (os.dup2(commands, 3), os.dup2(replies, 4)))
+        os.close(commands)
+        os.close(replies)
+        self._buffer, self._next_id = b"", 0
+
+    def call(self, method: str, session: str | None = None, **params) -> dict:
+        self._next_id += 1
+        message = {"id": self._next_id, "method": method, "params": params}
+        if session:
+            message["sessionId"] = session
+        os.write(self._commands, json.dumps(message).encode() + b"\0")
+        while True:  # skip events and replies to other commands
+            while b"\0" not in self._buffer:
+                if not select.select([self._replies], [], [], 30)[0]:
+                    raise AssertionError(f"chromium did not answer {method} within 30 s")
+                chunk = os.read(self._replies, 1 << 16)
+                if not chunk:
+                    raise AssertionError(f"chromium exited during {method}")
+                self._buffer += chunk
+            raw, self._buffer = self._buffer.split(b"\0", 1)
+            reply = json.loads(raw)
+            if reply.get("id") == self._next_id:
+                if "error" in reply:
+                    raise AssertionError(f"{method}: {reply['error']}")
+                return reply["result"]
+
+    def open(self, url: str) -> str:
+        """Open ``url`` in a new tab; its session id."""
+        target = self.call("Target.createTarget", url=url)["targetId"]
+        return self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+
+    def evaluate(self, session: str, expression: str):
+        return self.call("Runtime.evaluate", session, expression=expression, returnByValue=True)["result"].get("value")
+
+    def close(self) -> None:
+        try:
+            self.call("Browser.close")
+        except AssertionError:
+            pass
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        os.close(self._commands)
+        os.close(self._replies)

@@ -22,6 +22,7 @@ def test_plan_from_measured_profile(tiled, tiled_plan):
     # Real timings: decoding costs something, the DNN more than bicubic on average.
     assert (profile.decode_ms > 0).all() and (profile.bicubic_ms >= profile.decode_ms).all()
     assert profile.dnn_ms.mean() > profile.bicubic_ms.mean()
+    assert (profile.hr_decode_ms > 0).all() and (profile.encode_ms > 0).all()
     assert data["solver"] == "exact" and data["capacity"] == 2  # 33% of 6 sets; the optimum by default
     assert data["cached_sets"] <= 2
     objectives = data["objectives"]
@@ -35,6 +36,16 @@ def test_plan_from_measured_profile(tiled, tiled_plan):
     inst = build_instance(m, profile, np.array([5.0, 40, 80]), threshold, 2)
     assert objective(inst, loaded["cached_array"]) == pytest.approx(data["objective"], abs=1e-3)
     assert (loaded["dnn_array"] == (m.array("lr_bytes") >= threshold)).all()
+    # Each segment's delay, by hand: slowest uncached edge + its tiles' reconstruction + the cached
+    # tiles' HR decode + stitch and encode.
+    latency = np.array([5.0, 40, 80])
+    for i, segment in enumerate(m.segments):
+        cached_tiles = [j for edge in data["segments"][i]["cached"] for j in segment.sets[edge]]
+        uncached = [edge for edge in range(m.edges) if edge not in data["segments"][i]["cached"]]
+        recon = np.where(loaded["dnn_array"][i], profile.dnn_ms[i], profile.bicubic_ms[i])
+        expected = (max(latency[uncached], default=0.0) + sum(recon[j] for e in uncached for j in segment.sets[e])
+                    + profile.hr_decode_ms[i, cached_tiles].sum() + profile.encode_ms[i])
+        assert data["segments"][i]["delay_ms"] == pytest.approx(expected, abs=0.01)
     assert 0 < loaded["dnn_array"].sum() < loaded["dnn_array"].size
 
 
@@ -64,6 +75,19 @@ def test_bad_input(tiled, tiled_plan, args, status, fragment):
     _, profile_path, _ = tiled_plan
     args = [str(profile_path) if a == "PROFILE" else a for a in args]
     expect_error(run_command("sr-cache", tiles, *args), status, fragment)
+
+
+def test_profile_of_the_old_format_is_refused(tmp_path, tiled, tiled_plan):
+    tiles, _ = tiled
+    _, profile_path, _ = tiled_plan
+    old = json.loads(profile_path.read_text())
+    for name in ("hr_decode_ms", "encode_ms"):
+        del old[name]
+    old["format"] = "srtools-tiled-profile/1"
+    path = tmp_path / "old-profile.json"
+    path.write_text(json.dumps(old))
+    expect_error(run_command("sr-cache", tiles, "--capacity", "2", "--latencies", LATENCIES, "--profile", path), 3,
+                 "lacks HR decode and encode times")
 
 
 def test_bad_manifest(tmp_path):

@@ -154,6 +154,62 @@ def test_many_sets_are_solved_without_enumerating_subsets():
         solve_auction(inst)
 
 
+def test_cached_sets_cost_their_hr_decode_and_segments_their_encode():
+    # Set 0: 100 ms edge, 20 ms to reconstruct, 5 ms to decode cached; set 1: 10 ms edge, 30 ms to
+    # reconstruct, 50 ms to decode cached (more than reconstructing it); 7 ms to stitch and encode.
+    inst = Instance(np.array([[100.0, 10.0]]), np.array([[20.0, 30.0]]), np.ones(1), 2,
+                    hr_ms=np.array([[5.0, 50.0]]), segment_ms=np.array([7.0]))
+    delays = {cached: segment_delays(inst, np.array([cached]))[0]
+              for cached in itertools.product([False, True], repeat=2)}
+    assert delays == {(False, False): 100 + 50 + 7, (True, False): 10 + 30 + 5 + 7,
+                      (False, True): 100 + 20 + 50 + 7, (True, True): 5 + 50 + 7}
+    # Caching both costs more than caching set 0 alone: f(2) caches at most 2 sets, here one.
+    options = best_delays(inst)
+    np.testing.assert_allclose(options.delay_ms, [[157.0, 52.0, 52.0]])
+    assert options.cached[0, 2].tolist() == [True, False]
+    np.testing.assert_allclose(slowest_delays(inst).delay_ms, [[157.0, 52.0, 62.0]])
+    plan = solve_exact(inst)
+    assert plan.cached.tolist() == [[True, False]] and plan.objective == pytest.approx(52.0)
+    assert solve_auction(inst).objective == pytest.approx(52.0)
+
+
+def test_from_tiles_sums_hr_decode_per_set():
+    inst = Instance.from_tiles(np.zeros((1, 2)), [[[0, 2], [1]]], np.ones((1, 3)), np.ones((1, 3)),
+                               np.ones((1, 3)), 0, np.ones(1), 1, hr_ms=np.array([[1.0, 2.0, 4.0]]),
+                               segment_ms=np.array([3.0]))
+    np.testing.assert_allclose(inst.hr_ms, [[5.0, 2.0]])
+    np.testing.assert_allclose(inst.segment_ms, [3.0])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_best_delays_with_hr_decode_match_enumeration_of_at_most_k_sets(seed):
+    rng = np.random.default_rng(100 + seed)
+    n_edges = 2 + seed
+    inst = Instance(rng.uniform(1, 100, (6, n_edges)), rng.uniform(0, 40, (6, n_edges)), np.ones(6), 0,
+                    hr_ms=rng.uniform(0, 40, (6, n_edges)), segment_ms=rng.uniform(0, 50, 6))
+    options = best_delays(inst)
+    for i in range(6):
+        exact_k = np.full(n_edges + 1, np.inf)
+        for mask in itertools.product([False, True], repeat=n_edges):
+            exact_k[sum(mask)] = min(exact_k[sum(mask)], delay_ms(inst.latency_ms[i], inst.recon_ms[i],
+                                                                 ~np.array(mask), inst.hr_ms[i]))
+        np.testing.assert_allclose(options.delay_ms[i], np.minimum.accumulate(exact_k) + inst.segment_ms[i])
+        for k in range(n_edges + 1):
+            assert options.cached[i, k].sum() <= k
+            assert segment_delays(inst, options.cached[:, k])[i] == pytest.approx(options.delay_ms[i, k])
+
+
+@pytest.mark.parametrize("capacity", [0, 2, 5, 9])
+def test_exact_and_auction_match_brute_force_with_hr_decode(capacity):
+    rng = np.random.default_rng(capacity)
+    for _ in range(3):
+        inst = Instance(rng.uniform(1, 100, (3, 3)), rng.uniform(0, 40, (3, 3)), rng.uniform(0.1, 1.0, 3),
+                        capacity, hr_ms=rng.uniform(0, 40, (3, 3)), segment_ms=rng.uniform(0, 50, 3))
+        optimum = brute_force_optimum(inst)
+        assert solve_exact(inst).objective == pytest.approx(optimum)
+        assert solve_auction(inst).objective == pytest.approx(optimum, rel=1e-6)
+
+
 @pytest.mark.parametrize("capacity", [0, 1, 2, 4, 6, 9, 12])
 def test_exact_matches_brute_force(capacity):
     rng = np.random.default_rng(capacity)

@@ -34,12 +34,15 @@ def command(manifest: str, capacity: str, latencies: str, solver: str, spool: st
 
     MANIFEST is the manifest.json written by sr-tile (or its directory). For segment i with the
     uncached sets U, the delay is f_i = max latency over U + the reconstruction time of the tiles
-    of U, where a tile costs its measured DNN time d_ij when its LR size reaches --dnn-threshold
-    and its bicubic time d'_ij otherwise (e_ij). The plan caches at most C sets and minimises
-    sum_i v_i f_i, v_i being the segment's saliency-based attention from the manifest.
+    of U + the HR decode time of the cached tiles + the segment's stitch and encode time (what
+    sr-proxy spends building it), where an uncached tile costs its measured DNN time d_ij when
+    its LR size reaches --dnn-threshold and its bicubic time d'_ij otherwise (e_ij). The plan
+    caches at most C sets and minimises sum_i v_i f_i, v_i being the segment's saliency-based
+    attention from the manifest.
 
-    Reconstruction times (decode + upscale of each LR tile) are measured on this machine with
-    the F-EDSR model (--spool or --model), or read from --profile. The plan goes to stdout as
+    These times (decode + upscale of each LR tile, decode of each HR tile, stitch + encode of
+    each segment at sr-proxy's default CRF) are measured on this machine with the F-EDSR model
+    (--spool or --model), or read from --profile. The plan goes to stdout as
     JSON (see srtools.tiled.planning): the cached sets and e_ij per segment, its objective
     (attention-weighted mean delay in ms), and the objective and run time of every solver run
     on the same instance (exact, the auction where its allocation vectors fit, and no cache),

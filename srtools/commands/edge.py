@@ -53,6 +53,10 @@ def command(directory: str, listen: str, delay_ms: float) -> None:
 
     On start, one JSON line {"url": "http://HOST:PORT", ...} goes to stdout; the server runs
     until SIGINT or SIGTERM and logs how much it served.
+
+    In production, serve edge directories with nginx instead: conf/nginx-edge.conf in the
+    srtools sources is a template (root, port, CORS headers, video/mp4, year-long cache headers,
+    sendfile); its header says how to fill it in and start nginx.
     """
     root = Path(directory).resolve()
     if not root.is_dir():

@@ -11,12 +11,12 @@ import click
 
 from .. import cli
 from ..errors import UsageError
-from ..httpserve import QuietHandler, announce, bind, content_type, player_page, server_url
+from ..httpserve import QuietHandler, announce, bind, content_type, server_url
 from ..tiled import planning
 from ..tiled.manifest import Manifest
 from ..tiled.options import model_options, open_upscaler, with_options
 from ..tiled.proxy import FetchError, SegmentBuilder
-from ..tiled.reconstruct import Reconstructor
+from ..tiled.reconstruct import DEFAULT_CRF, Reconstructor
 
 log = logging.getLogger("srtools.proxy")
 _SEGMENT = re.compile(r"/seg(\d{5})\.ts")
@@ -28,8 +28,7 @@ class ProxyHandler(QuietHandler):
     def do_GET(self) -> None:  # noqa: N802
         builder: SegmentBuilder = self.server.builder
         path = self.url_path()
-        if path in ("/", "/player.html"):
-            self.send_bytes(player_page("playlist.m3u8", "sr-proxy", hls_js=None).encode(), content_type("player.html"))
+        if self.send_player(path, "playlist.m3u8", "sr-proxy"):
             return
         if path in ("/playlist.m3u8", "/index.m3u8"):
             self.send_bytes(builder.playlist().encode(), content_type(path))
@@ -80,7 +79,7 @@ def split_urls(ctx: click.Context, param: click.Parameter, values: tuple[str, ..
 @click.option("--listen", default="127.0.0.1:0", show_default=True, metavar="HOST:PORT",
               help="Address to serve on; port 0 picks a free port.")
 @with_options(model_options)
-@click.option("--crf", type=click.IntRange(0, 51), default=18, show_default=True,
+@click.option("--crf", type=click.IntRange(0, 51), default=DEFAULT_CRF, show_default=True,
               help="x264 CRF of the served segments; 0 is lossless.")
 @click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True,
               help="Tiles reconstructed at the same time.")
@@ -108,9 +107,10 @@ def command(manifest: str, plan_path: str, edge_urls: list[str], origin_url: str
     delivers does the segment answer 502 (its queued work is cancelled).
 
     Endpoints: /playlist.m3u8 (the VOD playlist: play it with ffplay or any HLS player),
-    / (a player page), /segNNNNN.ts, and /stats.json (per-segment fetch, reconstruction and encode
-    times, fallbacks, kept and evicted segments; also logged). On start one JSON line
-    {"url": ...} goes to stdout; the server runs until SIGINT or SIGTERM.
+    / (a player page, with hls.js at /hls.min.js where the checkout vendors it: make),
+    /segNNNNN.ts, and /stats.json (per-segment fetch, reconstruction and encode times,
+    fallbacks, kept and evicted segments; also logged). On start one JSON line {"url": ...}
+    goes to stdout; the server runs until SIGINT or SIGTERM.
     """
     m = Manifest.load(manifest)
     plan = planning.load_plan(plan_path, m)

@@ -7,11 +7,19 @@ client can pre-cache the high-resolution version of some sets, x_im = 1, at
 most C sets over the whole video. For segment i
 
     f_i(x_i) = max{l_im : x_im = 0} + sum{r_im : x_im = 0}
+               + sum{h_im : x_im = 1} + s_i
 
 where l_im is the latency of edge m, r_im the reconstruction time of set m
 (sum over its tiles of the DNN time d_ij or the bicubic time d'_ij, DNN iff
 the tile has at least ``dnn_threshold_bytes`` bytes), and the max is 0 when
-every set is cached. A cached set is neither fetched nor reconstructed.
+every set is cached. A cached set is not fetched or reconstructed, but the
+proxy still decodes its HR tiles: h_im, the sum of their decode times. Every
+segment is then stitched and encoded: s_i, a constant per segment that does
+not move the optimum but makes f_i the proxy's time to build the segment.
+All terms are summed, as if the proxy did one thing at a time (measured
+one tile at a time, see ``profile``); the proxy overlaps fetches with
+reconstruction and reconstructs ``--workers`` tiles at once, which on this
+2-core machine shared with other work buys little (README, bench_cacheplan).
 
 The plan minimises sum_i v_i f_i(x_i) subject to sum x_im <= C, where v_i is
 the viewer's attention to segment i. Convention: attention is normalised to
@@ -20,16 +28,18 @@ attention-weighted mean segment delay in milliseconds.
 
 Because only the number k of cached sets of a segment couples the segments,
 the problem reduces to choosing k_i per segment: f_i(k) is the smallest delay
-over all k-subsets (``best_delays``) and sum_i k_i <= C is a multiple-choice
+over all subsets of at most k sets (``best_delays``) and sum_i k_i <= C is a multiple-choice
 knapsack with unit weights, solved exactly by dynamic programming
 (``solve_exact``, the oracle) or by the design's auction (``solve_auction``).
 
 f_i(k) without enumerating the 2^M subsets: sort the sets by latency,
 slowest first. The uncached sets U of a k-subset have a slowest member t;
 every set slower than t is cached, and the other M - k - 1 members of U are
-best the ones with the smallest r among the sets after t. So
-f_i(k) = min over t <= k of [l_t + r_t + (sum of the M - k - 1 smallest r
-after t)], O(M^2 log M) per segment. The design's own rule "caching k sets
+best the ones with the smallest r - h among the sets after t. So
+f_i(k) = s_i + sum_m h_m + min over t <= k of [l_t + r_t - h_t + (sum of
+the M - k - 1 smallest r - h after t)], O(M^2 log M) per segment. Where
+decoding an HR set costs more than reconstructing it (h > r) caching can
+raise a delay, so f_i(k) is the least delay caching at most k sets. The design's own rule "caching k sets
 caches the k slowest" is the case t = k (``slowest_delays``); it is the best
 k-subset when reconstruction costs nothing, not in general.
 
@@ -70,7 +80,7 @@ The design's auction (``solve_auction``):
    the one evaluating them all would find, after 5 to 12 auctions
    instead of 10^5 on the design's configuration.
 
-Caching more never raises a segment's delay, so using exactly C slots loses
+Since f_i(k) allows caching fewer than k sets, it never increases with k, so using exactly C slots loses
 nothing, and the best y with exact f_i(k) is the knapsack optimum (to within
 n epsilon). The enumeration is the cost: 113,136 vectors for n = 60, M = 6,
 C = 90; ``MAX_ALLOCATION_VECTORS`` bounds it.
@@ -96,21 +106,29 @@ class Instance:
         recon_ms: (n, M) reconstruction time of tile set m of segment i, >= 0.
         attention: (n,) viewer attention v_i, normalised here to sum to 1.
         capacity: C, the number of tile sets the proxy can cache in total.
+        hr_ms: (n, M) h_im, decoding set m of segment i when cached; zeros when None.
+        segment_ms: (n,) s_i, stitching and encoding segment i; zeros when None.
     """
 
     latency_ms: np.ndarray
     recon_ms: np.ndarray
     attention: np.ndarray
     capacity: int
+    hr_ms: np.ndarray | None = None
+    segment_ms: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         latency = _frozen_array(self.latency_ms, ndim=2, name="latency_ms")
         recon = _frozen_array(self.recon_ms, ndim=2, name="recon_ms")
         attention = _frozen_array(self.attention, ndim=1, name="attention")
-        if recon.shape != latency.shape or attention.shape != latency.shape[:1]:
+        hr = _frozen_array(np.zeros(latency.shape) if self.hr_ms is None else self.hr_ms, ndim=2, name="hr_ms")
+        fixed = _frozen_array(np.zeros(latency.shape[:1]) if self.segment_ms is None else self.segment_ms,
+                              ndim=1, name="segment_ms")
+        if (recon.shape != latency.shape or hr.shape != latency.shape or attention.shape != latency.shape[:1]
+                or fixed.shape != attention.shape):
             raise ValueError(
-                f"shape mismatch: latency {latency.shape}, recon {recon.shape}, "
-                f"attention {attention.shape}"
+                f"shape mismatch: latency {latency.shape}, recon {recon.shape}, hr {hr.shape}, "
+                f"attention {attention.shape}, segment {fixed.shape}"
             )
         if attention.sum() <= 0:
             raise ValueError("attention must have a positive sum")
@@ -120,6 +138,8 @@ class Instance:
         attention.setflags(write=False)
         object.__setattr__(self, "latency_ms", latency)
         object.__setattr__(self, "recon_ms", recon)
+        object.__setattr__(self, "hr_ms", hr)
+        object.__setattr__(self, "segment_ms", fixed)
         object.__setattr__(self, "attention", attention)
         object.__setattr__(self, "capacity", int(self.capacity))
 
@@ -144,13 +164,15 @@ class Instance:
         dnn_threshold_bytes: float,
         attention: np.ndarray,
         capacity: int,
+        hr_ms: np.ndarray | None = None,
+        segment_ms: np.ndarray | None = None,
     ) -> Instance:
         """Build an instance from per-tile measurements.
 
         Tile j of segment i is reconstructed by the DNN (d_ij = ``dnn_ms``)
         when it has at least ``dnn_threshold_bytes`` bytes and by bicubic
         upscaling (d'_ij = ``bicubic_ms``) otherwise; a set's reconstruction
-        time is the sum over its tiles.
+        time, and its decode time when cached, are sums over its tiles.
 
         Args:
             latency_ms: (n, M) edge latency per segment.
@@ -162,6 +184,8 @@ class Instance:
             dnn_threshold_bytes: Smallest tile size that is worth the DNN.
             attention: (n,) viewer attention per segment (any positive scale).
             capacity: Number of tile sets the proxy can cache.
+            hr_ms: (n, J) decode time of each cached HR tile; zeros when None.
+            segment_ms: (n,) stitch and encode time per segment; zeros when None.
 
         Returns:
             The instance.
@@ -189,7 +213,8 @@ class Instance:
             raise ValueError("each segment's tile sets must contain every tile exactly once")
         tile_ms = np.where(tile_bytes >= dnn_threshold_bytes, dnn_ms, bicubic_ms)
         recon_ms = np.einsum("imj,ij->im", membership, tile_ms)
-        return cls(latency_ms, recon_ms, np.asarray(attention, dtype=float), capacity)
+        set_hr_ms = None if hr_ms is None else np.einsum("imj,ij->im", membership, np.asarray(hr_ms, dtype=float))
+        return cls(latency_ms, recon_ms, np.asarray(attention, dtype=float), capacity, set_hr_ms, segment_ms)
 
 
 @dataclass(frozen=True, eq=False)
@@ -214,32 +239,35 @@ class SegmentOptions(NamedTuple):
 
     Attributes:
         delay_ms: (n, M + 1), ``delay_ms[i, k]`` = f_i(k), the smallest delay
-            of segment i when exactly k of its sets are cached.
-        cached: (n, M + 1, M) bool, ``cached[i, k]`` = a k-subset reaching it.
+            of segment i when at most k of its sets are cached.
+        cached: (n, M + 1, M) bool, ``cached[i, k]`` = a subset of at most k sets reaching it.
     """
 
     delay_ms: np.ndarray
     cached: np.ndarray
 
 
-def delay_ms(latency_ms: np.ndarray, recon_ms: np.ndarray, uncached: np.ndarray) -> np.ndarray:
-    """The segment delay f = max latency over the uncached sets (0 if none) + their reconstruction time.
+def delay_ms(latency_ms: np.ndarray, recon_ms: np.ndarray, uncached: np.ndarray,
+             hr_ms: np.ndarray | float = 0.0) -> np.ndarray:
+    """The segment delay without s_i: max latency over the uncached sets (0 if none) + their
+    reconstruction time + the HR decode time of the cached sets.
 
-    The one definition of f_i; broadcasts over leading axes.
+    The one definition of f_i - s_i; broadcasts over leading axes.
 
     Args:
-        latency_ms / recon_ms: (..., M) per set.
+        latency_ms / recon_ms / hr_ms: (..., M) per set.
         uncached: (..., M) bool, True for sets fetched from their edge.
 
     Returns:
         (...) delays in ms.
     """
-    return np.where(uncached, latency_ms, 0.0).max(axis=-1) + (recon_ms * uncached).sum(axis=-1)
+    return (np.where(uncached, latency_ms, 0.0).max(axis=-1) + (recon_ms * uncached).sum(axis=-1)
+            + (hr_ms * ~uncached).sum(axis=-1))
 
 
 def segment_delays(inst: Instance, cached: np.ndarray) -> np.ndarray:
     """(n,) f_i in ms for a plan x, (n, M) bool."""
-    return delay_ms(inst.latency_ms, inst.recon_ms, ~np.asarray(cached, dtype=bool))
+    return delay_ms(inst.latency_ms, inst.recon_ms, ~np.asarray(cached, dtype=bool), inst.hr_ms) + inst.segment_ms
 
 
 def objective(inst: Instance, cached: np.ndarray) -> float:
@@ -248,7 +276,8 @@ def objective(inst: Instance, cached: np.ndarray) -> float:
 
 
 def best_delays(inst: Instance) -> SegmentOptions:
-    """f_i(k), the least delay over all k-subsets, and a subset reaching it (see the module docstring).
+    """f_i(k), the least delay over all subsets of at most k sets, and a subset reaching it (see the
+    module docstring).
 
     O(n M^2 log M) time without enumerating subsets, vectorised over segments.
 
@@ -259,7 +288,8 @@ def best_delays(inst: Instance) -> SegmentOptions:
         The per-segment options; f_i(k) is non-increasing in k.
     """
     n_segments, n_edges = inst.latency_ms.shape
-    order, latency, recon = _by_latency(inst)
+    order, latency, recon, hr = _by_latency(inst)
+    recon = recon - hr  # what leaving a set uncached costs over caching it
     best_ms = np.full((n_segments, n_edges + 1), np.inf)
     best_ms[:, n_edges] = 0.0
     uncached = np.zeros((n_segments, n_edges + 1, n_edges), dtype=bool)  # in latency order
@@ -276,6 +306,11 @@ def best_delays(inst: Instance) -> SegmentOptions:
             uncached[better, k] = False
             uncached[better, k, slowest] = True
             uncached[better[:, None], k, rest[better, :others]] = True
+    for k in range(1, n_edges + 1):  # caching fewer when caching more costs more (h > r)
+        worse = np.flatnonzero(best_ms[:, k] > best_ms[:, k - 1])
+        best_ms[worse, k] = best_ms[worse, k - 1]
+        uncached[worse, k] = uncached[worse, k - 1]
+    best_ms += (hr.sum(axis=1) + inst.segment_ms)[:, None]
     return SegmentOptions(best_ms, _in_edge_order(order, ~uncached))
 
 
@@ -289,10 +324,10 @@ def slowest_delays(inst: Instance) -> SegmentOptions:
         The per-segment options for the k slowest sets.
     """
     n_segments, n_edges = inst.latency_ms.shape
-    order, latency, recon = _by_latency(inst)
+    order, latency, recon, hr = _by_latency(inst)
     cached = np.arange(n_edges)[None, :] < np.arange(n_edges + 1)[:, None]  # (M + 1, M), k slowest
     cached = np.broadcast_to(cached, (n_segments, n_edges + 1, n_edges))
-    delay = delay_ms(latency[:, None, :], recon[:, None, :], ~cached)
+    delay = delay_ms(latency[:, None, :], recon[:, None, :], ~cached, hr[:, None, :]) + inst.segment_ms[:, None]
     return SegmentOptions(delay, _in_edge_order(order, cached))
 
 
@@ -508,10 +543,10 @@ def _frozen_array(values: np.ndarray, ndim: int, name: str) -> np.ndarray:
     return array
 
 
-def _by_latency(inst: Instance) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(order, latency, recon), each (n, M): every segment's sets sorted slowest first."""
+def _by_latency(inst: Instance) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(order, latency, recon, hr), each (n, M): every segment's sets sorted slowest first."""
     order = np.argsort(-inst.latency_ms, axis=1, kind="stable")
-    return order, np.take_along_axis(inst.latency_ms, order, axis=1), np.take_along_axis(inst.recon_ms, order, axis=1)
+    return (order, *(np.take_along_axis(a, order, axis=1) for a in (inst.latency_ms, inst.recon_ms, inst.hr_ms)))
 
 
 def _in_edge_order(order: np.ndarray, cached: np.ndarray) -> np.ndarray:

@@ -85,6 +85,7 @@ def measured_profile(manifest: Manifest, profile_path: str | None, spool: str | 
     n_tiles = len(manifest.segments) * manifest.tiles_per_segment
     log.info("measuring reconstruction of %d tiles with %s", n_tiles, upscaler.label)
     profile = measure(manifest, Reconstructor(manifest, upscaler))
-    log.info("mean per tile: DNN %.1f ms, bicubic %.1f ms (decode %.1f ms)", profile.dnn_ms.mean(),
-             profile.bicubic_ms.mean(), profile.decode_ms.mean())
+    log.info("mean per tile: DNN %.1f ms, bicubic %.1f ms (decode %.1f ms), HR decode %.1f ms; per segment: "
+             "stitch + encode %.1f ms", profile.dnn_ms.mean(), profile.bicubic_ms.mean(), profile.decode_ms.mean(),
+             profile.hr_decode_ms.mean(), profile.encode_ms.mean())
     return profile

@@ -85,7 +85,8 @@ def build_instance(manifest: Manifest, profile: Profile, latency_ms: np.ndarray,
     n = len(manifest.segments)
     latency = np.broadcast_to(np.asarray(latency_ms, dtype=float), (n, manifest.edges))
     return Instance.from_tiles(latency, manifest.tile_sets, profile.dnn_ms, profile.bicubic_ms,
-                               manifest.array("lr_bytes"), threshold, manifest.attention, capacity)
+                               manifest.array("lr_bytes"), threshold, manifest.attention, capacity,
+                               profile.hr_decode_ms, profile.encode_ms)
 
 
 def plan_json(manifest: Manifest, inst: Instance, plan: Plan, threshold: float, others: dict[str, Plan],

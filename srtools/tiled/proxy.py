@@ -35,10 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import ffmpeg, y4m
 from ..errors import SrError
 from .manifest import Manifest
-from .reconstruct import Reconstructor
+from .reconstruct import DEFAULT_CRF, Reconstructor
 
 log = logging.getLogger("srtools.proxy")
 
@@ -80,7 +79,7 @@ class SegmentBuilder:
     """
 
     def __init__(self, manifest: Manifest, cached: np.ndarray, dnn: np.ndarray, edge_urls: list[str],
-                 origin_url: str | None, reconstructor: Reconstructor, crf: int = 18, workers: int = 2,
+                 origin_url: str | None, reconstructor: Reconstructor, crf: int = DEFAULT_CRF, workers: int = 2,
                  fetch_timeout: float = 1.0, cache_bytes: int = 256 << 20, ahead: int = 2):
         self.m, self.cached, self.dnn = manifest, cached, dnn
         self.edge_urls = [u.rstrip("/") for u in edge_urls]
@@ -235,7 +234,8 @@ class SegmentBuilder:
                 future.cancel()
             raise
         encode_start = time.perf_counter()
-        body = self._encode(i, self.reconstructor.stitch(tiles))
+        body = self.reconstructor.encode(tiles, self.work / f"seg{i:05d}.ts",
+                                         segment.start_frame / float(self.m.fps), self.crf)
         end = time.perf_counter()
         timing = SegmentTimings(i, len(fetches), self.m.tiles_per_segment - len(fetches), int(self.dnn[i].sum()),
                                 fallbacks, round(1e3 * (fetch_done - start), 2), round(1e3 * sum(spent), 2),
@@ -244,21 +244,4 @@ class SegmentBuilder:
         log.info("segment %d: %d tiles fetched (%d from the origin), %d cached; fetch %.0f ms, reconstruct %.0f ms, "
                  "encode %.0f ms, total %.0f ms", i, timing.fetched_tiles, fallbacks, timing.cached_tiles,
                  timing.fetch_ms, timing.reconstruct_ms, timing.encode_ms, timing.total_ms)
-        return body
-
-    def _encode(self, i: int, frames: list[y4m.Frame]) -> bytes:
-        output = self.work / f"seg{i:05d}.ts"
-        offset = self.m.segments[i].start_frame / float(self.m.fps)
-        process = ffmpeg.encode(str(output), codec_args=("-c:v", "libx264", "-preset", "veryfast",
-                                                          "-crf", str(self.crf), "-pix_fmt", "yuv420p"),
-                                output_args=("-f", "mpegts", "-output_ts_offset", f"{offset:.6f}"))
-        try:
-            writer = y4m.Writer(process.stdin, self.reconstructor.frame_header)
-            for frame in frames:
-                writer.write(frame)
-        except BrokenPipeError:
-            pass
-        process.wait()
-        body = output.read_bytes()
-        output.unlink()
         return body

@@ -1,4 +1,4 @@
-"""Reconstructing a segment from its tiles: decode, upscale (bicubic or F-EDSR), stitch.
+"""Reconstructing a segment from its tiles: decode, upscale (bicubic or F-EDSR), stitch, encode.
 
 Shared by ``sr-proxy`` (which serves the result) and ``sr-sim`` / the profiler (which time it and
 measure its quality), so the figures of one are the behaviour of the other.
@@ -16,14 +16,17 @@ Without a model, ``dnn`` tiles fall back to bicubic.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from .. import video, y4m
+from .. import ffmpeg, video, y4m
 from ..errors import InputError
 from ..upscale import ModelUpscaler, bicubic
 from .manifest import Manifest
+
+DEFAULT_CRF = 18  # sr-proxy's, and what the profile's encode times are measured with
 
 
 def decode_tile(path: str, expected_frames: int | None = None) -> tuple[y4m.Header, list[y4m.Frame]]:
@@ -94,6 +97,24 @@ class Reconstructor:
                     plane[y:y + th, x:x + tw] = frames[index].planes[p]
             out.append(y4m.Frame(planes))
         return out
+
+    def encode(self, tiles: Sequence[Sequence[y4m.Frame]], output: Path, offset_s: float,
+               crf: int = DEFAULT_CRF) -> bytes:
+        """Stitch the HR tiles (tile order) and encode them with libx264 into an MPEG-TS segment whose
+        timestamps start at ``offset_s`` (so consecutive segments form an HLS stream)."""
+        process = ffmpeg.encode(str(output), codec_args=("-c:v", "libx264", "-preset", "veryfast",
+                                                          "-crf", str(crf), "-pix_fmt", "yuv420p"),
+                                output_args=("-f", "mpegts", "-output_ts_offset", f"{offset_s:.6f}"))
+        try:
+            writer = y4m.Writer(process.stdin, self.frame_header)
+            for frame in self.stitch(tiles):
+                writer.write(frame)
+        except BrokenPipeError:
+            pass
+        process.wait()
+        body = output.read_bytes()
+        output.unlink()
+        return body
 
 
 def tile_sse(reference: np.ndarray, frames: Sequence[y4m.Frame]) -> np.ndarray:

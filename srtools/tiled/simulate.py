@@ -1,11 +1,12 @@
 """The design's experiment as a simulation: playback stalls and quality per caching policy.
 
 Playback model. The proxy delivers segments one after another; segment i takes f_i (its delay
-from the cache plan: largest uncached edge latency + reconstruction of the uncached tiles, with
-real measured reconstruction times). The client keeps at most ``buffer`` segments ahead of the
-playhead: the proxy starts segment i once segment i-1 is delivered and segment i-buffer has
-started playing. Playback starts when segment 0 arrives (the start-up delay, reported apart);
-afterwards every moment the playhead waits for a segment not yet delivered is stall time.
+from the cache plan: largest uncached edge latency + reconstruction of the uncached tiles + HR
+decode of the cached ones + stitch and encode, all measured on this machine). The client keeps
+at most ``buffer`` segments ahead of the playhead: the proxy starts segment i once segment i-1
+is delivered and segment i-buffer has started playing. Playback starts when segment 0 arrives
+(the start-up delay, reported apart); afterwards every moment the playhead waits for a segment
+not yet delivered is stall time.
 
 Quality. Each tile's per-frame luma squared error against the original is measured once per form
 (cached HR tile, DNN-upscaled LR tile, bicubic-upscaled LR tile); a plan's reconstructed frame
@@ -27,7 +28,7 @@ from . import planning
 from .cacheplan import segment_delays, solve_auction, solve_exact, solve_largest_latency_first, solve_none, solve_random
 from .manifest import Manifest
 from .profile import Profile, measure
-from .reconstruct import Reconstructor, decode_tile, reference_tile, tile_sse
+from .reconstruct import Reconstructor, reference_tile, tile_sse
 
 POLICIES = ("none", "random", "largest_latency_first", "auction", "exact")
 
@@ -104,8 +105,6 @@ def measure_quality(m: Manifest, reconstructor: Reconstructor,
         reference = reference_tile(m, refs[i], j)
         for form, frames in forms.items():
             sse[form][i][j] = tile_sse(reference, frames)
-        _, hr = decode_tile(m.hr_path(i, j), m.segments[i].frames)
-        sse["hr"][i][j] = tile_sse(reference, hr)
 
     profile = measure(m, reconstructor, on_tile, progress)
     return profile, Quality(sse, m.width * m.height)
