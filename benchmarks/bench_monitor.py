@@ -107,9 +107,9 @@ def main() -> None:
                 text = f"{len(false) / minutes:.2f}/min" + (f" {found}/{len(cuts)} cuts" if cuts else "")
                 cells.append(f"{text:>16}")
             print(f"{name[:30]:<30} {minutes:>7.2f} " + " ".join(cells), flush=True)
+    model = f"model {args.model}" if args.model else "bicubic"
     print(f"\nfalse requests per minute (outside the 2 s after a cut) and cuts found within 2 s; window "
-          f"{args.window}, persistence {args.persistence}, 4 pairs/s, {'model ' + args.model if args.model else 'bicubic'}; "
-          f"{time.strftime('%Y-%m-%d %H:%M')}")
+          f"{args.window}, persistence {args.persistence}, 4 pairs/s, {model}; {time.strftime('%Y-%m-%d %H:%M')}")
 
 
 if __name__ == "__main__":
