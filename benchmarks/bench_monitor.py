@@ -58,7 +58,8 @@ def make_clips(tmp: str) -> dict[str, tuple[str, list[float]]]:
     return clips
 
 
-def psnr_series(clip: str, tmp: str, model: str | None) -> list[tuple[float, float]]:
+def psnr_series(clip: str, tmp: str, model: str | None) -> list[tuple[float, float, float]]:
+    """(t, model Y-PSNR, bicubic Y-PSNR) of every pair."""
     spool = Path(tmp) / "spool"
     shutil.rmtree(spool, ignore_errors=True)
     if model:
@@ -77,7 +78,7 @@ def psnr_series(clip: str, tmp: str, model: str | None) -> list[tuple[float, flo
         for index, (h, lo) in enumerate(zip(hr, low)):
             if index % step == 0:
                 pool.add(index / fps, h, lo)
-                series += [(s.t, s.psnr) for s in monitor.new_samples()]
+                series += [(s.t, s.psnr, s.bicubic_psnr) for s in monitor.new_samples()]
     return series
 
 
@@ -87,6 +88,8 @@ def main() -> None:
     parser.add_argument("--thresholds", default="0.5,1,1.5,2")
     parser.add_argument("--window", type=int, default=8)
     parser.add_argument("--persistence", type=int, default=2)
+    parser.add_argument("--signal", choices=("psnr", "gain"), default="psnr",
+                        help="what the detector follows: the model's Y-PSNR, or its gain over bicubic")
     args = parser.parse_args()
     thresholds = [float(v) for v in args.thresholds.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
@@ -101,7 +104,8 @@ def main() -> None:
             cells = []
             for threshold in thresholds:
                 detector = SceneChangeDetector(k=args.window, threshold_db=threshold, persistence=args.persistence)
-                requests = [t for t, psnr in series if detector.update(t, psnr).request]
+                signal = [(t, psnr - bic if args.signal == "gain" else psnr) for t, psnr, bic in series]
+                requests = [t for t, value in signal if detector.update(t, value).request]
                 found = sum(any(cut <= r <= cut + 2 for r in requests) for cut in cuts)
                 false = [r for r in requests if not any(cut <= r <= cut + 2 for cut in cuts)]
                 text = f"{len(false) / minutes:.2f}/min" + (f" {found}/{len(cuts)} cuts" if cuts else "")
@@ -109,7 +113,8 @@ def main() -> None:
             print(f"{name[:30]:<30} {minutes:>7.2f} " + " ".join(cells), flush=True)
     model = f"model {args.model}" if args.model else "bicubic"
     print(f"\nfalse requests per minute (outside the 2 s after a cut) and cuts found within 2 s; window "
-          f"{args.window}, persistence {args.persistence}, 4 pairs/s, {model}; {time.strftime('%Y-%m-%d %H:%M')}")
+          f"{args.window}, persistence {args.persistence}, signal {args.signal}, 4 pairs/s, {model}; "
+          f"{time.strftime('%Y-%m-%d %H:%M')}")
 
 
 if __name__ == "__main__":

@@ -26,13 +26,16 @@ log = logging.getLogger("srtools.monitor")
               help="Append the JSON lines to FILE instead of stdout.")
 @click.option("--window", type=click.IntRange(3, 256), default=8, show_default=True, metavar="K",
               help="Samples in the smoothing window (the k most recent).")
-@click.option("--threshold-db", type=click.FloatRange(0, None, min_open=True), default=1.0, show_default=True,
-              metavar="DB", help="A sample this far from its trend, up or down, marks a scene change.")
+@click.option("--threshold-db", type=click.FloatRange(0, None, min_open=True), default=1.5, show_default=True,
+              metavar="DB", help="A sample this far from its trend, up or down, marks a scene change "
+                                 "(benchmarks/bench_monitor.py: the README's table).")
+@click.option("--persistence", type=click.IntRange(1, 16), default=2, show_default=True, metavar="N",
+              help="Consecutive departing samples needed: one-sample spikes are ignored.")
 @click.option("--poll-interval", type=click.FloatRange(0.05, 60), default=0.5, show_default=True,
               metavar="SECONDS", help="How often the pool is checked for new pairs (without --once).")
 @cli.device_option
 def command(spool: str, scale: int, once: bool, log_path: str | None, window: int, threshold_db: float,
-            poll_interval: float, device: str) -> None:
+            persistence: int, poll_interval: float, device: str) -> None:
     """Track the current model's Y-PSNR on the live content and ask for retraining on a scene change.
 
     For each pair the push side adds to the spool's pool (srtools-spool(5)), the HR frame is
@@ -40,7 +43,8 @@ def command(spool: str, scale: int, once: bool, log_path: str | None, window: in
     model's PSNR series is smoothed by locally weighted regression with the Epanechnikov kernel
     over the --window most recent samples (local-constant: it raised fewer false alarms than
     local-linear on noisy drifting series). A sample departing from that trend by more than
-    --threshold-db either way writes a training request into SPOOL/requests/. The trend restarts
+    --threshold-db either way, for --persistence samples in a row, writes a training request
+    into SPOOL/requests/. The trend restarts
     at each new model version, so a better model never triggers a retraining loop.
 
     Writes one JSON object per scored pair: t (stream time, s), pair, psnr, bicubic_psnr,
@@ -48,8 +52,8 @@ def command(spool: str, scale: int, once: bool, log_path: str | None, window: in
     SIGTERM, or with --once scores what is there and exits. An empty pool, a pair evicted while
     being read or a rejected model is logged and skipped.
     """
-    monitor = Monitor(spool, scale, SceneChangeDetector(k=window, threshold_db=threshold_db),
-                      cli.resolve_device(device))
+    detector = SceneChangeDetector(k=window, threshold_db=threshold_db, persistence=persistence)
+    monitor = Monitor(spool, scale, detector, cli.resolve_device(device))
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(open(log_path, "a")) if log_path else sys.stdout
         scored = requests = 0
