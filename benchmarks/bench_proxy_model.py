@@ -17,6 +17,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.request
 from pathlib import Path
 
@@ -44,6 +45,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--capacity", default="25%")
+    parser.add_argument("--player", type=int, metavar="AHEAD",
+                        help="instead of the table: play the stream in real time (ffmpeg -re, like a player) with "
+                             "sr-proxy --ahead AHEAD, and report start-up plus stall as the player sees it")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-proxy-") as work:
         work = Path(work)
@@ -70,10 +74,18 @@ def main() -> None:
             process, origin = start(tool("sr-edge"), tiles / "origin")
             servers.append(process)
             process, proxy = start(tool("sr-proxy"), tiles, "--plan", plan, "--edges", ",".join(edges),
-                                   "--origin", origin, "--spool", work / "spool", "--ahead", "0",
+                                   "--origin", origin, "--spool", work / "spool", "--ahead", str(args.player or 0),
                                    "--workers", str(args.workers))
             servers.append(process)
             segments = json.loads(plan.read_text())["segments"]
+            if args.player is not None:
+                started = time.monotonic()
+                subprocess.run(["ffmpeg", "-v", "error", "-re", "-i", f"{proxy}/playlist.m3u8", "-f", "null", "-"],
+                               check=True, timeout=600)
+                wall, media = time.monotonic() - started, 4.0
+                print(f"player (ffmpeg -re), --ahead {args.player}, --workers {args.workers}: {wall:.1f} s to play "
+                      f"{media:.0f} s of video: start-up + stall {wall - media:.1f} s")
+                return
             for i in range(len(segments)):
                 urllib.request.urlopen(f"{proxy}/seg{i:05d}.ts", timeout=120).read()
             stats = json.loads(urllib.request.urlopen(f"{proxy}/stats.json").read())["segments"]
