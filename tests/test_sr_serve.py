@@ -237,9 +237,9 @@ def test_model_file_serves_until_the_spool_has_one(tmp_path, small_y4m):
 
 @pytest.mark.slow
 def test_realtime_share_drops_while_another_process_loads_the_cpu(tmp_path):
-    """Paced 25 fps input: whole frames while the CPU is free, blocks while two busy processes take it,
+    """Paced 25 fps input: whole frames while the CPU is free, blocks while three busy processes take it,
     whole frames again after; every frame out, in order."""
-    hparams = {"scale": 2, "channels": 24, "blocks": 4}
+    hparams = {"scale": 2, "channels": 20, "blocks": 4}  # a whole frame takes about half the frame time
     torch.manual_seed(0)
     model = archs.build("fedsr", hparams)
     torch.nn.init.normal_(model.tail.weight, std=0.05)  # output far from bicubic on texture
@@ -260,7 +260,7 @@ def test_realtime_share_drops_while_another_process_loads_the_cpu(tmp_path):
         start = time.monotonic()
         for i, frame in enumerate(inputs):
             if i == 50:
-                hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+                hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(3)]
             if i == 100:
                 for hog in hogs:
                     hog.kill()
@@ -279,7 +279,8 @@ def test_realtime_share_drops_while_another_process_loads_the_cpu(tmp_path):
     upscaler = ModelUpscaler(model.eval(), modelfile.ModelInfo("fedsr", hparams, 2))
     out_header = header.resized(320, 180)
     whole = [np.abs(upscaler.upscale(i, out_header).y.astype(int) - o.y).max() <= 1 for i, o in zip(inputs, outputs)]
-    assert np.mean(whole[10:50]) >= 0.8, stderr  # free CPU: whole frames
-    assert np.mean(whole[60:100]) <= 0.5, stderr  # loaded: only the blocks that fit
-    assert np.mean(whole[115:]) >= 0.6, stderr  # free again: whole frames return
+    free, loaded, free_again = np.mean(whole[10:50]), np.mean(whole[60:100]), np.mean(whole[115:])
+    assert free >= 0.6, stderr  # free CPU: mostly whole frames
+    assert loaded <= free - 0.3, stderr  # loaded: only the blocks that fit, on many frames
+    assert free_again >= loaded + 0.3, stderr  # free again: whole frames return
     assert "selective SR:" in stderr
