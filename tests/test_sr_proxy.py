@@ -23,6 +23,14 @@ def get(url):
         return response.read()
 
 
+def play(proxy: Server, out) -> dict:
+    """ffmpeg plays the proxy's HLS playlist into ``out`` (the proxy builds each segment on request);
+    returns the proxy's /stats.json."""
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", proxy.info["playlist"], "-c", "copy", str(out)],
+                   check=True, timeout=120)
+    return json.loads(get(f"{proxy.url}/stats.json"))
+
+
 @pytest.mark.slow
 def test_served_segments_decode_and_match_simulated_quality(tmp_path, tiled, tiled_plan, tiled_spool, simulation):
     tiles, _ = tiled
@@ -36,10 +44,7 @@ def test_served_segments_decode_and_match_simulated_quality(tmp_path, tiled, til
             playlist = get(proxy.info["playlist"]).decode()
             assert playlist.startswith("#EXTM3U") and playlist.count("#EXTINF:") == 2 and "#EXT-X-ENDLIST" in playlist
             out = tmp_path / "served.ts"
-            # ffmpeg plays the HLS playlist through the proxy, which builds each segment on request.
-            subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", proxy.info["playlist"], "-c", "copy", str(out)],
-                           check=True, timeout=120)
-            stats = json.loads(get(f"{proxy.url}/stats.json"))
+            stats = play(proxy, out)
             code, err = proxy.stop()
     finally:
         for edge in edges:
@@ -122,9 +127,7 @@ def test_one_of_six_edges_killed_mid_playback(tmp_path, six_edges):
             servers[3].process.kill()
             servers[3].process.wait()
             out = tmp_path / "played.ts"
-            subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", proxy.info["playlist"], "-c", "copy", str(out)],
-                           check=True, timeout=120)
-            stats = json.loads(get(f"{proxy.url}/stats.json"))
+            stats = play(proxy, out)
             code, err = proxy.stop()
     finally:
         for server in servers:
