@@ -16,6 +16,7 @@ class ExitStatus(enum.IntEnum):
     BAD_INPUT = 3
     BAD_MODEL = 4
     FFMPEG_FAILED = 5
+    BUSY = 6
     INTERRUPTED = 130
 
 
@@ -29,6 +30,8 @@ EXIT_STATUS_DESCRIPTIONS = {
     "tensor shapes, scale). A bad model found in the spool by a running server is only a warning.",
     ExitStatus.FFMPEG_FAILED: "ffmpeg is missing or one of its processes failed; the message quotes its last "
     "stderr line.",
+    ExitStatus.BUSY: "Another process holds what this one needs: a second online trainer (sr-train --watch) "
+    "on the same spool.",
     ExitStatus.INTERRUPTED: "Interrupted by SIGINT or SIGTERM; outputs were closed cleanly.",
 }
 
@@ -53,6 +56,10 @@ class ModelError(SrError):
 
 class FFmpegError(SrError):
     exit_status = ExitStatus.FFMPEG_FAILED
+
+
+class BusyError(SrError):
+    exit_status = ExitStatus.BUSY
 
 
 class Interrupted(SrError):

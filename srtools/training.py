@@ -306,7 +306,15 @@ class RefineRecipe:
 
 @dataclasses.dataclass
 class TrainConfig:
+    """Budget and optimiser settings.
+
+    The learning-rate schedule runs over the budget: ``max_seconds`` of training compute (the time
+    spent in training steps and evaluations, not decoding), or ``max_steps`` steps when given
+    (machine-independent budgets for experiments); whichever is used up first ends it.
+    """
+
     max_seconds: float = 180.0
+    max_steps: int | None = None
     batch: int = 16
     learning_rate: float = 1e-3
     warmup_fraction: float = 0.03
@@ -327,53 +335,108 @@ class TrainResult:
         return self.val_psnr_db - self.baseline_psnr_db
 
 
-def train(model: torch.nn.Module, recipe: Recipe, config: TrainConfig, device: str | torch.device = "cpu",
-          progress: Callable[[float, int, float, float], None] | None = None) -> TrainResult:
-    """Train ``model`` in place by ``recipe`` for ``config.max_seconds`` and return the best state seen.
+@dataclasses.dataclass
+class Evaluation:
+    """One held-out score during training: what progress callbacks receive."""
 
-    Args:
-        progress: called after each evaluation with (fraction of budget, step, val PSNR, best PSNR).
+    fraction: float  # of the budget used
+    step: int
+    seconds: float  # training compute so far
+    psnr: float
+    best_psnr: float
+    improved: bool  # a new best: the model now holds it
+
+
+class Trainer:
+    """Trains ``model`` in place by ``recipe`` in resumable slices, keeping the best state seen.
+
+    Adam, a warm-up then a cosine learning-rate schedule over the budget of ``config``; the model is
+    scored on the recipe's held-out data every ``config.eval_every`` compute seconds and when the
+    budget is spent. :func:`train` runs one to the end; the online trainer (srtools.live.watchtrain)
+    runs slices and stops early by its stopping rule.
     """
-    dev = torch.device(device)
-    torch.manual_seed(config.seed)
-    model.to(dev)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-    model.eval()
-    best_psnr = recipe.evaluate(model)
-    best_state = copy.deepcopy(model.state_dict())
-    start = time.monotonic()
-    next_eval = config.eval_every
-    step = 0
-    while True:
-        elapsed = time.monotonic() - start
-        done = elapsed >= config.max_seconds
-        if done or elapsed >= next_eval:
-            model.eval()
-            score = recipe.evaluate(model)
-            if score > best_psnr:
-                best_psnr, best_state = score, copy.deepcopy(model.state_dict())
-            next_eval = elapsed + config.eval_every
-            if progress:
-                progress(min(elapsed / config.max_seconds, 1.0), step, score, best_psnr)
-        if done:
-            break
-        fraction = elapsed / config.max_seconds
+
+    def __init__(self, model: torch.nn.Module, recipe: Recipe, config: TrainConfig,
+                 device: str | torch.device = "cpu"):
+        self.model, self.recipe, self.config = model, recipe, config
+        self.device = torch.device(device)
+        torch.manual_seed(config.seed)
+        model.to(self.device)
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+        self.steps, self.seconds = 0, 0.0
+        model.eval()
+        self.best_psnr = recipe.evaluate(model)
+        self.best_state = copy.deepcopy(model.state_dict())
+        self._next_eval = config.eval_every
+
+    @property
+    def fraction(self) -> float:
+        """Share of the budget used (1.0: done)."""
+        by_time = self.seconds / self.config.max_seconds
+        by_steps = self.steps / self.config.max_steps if self.config.max_steps else 0.0
+        return min(max(by_time, by_steps), 1.0)
+
+    @property
+    def done(self) -> bool:
+        return self.fraction >= 1.0
+
+    @property
+    def gain_db(self) -> float:
+        return self.best_psnr - self.recipe.baseline_psnr
+
+    def run(self, seconds: float = math.inf, steps: int | None = None,
+            progress: Callable[[Evaluation], bool | None] | None = None) -> None:
+        """Train for up to ``seconds`` more compute seconds and ``steps`` more steps, or to the end
+        of the budget. ``progress`` gets each evaluation; returning True stops the run there."""
+        start, first_step = time.monotonic(), self.steps
+        base = self.seconds
+        while not self.done and self.seconds - base < seconds and (steps is None or self.steps - first_step < steps):
+            self._step()
+            self.seconds = base + time.monotonic() - start
+            if self.seconds >= self._next_eval or self.done:
+                evaluation = self._evaluate()
+                self.seconds = base + time.monotonic() - start  # evaluations are training compute too
+                if progress and progress(evaluation):
+                    break
+
+    def _step(self) -> None:
+        fraction, config = self.fraction, self.config
         if fraction < config.warmup_fraction:
             lr = config.learning_rate * (0.1 + 0.9 * fraction / config.warmup_fraction)
         else:
             lr = config.learning_rate * 0.5 * (1 + math.cos(math.pi * fraction))
-        for group in optimizer.param_groups:
+        for group in self.optimizer.param_groups:
             group["lr"] = lr
-        model.train()
-        inputs, targets = recipe.batch(config.batch)
-        loss = recipe.loss(model, inputs, targets)
-        optimizer.zero_grad(set_to_none=True)
+        self.model.train()
+        inputs, targets = self.recipe.batch(config.batch)
+        loss = self.recipe.loss(self.model, inputs, targets)
+        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
-        step += 1
-    model.load_state_dict(best_state)
-    model.eval()
-    return TrainResult(best_state, best_psnr, recipe.baseline_psnr, step, time.monotonic() - start)
+        self.optimizer.step()
+        self.steps += 1
+
+    def _evaluate(self) -> Evaluation:
+        self.model.eval()
+        score = self.recipe.evaluate(self.model)
+        improved = score > self.best_psnr
+        if improved:
+            self.best_psnr, self.best_state = score, copy.deepcopy(self.model.state_dict())
+        self._next_eval = self.seconds + self.config.eval_every
+        return Evaluation(self.fraction, self.steps, self.seconds, score, self.best_psnr, improved)
+
+    def result(self) -> TrainResult:
+        """Load the best state into the model and report it."""
+        self.model.load_state_dict(self.best_state)
+        self.model.eval()
+        return TrainResult(self.best_state, self.best_psnr, self.recipe.baseline_psnr, self.steps, self.seconds)
+
+
+def train(model: torch.nn.Module, recipe: Recipe, config: TrainConfig, device: str | torch.device = "cpu",
+          progress: Callable[[Evaluation], None] | None = None) -> TrainResult:
+    """Train ``model`` in place by ``recipe`` for the budget of ``config`` and return the best state seen."""
+    trainer = Trainer(model, recipe, config, device)
+    trainer.run(progress=progress)
+    return trainer.result()
 
 
 @torch.inference_mode()

@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import click
@@ -15,8 +16,10 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from .. import archs, cli, degrade, modelfile, models
 from ..errors import UsageError
+from ..live.stoprule import StopRule
+from ..live.watchtrain import MODES, Event, OnlineTrainer, WatchConfig, spool_lock
 from ..spool import Spool
-from ..training import RefineRecipe, TrainConfig, UpscaleRecipe, load_pairs, train, upscale_planes
+from ..training import Evaluation, RefineRecipe, TrainConfig, UpscaleRecipe, load_pairs, train, upscale_planes
 
 log = logging.getLogger("srtools.train")
 UPSCALERS, REFINERS = archs.for_task(archs.UPSCALE), archs.for_task(archs.REFINE)
@@ -27,8 +30,9 @@ UPSCALERS, REFINERS = archs.for_task(archs.UPSCALE), archs.for_task(archs.REFINE
 @click.option("--arch", type=click.Choice(UPSCALERS + REFINERS), default=UPSCALERS[0], show_default=True,
               help=f"What to train: {', '.join(UPSCALERS)} upscales LR frames (sr-serve); {', '.join(REFINERS)} "
                    "refines the upscaler's output with neighbouring frames (sr-tcsr).")
-@click.option("--hr", "hr_source", required=True, metavar="CLIP",
-              help="High-resolution clip (anything ffmpeg reads, or Y4M): the training targets.")
+@click.option("--hr", "hr_source", metavar="CLIP",
+              help="High-resolution clip (anything ffmpeg reads, or Y4M): the training targets. "
+                   "Required unless --watch.")
 @click.option("--lr", "lr_source", metavar="CLIP",
               help="Frame-aligned low-resolution recording of the same clip (e.g. what the server "
                    "received). Default: made from --hr by area downscale + H.264 (see --crf).")
@@ -60,11 +64,31 @@ UPSCALERS, REFINERS = archs.for_task(archs.UPSCALE), archs.for_task(archs.REFINE
 @click.option("--learning-rate", type=click.FloatRange(0, 1, min_open=True), default=1e-3, show_default=True,
               help="Peak Adam learning rate (cosine decay over the time budget).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@click.option("--watch", is_flag=True,
+              help="Online: train on the spool's pool of pairs from the push side when --mode says so, "
+                   "until SIGTERM (see ONLINE TRAINING). --max-seconds is then the budget of one session.")
+@click.option("--mode", type=click.Choice(MODES), default="adaptive", show_default=True,
+              help="With --watch: adaptive trains on sr-monitor's requests and stops by the stopping rule; "
+                   "continuous trains without pause; once trains one session and idles.")
+@click.option("--stop-db", type=click.FloatRange(0, None, min_open=True), default=StopRule.fixed_db,
+              show_default=True, metavar="DB", help="With --watch: THs, the fixed held-out gain that is enough.")
+@click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=StopRule.alpha,
+              show_default=True, help="With --watch: the share of the predicted gain THp that is enough.")
+@click.option("--horizon", type=click.FloatRange(1, None), default=StopRule.horizon_s, show_default=True,
+              metavar="SECONDS", help="With --watch: compute seconds at which THp is read off the fitted curve.")
+@click.option("--pool-pairs", type=click.IntRange(2, 10000), default=WatchConfig.max_pairs, show_default=True,
+              metavar="N", help="With --watch: pool pairs a session trains on (recent ones weighted).")
+@click.option("--half-life", type=click.FloatRange(0, None, min_open=True), default=WatchConfig.half_life_s,
+              show_default=True, metavar="SECONDS",
+              help="With --watch: stream seconds over which a pool pair's weight halves.")
+@click.option("--poll-interval", type=click.FloatRange(0.05, 60), default=1.0, show_default=True,
+              metavar="SECONDS", help="With --watch: how often an idle trainer checks for requests and pairs.")
 @cli.device_option
-def command(spool: str, arch: str, hr_source: str, lr_source: str | None, scale: int, max_seconds: float,
+def command(spool: str, arch: str, hr_source: str | None, lr_source: str | None, scale: int, max_seconds: float,
             start: float | None, duration: float | None, max_frames: int, crf: int, channels: int | None,
             blocks: int | None, neighbours: int | None, color: str, init_from: str | None, patch: int, batch: int,
-            learning_rate: float, seed: int, device: str) -> None:
+            learning_rate: float, seed: int, watch: bool, mode: str, stop_db: float, alpha: float, horizon: float,
+            pool_pairs: int, half_life: float, poll_interval: float, device: str) -> None:
     """Train a model on a recorded clip and publish the best one to the spool.
 
     HR frames are the targets; LR inputs come from --lr or from the default degradation of the
@@ -78,7 +102,38 @@ def command(spool: str, arch: str, hr_source: str, lr_source: str | None, scale:
     current upscaling model (as sr-serve outputs them; bicubic when the spool has none yet),
     and the gain is measured over that upscaled output: an untrained TCSR passes frames
     through, so training only improves on F-EDSR.
+
+    \b
+    ONLINE TRAINING (--watch)
+    A daemon for the push side: it trains F-EDSR on the pairs sr-push samples into SPOOL/pool
+    and publishes each held-out improvement of 0.05 dB or more, warm-starting every session from
+    the spool's current model, with the same recipe and compute clock as above. One trainer per
+    spool (SPOOL/trainer.lock; a second one exits with status 6). --mode adaptive starts a
+    session on a request from sr-monitor (SPOOL/requests/) or when there is no model yet, and
+    stops it by the design's rule: a shallow network (1 -> 3 x 20 sigmoid units -> 1, MSE with
+    L2) fitted to the session's (compute seconds, held-out gain over bicubic) points predicts the
+    gain THp at --horizon; the session stops once the gain reaches TH = min(--stop-db, --alpha *
+    THp), at once when THp is no higher than the gain reached, and at --max-seconds in any case;
+    requests that arrive meanwhile are dropped. A session
+    trains on up to --pool-pairs pairs drawn with weights halving every --half-life stream
+    seconds back from the newest, and waits until the pool holds 8 pairs. One JSON object per
+    event goes to stdout: session (reason, pairs, start model), published (version, gain_db)
+    and stopped (reason: threshold, plateau or budget). SIGTERM ends it cleanly (status 130);
+    killed at any moment, it leaves the last good model current.
     """
+    if watch:
+        if hr_source or lr_source or init_from or arch != UPSCALERS[0] or color != "y":
+            raise UsageError(f"--watch trains {UPSCALERS[0]} (luma) on the spool's pool: "
+                             "drop --hr, --lr, --init, --arch and --color")
+        stop = StopRule(fixed_db=stop_db, alpha=alpha, horizon_s=horizon)
+        session = TrainConfig(max_seconds=max_seconds, batch=batch, learning_rate=learning_rate,
+                              eval_every=max(2.0, min(10.0, max_seconds / 24)), seed=seed)
+        config = WatchConfig(mode=mode, session=session, stop=stop, max_pairs=pool_pairs, half_life_s=half_life,
+                             patch=patch)
+        _watch(Spool(spool, create=True), scale, config, cli.resolve_device(device), poll_interval, seed)
+        return
+    if hr_source is None:
+        raise UsageError("--hr is required (or --watch to train on the spool's pool)")
     device = cli.resolve_device(device)
     refine = arch in REFINERS
     if refine and color != "y":
@@ -120,9 +175,10 @@ def command(spool: str, arch: str, hr_source: str, lr_source: str | None, scale:
                   disable=not cli.console.is_terminal) as bar:
         task = bar.add_task("train", total=1.0, status="")
 
-        def report(fraction: float, step: int, psnr: float, best: float) -> None:
-            bar.update(task, completed=fraction, status=f"step {step}  val {psnr:.2f} dB  best {best:.2f} dB")
-            log.debug("%.0f%% step %d val %.3f best %.3f", 100 * fraction, step, psnr, best)
+        def report(e: Evaluation) -> None:
+            status = f"step {e.step}  val {e.psnr:.2f} dB  best {e.best_psnr:.2f} dB"
+            bar.update(task, completed=e.fraction, status=status)
+            log.debug("%.0f%% step %d val %.3f best %.3f", 100 * e.fraction, e.step, e.psnr, e.best_psnr)
 
         result = train(model, recipe, config, device, report)
     info = modelfile.ModelInfo(arch=arch, hparams=hparams, scale=scale, color=color,
@@ -139,6 +195,21 @@ def command(spool: str, arch: str, hr_source: str, lr_source: str | None, scale:
                "steps": result.steps, "train_seconds": info.train_seconds, "frames": len(pairs), "fps": fps}
     json.dump(summary, sys.stdout)
     sys.stdout.write("\n")
+
+
+def _watch(spool: Spool, scale: int, config: WatchConfig, device: str, poll_interval: float, seed: int) -> None:
+    def emit(event: Event) -> None:
+        json.dump(event.as_dict(), sys.stdout)
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        log.info("%s: %s", event.event, ", ".join(f"{k} {v}" for k, v in event.fields.items()))
+
+    with spool_lock(spool):
+        trainer = OnlineTrainer(spool, scale, config, device, emit, seed)
+        log.info("watching %s (mode %s)", spool.root, config.mode)
+        while True:
+            if not trainer.tick(seconds=poll_interval):
+                time.sleep(poll_interval)
 
 
 def _hparams(arch: str, scale: int, color: str, channels: int | None, blocks: int | None,

@@ -1,0 +1,278 @@
+"""Online training on the pool (``sr-train --watch``): when to train, on what, and when to stop.
+
+The trainer owns a spool (one per spool: ``SPOOL/trainer.lock``, an exclusive ``flock`` the kernel
+releases if it dies). What starts a training *session* depends on the mode:
+
+- ``adaptive`` (the design): a training request from sr-monitor (``SPOOL/requests/``), or no model
+  yet. The session stops by the design's rule (:class:`~.stoprule.StopRule`: TH = min(THs,
+  alpha * THp)) or at its budget; requests that arrived meanwhile are then dropped (the monitor
+  asks again if the new model still departs from the trend).
+- ``continuous``: sessions back to back, each to its budget, on the pool as it is at its start.
+- ``once``: one session, as soon as the pool has enough pairs, then idle.
+
+A session trains on the pool's recent pairs: up to ``max_pairs`` drawn without replacement with
+weights halving every ``half_life_s`` seconds of stream time back from the newest pair, so a new
+scene dominates within seconds while older content is not forgotten at once. Every tenth of them
+is held out (:meth:`srtools.training.PairSet.split`) for the gain that the stopping rule and the
+published files report. It warm-starts from the spool's current upscaling model (a new F-EDSR,
+which starts as bicubic, when there is none) with the recipe and the compute clock of offline
+``sr-train`` (:class:`srtools.training.Trainer`). Each held-out improvement of at least
+``publish_min_db`` is published atomically (:meth:`srtools.spool.Spool.publish`), so a trainer
+killed at any moment leaves the last good model current.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from .. import archs, models
+from ..errors import BusyError, ModelError, SrError
+from ..modelfile import ModelInfo
+from ..spool import Spool
+from ..training import Evaluation, PairSet, TrainConfig, Trainer, UpscaleRecipe
+from ..upscale import network_planes
+from .monitor import REQUESTS_DIR
+from .pool import Pair, Pool
+from .stoprule import StopRule
+
+log = logging.getLogger("srtools.watchtrain")
+MODES = ("adaptive", "continuous", "once")
+LOCK_NAME = "trainer.lock"
+
+
+@contextlib.contextmanager
+def spool_lock(spool: Spool) -> Iterator[None]:
+    """Hold ``SPOOL/trainer.lock`` exclusively, or raise :class:`BusyError` at once."""
+    path = spool.root / LOCK_NAME
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "?"
+            raise BusyError(f"{spool.root}: another online trainer (pid {holder}) holds {LOCK_NAME}") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
+
+
+@dataclasses.dataclass
+class WatchConfig:
+    """What the online trainer does; see the module docstring.
+
+    Attributes:
+        mode: adaptive, continuous or once.
+        session: budget and optimiser of one session (its schedule runs over the session budget).
+        stop: the stopping rule (adaptive mode).
+        min_pairs: pairs the pool needs before a session starts.
+        max_pairs: pairs a session trains on at most.
+        half_life_s: stream seconds over which a pair's weight halves.
+        patch: LR training patch size.
+        publish_min_db: held-out improvement over the last published model worth a new version.
+    """
+
+    mode: str = "adaptive"
+    session: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(max_seconds=120, eval_every=5))
+    stop: StopRule = dataclasses.field(default_factory=StopRule)
+    min_pairs: int = 8
+    max_pairs: int = 64
+    half_life_s: float = 20.0
+    patch: int = 32
+    publish_min_db: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+
+
+def recent_pairs(pool: Pool, max_pairs: int, half_life_s: float, rng: np.random.Generator) -> list[Pair]:
+    """Up to ``max_pairs`` pool pairs, recent ones weighted (see the module docstring), in stream order."""
+    pairs = [pair for pair in map(_read_or_none(pool), pool.sequence()) if pair is not None]
+    if len(pairs) > max_pairs:
+        age = pairs[-1].t - np.array([pair.t for pair in pairs])
+        weights = 0.5 ** (age / half_life_s)
+        chosen = rng.choice(len(pairs), max_pairs, replace=False, p=weights / weights.sum())
+        pairs = [pairs[i] for i in sorted(chosen)]
+    return pairs
+
+
+def _read_or_none(pool: Pool) -> Callable[[int], Pair | None]:
+    def read(seq: int) -> Pair | None:
+        try:
+            return pool.read(seq)  # None: evicted meanwhile
+        except SrError as exc:
+            log.warning("skipped: %s", exc)
+            return None
+    return read
+
+
+@dataclasses.dataclass
+class Event:
+    """One JSON line of sr-train --watch: a session starting or ending, or a model published."""
+
+    event: str
+    fields: dict
+
+    def as_dict(self) -> dict:
+        return {"event": self.event, **self.fields}
+
+
+class Session:
+    """One training run on a snapshot of the pool, warm-started from the spool's current model."""
+
+    def __init__(self, spool: Spool, scale: int, pairs: list[Pair], config: WatchConfig, reason: str,
+                 device: torch.device, rng: np.random.Generator, emit: Callable[[Event], None]):
+        self.spool, self.scale, self.config, self.emit = spool, scale, config, emit
+        model, self.arch, self.hparams, self.start_version = _starting_model(spool, scale)
+        planes = PairSet(np.stack([network_planes(p.lr, "y") for p in pairs]),
+                         np.stack([network_planes(p.hr, "y") for p in pairs]))
+        train_pairs, val_pairs = planes.split()
+        recipe = UpscaleRecipe(train_pairs, val_pairs, min(config.patch, *planes.lr.shape[-2:]), device, rng)
+        self.trainer = Trainer(model, recipe, config.session, device)
+        self.points: tuple[list[float], list[float]] = ([0.0], [self.trainer.gain_db])
+        self.published_psnr = self.trainer.best_psnr  # what the current model already scores
+        self.published: list[int] = []
+        self.stop_reason: str | None = None
+        self.summary: dict = {}
+        emit(Event("session", {"reason": reason, "pairs": len(pairs), "t_first": round(pairs[0].t, 3),
+                               "t_last": round(pairs[-1].t, 3), "start_model": self.start_version,
+                               "start_gain_db": round(self.trainer.gain_db, 4)}))
+
+    @property
+    def finished(self) -> bool:
+        return self.stop_reason is not None
+
+    def run(self, seconds: float = math.inf, steps: int | None = None) -> None:
+        """Train for up to ``seconds`` compute seconds / ``steps`` steps, or until the session ends."""
+        self.trainer.run(seconds, steps, progress=self._evaluated)
+        if self.trainer.done and not self.finished:
+            self._finish("budget")
+
+    def _evaluated(self, evaluation: Evaluation) -> bool:
+        if evaluation.best_psnr >= self.published_psnr + self.config.publish_min_db:
+            self._publish()
+        seconds, gains = self.points
+        seconds.append(evaluation.seconds)
+        gains.append(evaluation.best_psnr - self.trainer.recipe.baseline_psnr)
+        if self.config.mode != "adaptive":
+            return False
+        stop, threshold, predicted = self.config.stop.should_stop(seconds, gains)
+        if stop:
+            reason = "threshold" if gains[-1] >= threshold else "plateau"
+            self._finish(reason, threshold_db=round(threshold, 4),
+                         predicted_db=None if predicted is None else round(predicted, 4))
+        return stop
+
+    def _publish(self) -> None:
+        trainer = self.trainer
+        model = archs.build(self.arch, self.hparams)
+        model.load_state_dict(trainer.best_state)
+        info = ModelInfo(arch=self.arch, hparams=self.hparams, scale=self.scale, color="y", source="pool",
+                         val_psnr_db=round(trainer.best_psnr, 4), gain_db=round(trainer.gain_db, 4),
+                         train_seconds=round(trainer.seconds, 1), steps=trainer.steps)
+        pointer = self.spool.publish(model, info)
+        self.published_psnr = trainer.best_psnr
+        self.published.append(pointer.version)
+        self.emit(Event("published", {"version": pointer.version, "gain_db": info.gain_db,
+                                      "seconds": info.train_seconds, "steps": trainer.steps}))
+
+    def _finish(self, reason: str, **extra) -> None:
+        if self.trainer.best_psnr > self.published_psnr:  # the last small improvements too
+            self._publish()
+        self.stop_reason = reason
+        self.summary = {"reason": reason, "seconds": round(self.trainer.seconds, 2), "steps": self.trainer.steps,
+                        "gain_db": round(self.trainer.gain_db, 4), "published": self.published, **extra}
+
+
+def _starting_model(spool: Spool, scale: int) -> tuple[torch.nn.Module, str, dict, int | None]:
+    """(model, arch, hparams, version): the spool's current upscaling model, else a new F-EDSR (bicubic)."""
+    try:
+        current = models.load_current(spool, archs.UPSCALE, scale)
+    except ModelError as exc:
+        log.warning("starting from scratch: %s", exc)
+        current = None
+    if current is not None and current[1].color == "y":
+        model, info, version = current
+        return model, info.arch, info.hparams, version
+    if current is not None:
+        log.warning("starting from scratch: the current model v%d is a %s model; online training trains luma",
+                    current[2], current[1].color)
+    arch = archs.for_task(archs.UPSCALE)[0]
+    hparams = {"scale": scale, "channels": archs.default_hparam(arch, "channels"),
+               "blocks": archs.default_hparam(arch, "blocks"), "in_channels": 1}
+    return archs.build(arch, hparams), arch, hparams, None
+
+
+class OnlineTrainer:
+    """The watch loop's state, advanced by :meth:`tick` (by the daemon, or by a stream-time simulation).
+
+    Args:
+        spool: the spool with the pool, the requests and the models.
+        scale: the upscaling factor.
+        config: see :class:`WatchConfig`.
+        emit: receives each :class:`Event`.
+    """
+
+    def __init__(self, spool: Spool, scale: int, config: WatchConfig, device: str = "cpu",
+                 emit: Callable[[Event], None] = lambda event: None, seed: int = 0):
+        self.spool, self.scale, self.config, self.emit = spool, scale, config, emit
+        self.pool = Pool(spool.root)
+        self.device = torch.device(device)
+        self.rng = np.random.default_rng(seed)
+        self.session: Session | None = None
+        self.sessions = 0
+
+    def pending_requests(self) -> list[Path]:
+        return sorted((self.spool.root / REQUESTS_DIR).glob("request-*.json"))
+
+    def _reason_to_start(self) -> str | None:
+        """Why a session should start now (mode and spool state), or None."""
+        mode = self.config.mode
+        if mode == "continuous":
+            return "continuous"
+        if mode == "once":
+            return None if self.sessions else "once"
+        requests = self.pending_requests()
+        if requests:
+            return f"request {requests[-1].stem.split('-')[1].lstrip('0') or '0'}"
+        if models.current_pointer(self.spool, archs.UPSCALE, self.scale) is None and not self.sessions:
+            return "no model"
+        return None
+
+    def tick(self, seconds: float = math.inf, steps: int | None = None) -> bool:
+        """Start a session if one is due and the pool has enough pairs, then train within the budget.
+
+        Returns:
+            Whether there was anything to do (False: idle, the caller may sleep).
+        """
+        if self.session is None:
+            reason = self._reason_to_start()
+            if reason is None:
+                return False
+            pairs = recent_pairs(self.pool, self.config.max_pairs, self.config.half_life_s, self.rng)
+            if len(pairs) < self.config.min_pairs:
+                return False  # a request with an (almost) empty pool waits for pairs
+            self.session = Session(self.spool, self.scale, pairs, self.config, reason, self.device, self.rng,
+                                   self.emit)
+            self.sessions += 1
+        self.session.run(seconds, steps)
+        if self.session.finished:
+            # Requests that came during the session are dropped too: it trained on the newest pool.
+            requests = self.pending_requests()
+            for path in requests:
+                path.unlink(missing_ok=True)
+            self.emit(Event("stopped", {**self.session.summary, "requests_dropped": len(requests)}))
+            self.session = None
+        return True

@@ -1,0 +1,171 @@
+"""sr-train --watch: online training on a real pool, the modes, the lock, the stopping rule, kill -9."""
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from srtools import archs, degrade, models, video
+from srtools.live.pool import Pool
+from srtools.spool import Spool
+
+from conftest import expect_error, run_command, start_command
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def pool_spool(tmp_path_factory):
+    """A spool whose pool holds 20 pairs of a 4 s 256x144 testsrc2 clip (HR + decoded default degradation)."""
+    root = tmp_path_factory.mktemp("watch")
+    hr = root / "hr.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=256x144:rate=25:duration=4",
+                    "-pix_fmt", "yuv420p", "-c:v", "libx264", "-crf", "12", str(hr)], check=True)
+    degrade.make_lr(str(hr), str(root / "lr.mp4"), 2)
+    pool = Pool(root / "spool", create=True)
+    with video.open_source(str(hr)) as hr_frames, video.open_source(str(root / "lr.mp4")) as lr_frames:
+        for index, (h, lo) in enumerate(zip(hr_frames, lr_frames)):
+            if index % 5 == 0:
+                pool.add(index / 25, h, lo)
+    return root / "spool"
+
+
+@pytest.fixture
+def spool(tmp_path, pool_spool):
+    shutil.copytree(pool_spool, tmp_path / "spool")
+    return tmp_path / "spool"
+
+
+class Watcher:
+    """sr-train --watch as a real process whose JSON events are read as they come."""
+
+    def __init__(self, spool, *args):
+        self.process = start_command("sr-train", "--watch", "--spool", spool, "--channels", "8", "--blocks", "1",
+                                     *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.events = []
+
+    def until(self, event: str, timeout: float = 60) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if not line:
+                raise AssertionError(f"exited before {event}: {self.process.stderr.read().decode()}")
+            self.events.append(json.loads(line))
+            if self.events[-1]["event"] == event:
+                return self.events[-1]
+        raise AssertionError(f"no {event} event within {timeout} s: {self.events}")
+
+    def stop(self) -> tuple[int, str]:
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(20)
+        return code, self.process.stderr.read().decode()
+
+
+def current_gain(spool) -> float:
+    model = models.load_current(Spool(spool), archs.UPSCALE, 2)
+    assert model is not None
+    return model[1].gain_db
+
+
+def test_once_trains_one_session_publishes_and_ends_cleanly_on_sigterm(spool):
+    watcher = Watcher(spool, "--mode", "once", "--max-seconds", "6")
+    session = watcher.until("session")
+    assert session["reason"] == "once" and session["pairs"] == 20 and session["start_model"] is None
+    stopped = watcher.until("stopped")
+    assert stopped["reason"] == "budget" and stopped["published"]
+    assert current_gain(spool) > 0.1  # starts as bicubic, learns in seconds
+    time.sleep(2)
+    code, err = watcher.stop()
+    assert code == 130 and "Traceback" not in err
+    assert [e["event"] for e in watcher.events].count("session") == 1  # once: idle afterwards
+
+
+def test_a_second_trainer_on_the_same_spool_is_refused(spool):
+    watcher = Watcher(spool, "--mode", "once", "--max-seconds", "30")
+    watcher.until("session")
+    result = run_command("sr-train", "--watch", "--spool", spool, timeout=60)
+    expect_error(result, 6, "another online trainer")
+    watcher.stop()
+
+
+def test_adaptive_trains_without_a_model_then_on_requests_and_stops_by_the_rule(spool):
+    watcher = Watcher(spool, "--max-seconds", "20", "--stop-db", "0.05")
+    first = watcher.until("session")
+    assert first["reason"] == "no model"
+    stopped = watcher.until("stopped")
+    assert stopped["reason"] in ("threshold", "plateau") and stopped["seconds"] < 15  # well before the budget
+    version = Spool(spool).current("fedsr", 2).version
+    time.sleep(2.5)
+    assert [e["event"] for e in watcher.events].count("session") == 1  # idle without a request
+    (spool / "requests").mkdir(exist_ok=True)
+    (spool / "requests" / "request-000000012.json").write_text('{"format": "srtools-request/1"}')
+    second = watcher.until("session")
+    assert second["reason"] == "request 12" and second["start_model"] == version  # warm start
+    watcher.until("stopped")
+    assert list((spool / "requests").iterdir()) == []  # consumed
+    watcher.stop()
+
+
+def test_a_request_with_an_empty_pool_waits_for_pairs(tmp_path, pool_spool):
+    spool = tmp_path / "spool"
+    Pool(spool, create=True)
+    watcher = Watcher(spool, "--max-seconds", "3", "--poll-interval", "0.2")
+    time.sleep(3)
+    assert watcher.process.poll() is None and watcher.events == []
+    shutil.copytree(pool_spool / "pool", spool / "pool", dirs_exist_ok=True)
+    assert watcher.until("session")["pairs"] == 20
+    watcher.stop()
+
+
+def test_kill_9_at_any_moment_leaves_a_loadable_current_model(spool):
+    # continuous, a short session and a low bar to publish: versions come every few seconds
+    for delay in (4.0, 6.5, 9.0):
+        watcher = Watcher(spool, "--mode", "continuous", "--max-seconds", "2")
+        time.sleep(delay)
+        watcher.process.kill()
+        watcher.process.wait()
+        if Spool(spool).current("fedsr", 2) is not None:
+            assert current_gain(spool) > 0
+        for path in (spool / "models").iterdir():  # every version file is whole
+            models.load(path, archs.UPSCALE, 2)
+    assert Spool(spool).current("fedsr", 2) is not None
+
+
+KILLED_MID_PUBLISH = """
+import os, sys
+from srtools import modelfile
+from srtools.live.watchtrain import OnlineTrainer, WatchConfig
+from srtools.spool import Spool
+from srtools.training import TrainConfig
+real_save, saves = modelfile.save, []
+def save_then_die(path, model, info):
+    real_save(path, model, info)
+    saves.append(path)
+    if len(saves) == 2:
+        os._exit(9)  # the second version is written under tmp/ but not yet linked into place
+modelfile.save = save_then_die
+config = WatchConfig(mode="continuous", session=TrainConfig(max_seconds=3, eval_every=1), publish_min_db=0.0)
+trainer = OnlineTrainer(Spool(sys.argv[1], create=True), 2, config)
+while True:
+    trainer.tick()
+"""
+
+
+def test_the_trainer_killed_mid_publish_leaves_the_previous_version_current(spool):
+    result = subprocess.run([sys.executable, "-c", KILLED_MID_PUBLISH, str(spool)], timeout=120)
+    assert result.returncode == 9
+    assert Spool(spool).versions("fedsr", 2) == [1] and Spool(spool).current("fedsr", 2).version == 1
+    assert current_gain(spool) > 0
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "--hr is required"),
+    (["--watch", "--hr", "x.mp4"], "drop --hr"),
+    (["--watch", "--arch", "tcsr"], "drop --hr"),
+])
+def test_watch_and_offline_options_do_not_mix(tmp_path, args, message):
+    expect_error(run_command("sr-train", "--spool", tmp_path / "s", *args), 2, message)
