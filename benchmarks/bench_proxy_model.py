@@ -63,6 +63,7 @@ def main() -> None:
         plan = work / "plan.json"
         with plan.open("wb") as out:
             subprocess.run([tool("sr-cache"), tiles, "--capacity", args.capacity, "--spool", work / "spool",
+                            "--workers", str(args.workers),
                             "--latencies", ",".join(map(str, LATENCIES))], check=True, stdout=out)
         servers = []
         try:

@@ -363,11 +363,13 @@ class Trainer:
         torch.manual_seed(config.seed)
         model.to(self.device)
         self.optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-        self.steps, self.seconds = 0, 0.0
+        self.steps = 0
+        start = time.monotonic()
         model.eval()
         self.best_psnr = recipe.evaluate(model)
         self.best_state = copy.deepcopy(model.state_dict())
-        self._next_eval = config.eval_every
+        self.seconds = time.monotonic() - start  # scoring the starting point is training compute too
+        self._next_eval = self.seconds + config.eval_every
 
     @property
     def fraction(self) -> float:

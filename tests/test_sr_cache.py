@@ -1,6 +1,7 @@
 """sr-cache: measured reconstruction times, both solvers, plan consistent with the manifest."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -33,16 +34,19 @@ def test_plan_from_measured_profile(tiled, tiled_plan):
     loaded = load_plan(plan_path, m)
     threshold = threshold_bytes("25%", m.array("lr_bytes"))
     assert data["dnn_threshold_bytes"] == pytest.approx(threshold, abs=0.1)
-    inst = build_instance(m, profile, np.array([5.0, 40, 80]), threshold, 2)
+    inst = build_instance(m, profile, np.array([5.0, 40, 80]), threshold, 2, workers=2)
     assert objective(inst, loaded["cached_array"]) == pytest.approx(data["objective"], abs=1e-3)
     assert (loaded["dnn_array"] == (m.array("lr_bytes") >= threshold)).all()
     # Each segment's delay, by hand: slowest uncached edge + its tiles' reconstruction + the cached
     # tiles' HR decode + stitch and encode.
     latency = np.array([5.0, 40, 80])
+    at_once = min(data["workers"], os.cpu_count())
+    assert data["workers"] == 2
     for i, segment in enumerate(m.segments):
         cached_tiles = [j for edge in data["segments"][i]["cached"] for j in segment.sets[edge]]
         uncached = [edge for edge in range(m.edges) if edge not in data["segments"][i]["cached"]]
-        recon = np.where(loaded["dnn_array"][i], profile.dnn_ms[i], profile.bicubic_ms[i])
+        # the proxy's --workers (default 2) reconstruct tiles at once, as many as there are cores
+        recon = np.where(loaded["dnn_array"][i], profile.dnn_ms[i], profile.bicubic_ms[i]) / at_once
         expected = (max(latency[uncached], default=0.0) + sum(recon[j] for e in uncached for j in segment.sets[e])
                     + profile.hr_decode_ms[i, cached_tiles].sum() + profile.encode_ms[i])
         assert data["segments"][i]["delay_ms"] == pytest.approx(expected, abs=0.01)

@@ -41,12 +41,15 @@ def spool(tmp_path, pool_spool):
 
 
 class Watcher:
-    """sr-train --watch as a real process whose JSON events are read as they come."""
+    """sr-train --watch as a real process whose JSON events are read as they come (killed at teardown)."""
+
+    started: list = []
 
     def __init__(self, spool, *args):
         self.process = start_command("sr-train", "--watch", "--spool", spool, "--channels", "8", "--blocks", "1",
                                      *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.events = []
+        Watcher.started.append(self.process)
 
     def until(self, event: str, timeout: float = 60) -> dict:
         deadline = time.monotonic() + timeout
@@ -63,6 +66,16 @@ class Watcher:
         self.process.send_signal(signal.SIGTERM)
         code = self.process.wait(20)
         return code, self.process.stderr.read().decode()
+
+
+@pytest.fixture(autouse=True)
+def no_trainer_left_behind():
+    yield
+    while Watcher.started:
+        process = Watcher.started.pop()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 def current_gain(spool) -> float:

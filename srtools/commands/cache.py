@@ -29,7 +29,7 @@ log = logging.getLogger("srtools.cache")
 @with_options(model_options + profile_options)
 def command(manifest: str, capacity: str, latencies: str, solver: str, spool: str | None, model_path: str | None,
             device: str, precision: str, profile_path: str | None, save_profile: str | None,
-            dnn_threshold: str) -> None:
+            workers: int, dnn_threshold: str) -> None:
     """Plan which high-res tile sets the proxy caches before playback.
 
     MANIFEST is the manifest.json written by sr-tile (or its directory). For segment i with the
@@ -55,13 +55,14 @@ def command(manifest: str, capacity: str, latencies: str, solver: str, spool: st
     profile = measured_profile(m, profile_path, spool, model_path, device, precision)
     if save_profile:
         profile.save(save_profile)
-    inst = planning.build_instance(m, profile, latency, threshold, slots)
+    inst = planning.build_instance(m, profile, latency, threshold, slots, workers)
     try:
         plan, plans = planning.solve(inst, solver)
     except ValueError as exc:
         raise UsageError(f"--solver {solver}: {exc}; use --solver exact") from None
     data = planning.plan_json(m, inst, plan, threshold, plans, latency)
     data["manifest"] = str(m.root.resolve() / "manifest.json")
+    data["workers"] = workers
     data["profile"] = {"model": profile.model, "machine": profile.machine, "from": profile_path or "measured"}
     log.info("%s: %d of %d sets cached, objective %.2f ms (%s)", solver, data["cached_sets"], slots, plan.objective,
              ", ".join(f"{name} {value:.2f}" for name, value in data["objectives"].items()))

@@ -44,7 +44,7 @@ log = logging.getLogger("srtools.sim")
 def command(manifest: str, capacities: str, trials: int, latency_range: str, buffer: int, max_segments: int | None,
             plan_path: str | None, plot: str | None, seed: int, spool: str | None, model_path: str | None,
             device: str, precision: str, profile_path: str | None, save_profile: str | None,
-            dnn_threshold: str) -> None:
+            workers: int, dnn_threshold: str) -> None:
     """Simulate cache-assisted tiled delivery of a tiled video and compare caching policies.
 
     Every LR tile of MANIFEST (sr-tile) is really reconstructed (decoded, upscaled by F-EDSR and
@@ -101,7 +101,7 @@ def command(manifest: str, capacities: str, trials: int, latency_range: str, buf
     rng = np.random.default_rng(seed)
     draws = [rng.uniform(lo, hi, (n, edges)) for _ in range(trials)]
     results = simulate.compare_policies(m, profile, quality, threshold, slots, draws, buffer,
-                                        np.random.default_rng([seed, 1]))
+                                        np.random.default_rng([seed, 1]), workers)
     output = {
         "config": {"manifest": str(m.root / "manifest.json"), "segments": n, "edges": edges,
                    "tiles_per_segment": m.tiles_per_segment, "segment_seconds": m.segment_seconds,

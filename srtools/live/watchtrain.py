@@ -233,6 +233,8 @@ class OnlineTrainer:
         self.rng = np.random.default_rng(seed)
         self.session: Session | None = None
         self.sessions = 0
+        self.steps = 0  # training steps and compute seconds of every session so far
+        self.seconds = 0.0
 
     def pending_requests(self) -> list[Path]:
         return sorted((self.spool.root / REQUESTS_DIR).glob("request-*.json"))
@@ -267,7 +269,10 @@ class OnlineTrainer:
             self.session = Session(self.spool, self.scale, pairs, self.config, reason, self.device, self.rng,
                                    self.emit)
             self.sessions += 1
+        steps_before, seconds_before = self.session.trainer.steps, self.session.trainer.seconds
         self.session.run(seconds, steps)
+        self.steps += self.session.trainer.steps - steps_before
+        self.seconds += self.session.trainer.seconds - seconds_before
         if self.session.finished:
             # Requests that came during the session are dropped too: it trained on the newest pool.
             requests = self.pending_requests()

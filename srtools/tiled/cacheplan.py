@@ -16,10 +16,11 @@ every set is cached. A cached set is not fetched or reconstructed, but the
 proxy still decodes its HR tiles: h_im, the sum of their decode times. Every
 segment is then stitched and encoded: s_i, a constant per segment that does
 not move the optimum but makes f_i the proxy's time to build the segment.
-All terms are summed, as if the proxy did one thing at a time (measured
-one tile at a time, see ``profile``); the proxy overlaps fetches with
-reconstruction and reconstructs ``--workers`` tiles at once, which on this
-2-core machine shared with other work buys little (README, bench_cacheplan).
+The terms are summed, as the proxy does them one after another, except that
+it reconstructs ``--workers`` tiles at once: the reconstruction times of the
+profile (measured one tile at a time) are divided by min(workers, CPU
+cores) where the instance is built (``planning.build_instance``), so r_im is
+the proxy's time on this machine (README: model against proxy).
 
 The plan minimises sum_i v_i f_i(x_i) subject to sum x_im <= C, where v_i is
 the viewer's attention to segment i. Convention: attention is normalised to

@@ -32,6 +32,9 @@ profile_options = [
                  help="Take the reconstruction times from this profile instead of measuring them."),
     click.option("--save-profile", type=click.Path(dir_okay=False), metavar="FILE",
                  help="Write the measured reconstruction times here (JSON) for later runs."),
+    click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True,
+                 help="Tiles the proxy reconstructs at once (its --workers): the delay model divides the "
+                      "reconstruction time by the smaller of this and the CPU cores."),
     click.option("--dnn-threshold", default=planning.DEFAULT_THRESHOLD, show_default=True, metavar="BYTES|P%",
                  help="A tile goes through the DNN when its LR size is at least this many bytes, or this "
                       "percentile of all LR tile sizes; smaller tiles are upscaled bicubically."),

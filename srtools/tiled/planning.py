@@ -79,12 +79,22 @@ def tile_modes(lr_bytes: np.ndarray, threshold: float) -> np.ndarray:
     return lr_bytes >= threshold
 
 
+def parallelism(workers: int) -> int:
+    """Tiles reconstructed at once by a proxy with ``workers`` threads on this machine's cores."""
+    return max(1, min(workers, os.cpu_count() or 1))
+
+
 def build_instance(manifest: Manifest, profile: Profile, latency_ms: np.ndarray, threshold: float,
-                   capacity: int) -> Instance:
-    """The cache-planning instance; ``latency_ms`` is (M,) per edge or (n, M)."""
+                   capacity: int, workers: int = 1) -> Instance:
+    """The cache-planning instance; ``latency_ms`` is (M,) per edge or (n, M).
+
+    The profile times tiles one at a time; a proxy reconstructing with ``workers`` threads runs
+    :func:`parallelism` tiles at once, so the reconstruction terms are divided by it.
+    """
     n = len(manifest.segments)
     latency = np.broadcast_to(np.asarray(latency_ms, dtype=float), (n, manifest.edges))
-    return Instance.from_tiles(latency, manifest.tile_sets, profile.dnn_ms, profile.bicubic_ms,
+    at_once = parallelism(workers)
+    return Instance.from_tiles(latency, manifest.tile_sets, profile.dnn_ms / at_once, profile.bicubic_ms / at_once,
                                manifest.array("lr_bytes"), threshold, manifest.attention, capacity,
                                profile.hr_decode_ms, profile.encode_ms)
 

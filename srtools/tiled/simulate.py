@@ -111,7 +111,8 @@ def measure_quality(m: Manifest, reconstructor: Reconstructor,
 
 
 def compare_policies(m: Manifest, profile: Profile, quality: Quality, threshold: float, capacities: list[int],
-                     latency_draws: list[np.ndarray], buffer: int, rng: np.random.Generator) -> list[dict]:
+                     latency_draws: list[np.ndarray], buffer: int, rng: np.random.Generator,
+                     workers: int = 1) -> list[dict]:
     """Mean stall, start-up delay, objective and Y-PSNR of every policy at every capacity.
 
     Args:
@@ -121,6 +122,7 @@ def compare_policies(m: Manifest, profile: Profile, quality: Quality, threshold:
             random numbers), so differences between capacities are not noise.
         buffer: segments the client buffers (see :func:`playback`).
         rng: the random policy's generator.
+        workers: the proxy's reconstruction threads (see :func:`planning.build_instance`).
 
     Returns:
         One row per (capacity, policy).
@@ -134,7 +136,7 @@ def compare_policies(m: Manifest, profile: Profile, quality: Quality, threshold:
     for capacity in capacities:
         sums = {p: np.zeros(4) for p in POLICIES}  # stall, start-up, objective, Y-PSNR
         for latency in latency_draws:
-            inst = planning.build_instance(m, profile, latency, threshold, capacity)
+            inst = planning.build_instance(m, profile, latency, threshold, capacity, workers)
             for name in POLICIES:
                 plan = solvers[name](inst)
                 startup, stall = playback(segment_delays(inst, plan.cached) / 1e3, durations, buffer)
