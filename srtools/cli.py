@@ -89,6 +89,12 @@ precision_option = click.option(
          "and fp32 elsewhere (emulated bf16 is slower).")
 
 
+stats_option = click.option(
+    "--stats", "stats_path", type=click.Path(dir_okay=False), metavar="FILE",
+    help="Also publish the counters logged every 10 s and at the end as JSON to FILE (replaced atomically): "
+         "frames, seconds, model, swaps, engine_frames, fallbacks, probes, late.")
+
+
 def spool_option(required: bool = True) -> Callable:
     return click.option("--spool", type=click.Path(file_okay=False), required=required, metavar="DIR",
                         help="Model spool directory (see srtools-spool(5)).")

@@ -17,6 +17,7 @@ class ExitStatus(enum.IntEnum):
     BAD_MODEL = 4
     FFMPEG_FAILED = 5
     BUSY = 6
+    STAGE_FAILED = 7
     INTERRUPTED = 130
 
 
@@ -32,6 +33,8 @@ EXIT_STATUS_DESCRIPTIONS = {
     "stderr line.",
     ExitStatus.BUSY: "Another process holds what this one needs: a second online trainer (sr-train --watch) "
     "on the same spool.",
+    ExitStatus.STAGE_FAILED: "A stage of a live chain (sr-live) failed; the message names it. The other stages "
+    "were stopped.",
     ExitStatus.INTERRUPTED: "Interrupted by SIGINT or SIGTERM; outputs were closed cleanly.",
 }
 

@@ -17,6 +17,7 @@ import time
 from typing import Callable, Iterable, Iterator, Protocol
 
 from . import y4m
+from .fsutil import write_json_atomic
 
 log = logging.getLogger("srtools.filter")
 
@@ -164,10 +165,24 @@ class CostGate:
 class Stats:
     """Counters of a filter run, reported on stderr."""
 
-    def __init__(self, fallback_name: str = "bicubic fallbacks", engine_name: str = "through the model") -> None:
+    def __init__(self, fallback_name: str = "bicubic fallbacks", engine_name: str = "through the model",
+                 path: str | None = None) -> None:
         self.frames = self.engine_frames = self.swaps = self.late = 0
         self.fallback_name, self.engine_name = fallback_name, engine_name
+        self.path = path  # where report() also publishes the counters as JSON
         self.start = time.monotonic()
+
+    def as_dict(self, engine: Engine | None, deadline: Deadline, stage: Stage) -> dict:
+        elapsed = time.monotonic() - self.start
+        return {"frames": self.frames, "seconds": round(elapsed, 2), "model": engine.label if engine else None,
+                "swaps": self.swaps, "engine_frames": self.engine_frames, "fallbacks": stage.fallbacks,
+                "probes": stage.probes, "late": deadline.late}
+
+    def report(self, engine: Engine | None, deadline: Deadline, stage: Stage) -> None:
+        """Log the counters, and publish them to ``path`` (atomically) when there is one."""
+        log.info("%s", self.line(engine, deadline, stage))
+        if self.path:
+            write_json_atomic(self.path, self.as_dict(engine, deadline, stage))
 
     def line(self, engine: Engine | None, deadline: Deadline, stage: Stage) -> str:
         elapsed = time.monotonic() - self.start
@@ -215,7 +230,7 @@ def run(frames: Iterable[y4m.Frame], fps: float, writer: y4m.Writer, stage: Stag
             stats.engine_frames += ran
             deadline.end(time.monotonic())
             if now >= next_report:
-                log.info("%s", stats.line(engine, deadline, stage))
+                stats.report(engine, deadline, stage)
                 next_report = now + report_every
         out, ran = stage.flush(engine)
         for item in out:
@@ -224,5 +239,5 @@ def run(frames: Iterable[y4m.Frame], fps: float, writer: y4m.Writer, stage: Stag
         writer.flush()
     finally:
         stats.late = deadline.late
-        log.info("%s", stats.line(engine, deadline, stage))
+        stats.report(engine, deadline, stage)
     return engine

@@ -1,6 +1,7 @@
 """sr-serve: real processes, real frames, a real spool."""
 
 import io
+import json
 import os
 import pty
 import re
@@ -55,7 +56,8 @@ def test_without_model_upscales_bicubically(tmp_path, small_y4m):
 
 def test_model_output_and_stats(tmp_path, small_y4m):
     publish(tmp_path, brighten=0.2)
-    result = run_command("sr-serve", "--spool", tmp_path, input=small_y4m.read_bytes())
+    result = run_command("sr-serve", "--spool", tmp_path, "--stats", tmp_path / "stats.json",
+                         input=small_y4m.read_bytes())
     assert result.returncode == 0, result.stderr
     _, frames = frames_of(result.stdout)
     _, in_frames = frames_of(small_y4m.read_bytes())
@@ -64,6 +66,8 @@ def test_model_output_and_stats(tmp_path, small_y4m):
     lift = np.mean([f.y.astype(float).mean() - s.y.astype(float).mean() for f, s in zip(frames, in_frames)])
     assert 30 < lift < 52
     assert re.search(rb"10 frames in .* model v1, 0 swaps, 0 bicubic fallbacks", result.stderr)
+    stats = json.loads((tmp_path / "stats.json").read_text())  # --stats: the final counters as JSON
+    assert (stats["frames"], stats["engine_frames"], stats["model"], stats["late"]) == (10, 10, "v1", 0)
 
 
 def test_decodes_mp4_input_with_ffmpeg(tmp_path, hr_clip):

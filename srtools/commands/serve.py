@@ -22,6 +22,7 @@ log = logging.getLogger("srtools.serve")
 @click.option("--model", "model_path", type=click.Path(dir_okay=False), metavar="FILE",
               help="Use this model file (no hot-swap unless --spool is also given, which then takes over).")
 @cli.scale_option
+@cli.stats_option
 @cli.device_option
 @cli.precision_option
 @click.option("--realtime", is_flag=True,
@@ -36,7 +37,8 @@ log = logging.getLogger("srtools.serve")
 @click.option("--poll-interval", type=click.FloatRange(0.05, 60), default=0.5, show_default=True,
               metavar="SECONDS", help="How often the spool is checked for a new model.")
 def command(input: str, output: str, spool: str | None, model_path: str | None, scale: int, device: str,
-            precision: str, realtime: bool, block: int, reuse_threshold: float, poll_interval: float) -> None:
+            precision: str, realtime: bool, block: int, reuse_threshold: float, poll_interval: float,
+            stats_path: str | None) -> None:
     """Upscale low-resolution frames by SCALE with the current super-resolution model.
 
     Reads Y4M (srtools-y4m(7)) from INPUT ('-' for stdin, a file or named FIFO) or decodes any
@@ -66,7 +68,8 @@ def command(input: str, output: str, spool: str | None, model_path: str | None, 
         out_header = in_header.resized(in_header.width * scale, in_header.height * scale)
         writer = y4m.Writer(stack.enter_context(y4m.open_output(output)), out_header)
         stage = SelectiveUpscaleStage(out_header, block=block, reuse_threshold=reuse_threshold)
-        filter.run(reader, float(in_header.fps), writer, stage, upscaler, watcher=watcher, realtime=realtime)
+        filter.run(reader, float(in_header.fps), writer, stage, upscaler, watcher=watcher, realtime=realtime,
+                   stats=filter.Stats(path=stats_path))
         if realtime and stage.blocks_total:
             log.info("selective SR: %.0f%% of blocks by the network (%d computed, %d reused)", 100 * stage.share,
                      stage.blocks_run, stage.blocks_reused)

@@ -29,12 +29,13 @@ log = logging.getLogger("srtools.tcsr")
 @click.option("--budget-ms", type=click.FloatRange(0, None, min_open=True), metavar="MS",
               help="Live use: spend at most MS ms per frame on average, never miss a frame's deadline at the "
                    "input frame rate, and prefer the frames that move most.")
+@cli.stats_option
 @cli.device_option
 @cli.precision_option
 @click.option("--poll-interval", type=click.FloatRange(0.05, 60), default=0.5, show_default=True,
               metavar="SECONDS", help="How often the spool is checked for a new model.")
 def command(input: str, output: str, spool: str | None, model_path: str | None, scale: int, every: int | None,
-            budget_ms: float | None, device: str, precision: str, poll_interval: float) -> None:
+            budget_ms: float | None, device: str, precision: str, poll_interval: float, stats_path: str | None) -> None:
     """Refine upscaled frames with the temporal network TCSR.
 
     Reads Y4M (srtools-y4m(7)) from INPUT ('-' for stdin, a file or named FIFO; typically
@@ -74,7 +75,7 @@ def command(input: str, output: str, spool: str | None, model_path: str | None, 
                  f"budget {budget_ms:g} ms per frame" if budget_ms is not None else f"every {every or 1} frame(s)",
                  device, precision)
         writer = y4m.Writer(stack.enter_context(y4m.open_output(output)), header)
-        stats = filter.Stats(fallback_name="passed through at their deadline", engine_name="refined")
+        stats = filter.Stats(fallback_name="passed through at their deadline", engine_name="refined", path=stats_path)
         filter.run(reader, float(header.fps), writer, RefineStage(selector), refiner, watcher=watcher,
                    realtime=budget_ms is not None, stats=stats)
 
