@@ -35,8 +35,8 @@ DEFAULT_KEY = "default"
 _KEY = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 _ROUTE = re.compile(rf"/models/(?P<key>{_KEY})/(?P<arch>[a-z0-9_]+)-x(?P<scale>[234])")
 _CHUNK = 65536
-# After refusing a request whose body was not read: how long, and how much, to discard of what the
-# client still sends, so that it reads the refusal instead of a connection reset.
+# After refusing a request whose body was not read: how long to discard what the client still sends
+# (at most max_bytes), so that it reads the refusal instead of a connection reset.
 _LINGER_SECONDS = 2.0
 
 
