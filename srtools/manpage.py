@@ -33,10 +33,13 @@ def _title(name: str, section: int) -> str:
 
 
 def _prose(text: str) -> str:
-    """Paragraphs, '- ' bullets and 4-space-indented literal blocks to troff."""
+    """Paragraphs, '- ' bullets and 4-space-indented literal blocks to troff. A line holding only
+    '\\b' (click's mark for a paragraph not to rewrap in --help) is dropped."""
     out: list[str] = []
     literal = False
     for line in text.split("\n"):
+        if line == "\b":
+            continue
         if line.startswith("    ") and line.strip():
             if not literal:
                 out.append(".PP\n.nf\n.RS 4")

@@ -12,7 +12,8 @@ crashes mid-publish leaves the previous model current.
 LAYOUT
     SPOOL/models/ARCH-xSCALE-VERSION.safetensors
         Immutable model files (see MODEL FILES). VERSION is a six-digit counter per ARCH and SCALE,
-        allocated with an exclusive link so that concurrent publishers never collide.
+        allocated with an exclusive link so that concurrent publishers never collide. A server's
+        spool fed by sr-receive keeps the push side's VERSION instead (see UPLOADED MODELS).
     SPOOL/current/ARCH-xSCALE.json
         Pointer to the current model of that architecture and scale:
         {"version": 7, "file": "models/fedsr-x2-000007.safetensors", "published": "...", "gain_db": 1.4}
@@ -37,6 +38,16 @@ LAYOUT
 
 Later tools add directories beside these; readers ignore names they do not know.
 
+UPLOADED MODELS
+A server away from the trainer gets its models over HTTP: sr-upload sends the push side's current
+model, sr-receive validates it and publishes it into the server's spool under the version number
+the push side gave it, so that a version means the same model on both sides. Such a model is
+written under tmp/ like any other, then, under current/.lock, linked into models/ with an
+exclusive link and made current, only if its version is newer than the current one and no file
+has that version yet; otherwise nothing is added (sr-receive answers 409). A spool that receives
+uploads for an ARCH and SCALE should have no local trainer for them: the two would number their
+versions independently.
+
 MODEL FILES
 A model file is a safetensors file: tensors and string metadata, nothing executable. The metadata
 holds format (srtools-model/1), arch and hparams (the network is rebuilt from these alone), scale,
@@ -48,6 +59,9 @@ EXAMPLES
     sr-train --spool /var/spool/srtools --hr clip.mp4 --scale 2 --max-seconds 180
     sr-train --spool /var/spool/srtools --arch tcsr --hr clip.mp4 --max-seconds 300
     cat /var/spool/srtools/current/fedsr-x2.json /var/spool/srtools/current/tcsr-x2.json
+    sr-receive --spool /var/spool/srtools --token-file /etc/srtools/upload.token   # on the server
+    sr-upload --spool /var/spool/srtools --to https://server/models/default --uplink 2000 \
+        --token-file /etc/srtools/upload.token                                   # on the push side
 """
 
 from __future__ import annotations
@@ -68,6 +82,10 @@ from .errors import SrError
 from .fsutil import fsync_dir, write_json_atomic, write_temp
 
 _STALE_TMP_SECONDS = 3600
+
+
+class StaleVersion(SrError):
+    """A model offered under a version that is not newer than the current one, or already taken."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +143,9 @@ class Spool:
                 found.append(int(suffix))
         return sorted(found)
 
+    def model_path(self, arch: str, scale: int, version: int) -> Path:
+        return self.models_dir / f"{self.key(arch, scale)}-{version:06d}.safetensors"
+
     def publish(self, model: torch.nn.Module, info: modelfile.ModelInfo) -> Pointer:
         """Publish ``model`` as the next version and make it current, unless a racing publisher
         already made a newer version current.
@@ -139,14 +160,46 @@ class Spool:
         finally:
             tmp_model.unlink(missing_ok=True)
         fsync_dir(self.models_dir)
-        raw = {"version": version, "file": str(final.relative_to(self.root)), "arch": info.arch,
-               "scale": info.scale, "published": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "gain_db": info.gain_db}
+        raw = self._pointer_raw(version, final, info)
         with self._pointer_lock():
             current = self._current_or_none(info.arch, info.scale)
             newest = current is None or current.version < version
             if newest:
                 write_json_atomic(self.pointer_path(info.arch, info.scale), raw, tmp_dir=self.tmp_dir)
         return Pointer(version, final, {**raw, "current": newest})
+
+    def publish_file(self, path: str | os.PathLike, info: modelfile.ModelInfo, version: int) -> Pointer:
+        """Publish the model file ``path`` under the given ``version`` (the push side's, for an
+        uploaded model) and make it current; all or nothing.
+
+        Args:
+            path: a complete, fsynced model file the caller has validated, on the spool's file
+                system (written under :attr:`tmp_dir`); it is linked, not moved: the caller removes it.
+            info: what the file says about itself (arch and scale name the pointer).
+            version: the version it gets; must be newer than the current one.
+
+        Raises:
+            StaleVersion: ``version`` is not newer than the current one, or a file already has it;
+                nothing was added to the spool.
+        """
+        self._remove_stale_tmp()
+        with self._pointer_lock():
+            current = self._current_or_none(info.arch, info.scale)
+            if current is not None and current.version >= version:
+                raise StaleVersion(f"version {version} is not newer than the current version {current.version}")
+            final = self.model_path(info.arch, info.scale, version)
+            try:
+                os.link(path, final)
+            except FileExistsError:
+                raise StaleVersion(f"{final.name} already exists in the spool") from None
+            fsync_dir(self.models_dir)
+            raw = self._pointer_raw(version, final, info)
+            write_json_atomic(self.pointer_path(info.arch, info.scale), raw, tmp_dir=self.tmp_dir)
+        return Pointer(version, final, {**raw, "current": True})
+
+    def _pointer_raw(self, version: int, final: Path, info: modelfile.ModelInfo) -> dict[str, Any]:
+        return {"version": version, "file": str(final.relative_to(self.root)), "arch": info.arch,
+                "scale": info.scale, "published": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "gain_db": info.gain_db}
 
     def _current_or_none(self, arch: str, scale: int) -> Pointer | None:
         try:
@@ -164,7 +217,7 @@ class Spool:
     def _link_next_version(self, tmp: Path, arch: str, scale: int) -> tuple[int, Path]:
         version = max(self.versions(arch, scale), default=0) + 1
         while True:
-            final = self.models_dir / f"{self.key(arch, scale)}-{version:06d}.safetensors"
+            final = self.model_path(arch, scale, version)
             try:
                 os.link(tmp, final)  # fails if another publisher took this version
                 return version, final

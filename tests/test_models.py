@@ -16,7 +16,7 @@ from srtools import archs, modelfile, models
 from srtools.archs.fedsr_arch import FEDSR
 from srtools.errors import ModelError
 from srtools.fsutil import write_json_atomic
-from srtools.spool import Spool
+from srtools.spool import Spool, StaleVersion
 
 
 def tiny(scale=2, **kw):
@@ -116,6 +116,28 @@ def test_spool_publish_versions_and_pointer(tmp_path):
     modelfile.load(pointer.path, scale=2)
 
 
+
+def test_publish_file_keeps_the_given_version_all_or_nothing(tmp_path):
+    """An uploaded model keeps the push side's version; a stale one adds nothing to the spool."""
+    spool = Spool(tmp_path / "spool", create=True)
+    model, info = tiny()
+    upload = tmp_path / "upload.safetensors"
+    modelfile.save(upload, model, info)
+    pointer = spool.publish_file(upload, info, 5)
+    assert pointer.version == 5 and pointer.raw["current"]
+    assert spool.current("fedsr", 2).path == spool.models_dir / "fedsr-x2-000005.safetensors"
+    assert spool.current("fedsr", 2).path.read_bytes() == upload.read_bytes() and upload.exists()
+    # A leftover of a publisher that crashed before its pointer update holds version 7.
+    os.link(upload, spool.models_dir / "fedsr-x2-000007.safetensors")
+    before = sorted(p.name for p in spool.models_dir.iterdir())
+    for version, reason in ((5, "not newer than the current version 5"), (4, "not newer"), (7, "already exists")):
+        with pytest.raises(StaleVersion, match=reason):
+            spool.publish_file(upload, info, version)
+        assert sorted(p.name for p in spool.models_dir.iterdir()) == before
+        assert spool.current("fedsr", 2).version == 5
+    assert spool.publish_file(upload, info, 8).version == 8
+    assert spool.publish(*tiny()).version == 9  # local publishers continue after the uploaded versions
+
 def _publish_many(root, count):
     spool = Spool(root)
     for _ in range(count):
@@ -189,7 +211,7 @@ def test_one_loader_for_every_task(tmp_path):
 CRASH_SCRIPT = """
 import os, sys
 from srtools import archs, modelfile, models
-from srtools.spool import Spool
+from srtools.spool import Spool, StaleVersion
 spool = Spool(sys.argv[1])
 hparams = {"scale": 2, "channels": 4, "blocks": 1}
 real_save = modelfile.save

@@ -15,4 +15,6 @@ COMMANDS = {
     "sr-cache": "srtools.commands.cache",
     "sr-proxy": "srtools.commands.proxy",
     "sr-sim": "srtools.commands.sim",
+    "sr-upload": "srtools.commands.upload",
+    "sr-receive": "srtools.commands.receive",
 }

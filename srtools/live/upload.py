@@ -1,0 +1,320 @@
+"""Model upload from the push side to the server: the protocol, the shared token, and the uploader.
+
+The push side trains models into its own spool; the server upscales with models from its spool.
+:class:`Uploader` (sr-upload) sends the push side's current model to sr-receive
+(:mod:`srtools.live.receive`) over the broadcaster's uplink, which also carries the video, so it:
+
+- sends only the newest model: when an upload finishes, the spool's current model is the next one,
+  and the versions published meanwhile are skipped (a model is only worth its latest weights);
+- paces the body with a token bucket at a share of the uplink, so the video keeps the rest;
+- retries with exponential backoff while the server is away or failing, moving on to a newer
+  version if one is published during the outage.
+
+Protocol (HTTP/1.1; TLS from a reverse proxy, see sr-receive(1)), for stream KEY, architecture ARCH
+and scale S, every request carrying ``Authorization: Bearer TOKEN``:
+
+- ``GET /models/KEY/ARCH-xS``: 200 with ``{"stream", "arch", "scale", "version", "max_bytes"}``, the
+  server's current version (null for none) and the largest body it accepts.
+- ``PUT /models/KEY/ARCH-xS`` with ``X-Srtools-Version: N`` (the push side's version) and a
+  ``Content-Length``; the body is the model file (srtools-spool(5)). 201 when it became the server's
+  current model under version N; 401 without the right token, 404 for an unknown stream, 411
+  without a length, 413 for a body over max_bytes, 422 for an invalid model or one of another
+  architecture or scale, 409 when N is not newer than the server's current version. Errors come as
+  ``{"error": "..."}``.
+
+The token is a shared secret per stream, read from a file or the environment variable
+SRTOOLS_UPLOAD_TOKEN, never from the command line (where other users could read it in ps).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import http.client
+import json
+import logging
+import os
+import re
+import select
+import ssl
+import stat
+import threading
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Callable
+
+from ..errors import InputError, SrError, UsageError
+from ..spool import Pointer, Spool
+
+log = logging.getLogger("srtools.upload")
+
+TOKEN_ENV = "SRTOOLS_UPLOAD_TOKEN"
+VERSION_HEADER = "X-Srtools-Version"
+# A token goes into an HTTP header: visible ASCII only.
+_TOKEN = re.compile(r"[\x21-\x7e]+")
+_MIN_TOKEN_CHARS = 16
+
+
+def read_token(path: str | None) -> str:
+    """The shared secret from the file ``path`` (surrounding whitespace stripped), or from
+    $SRTOOLS_UPLOAD_TOKEN when ``path`` is None.
+
+    Raises:
+        UsageError: no token, an unreadable file, or characters an HTTP header cannot carry.
+    """
+    if path is not None:
+        try:
+            token = Path(path).read_text().strip()
+            mode = os.stat(path).st_mode
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"{path}: cannot read the token file ({getattr(exc, 'strerror', None) or exc})") from None
+        if mode & (stat.S_IRGRP | stat.S_IROTH):
+            log.warning("%s: the token file is readable by other users (chmod 600 it)", path)
+        where = path
+    else:
+        token = os.environ.get(TOKEN_ENV, "").strip()
+        if not token:
+            raise UsageError(f"no upload token: give --token-file FILE or set {TOKEN_ENV}")
+        where = TOKEN_ENV
+    if not _TOKEN.fullmatch(token):
+        raise UsageError(f"{where}: the token must be one word of visible ASCII characters")
+    if len(token) < _MIN_TOKEN_CHARS:
+        log.warning("%s: a token of %d characters is easy to guess (use e.g. `openssl rand -hex 32`)",
+                    where, len(token))
+    return token
+
+
+def model_path(key: str, arch: str, scale: int) -> str:
+    """The URL path of stream ``key``'s model of ``arch`` at ``scale``."""
+    return f"/models/{key}/{arch}-x{scale}"
+
+
+class TokenBucket:
+    """Paces a byte stream at ``rate`` bytes per second, allowing bursts of ``burst`` bytes.
+
+    Thread-safe: callers sharing one bucket share its rate.
+    """
+
+    def __init__(self, rate: float, burst: float):
+        if rate <= 0 or burst <= 0:
+            raise ValueError("rate and burst must be positive")
+        self.rate, self.burst = rate, burst
+        self._tokens, self._last = burst, time.monotonic()
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> None:
+        """Block until ``n`` bytes (at most ``burst``) may be sent."""
+        if n > self.burst:
+            raise ValueError(f"{n} bytes exceed the bucket's burst of {self.burst:.0f}")
+        with self._lock:  # held while waiting: takers are served in turn
+            while True:
+                now = time.monotonic()
+                self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+                self._last = now
+                if self._tokens >= n:
+                    self._tokens -= n
+                    return
+                time.sleep((n - self._tokens) / self.rate)
+
+
+def chunk_bytes(rate: float) -> int:
+    """Bytes sent at once: 50 ms of the rate, between 1 KiB and 64 KiB (small bursts delay the video little)."""
+    return int(min(65536, max(1024, rate * 0.05)))
+
+
+@dataclasses.dataclass
+class UploadResult:
+    """What became of one version: one JSON line of sr-upload.
+
+    status: ``uploaded`` (the server's current model now), ``present`` (the server already had it
+    or a newer one: 409 or its GET said so) or ``rejected`` (413 too large, 422 invalid).
+    """
+
+    version: int
+    bytes: int
+    seconds: float
+    status: str
+    http: int
+    attempts: int
+    kbit_s: float | None = None
+
+
+class UploadError(SrError):
+    """The server refused us for good (wrong token, unknown stream): retrying cannot help."""
+
+
+class _Transient(Exception):
+    """A failure worth retrying: the server is unreachable, timed out, or answered 5xx."""
+
+
+class Uploader:
+    """Uploads the spool's current model of ``arch`` at ``scale`` to a stream URL.
+
+    Args:
+        spool: the push side's spool.
+        url: the stream's URL, ``http[s]://HOST[:PORT]/models/KEY`` (the model path is appended).
+        token: the stream's shared secret.
+        rate: the upload's share of the uplink, in bytes per second.
+        timeout: seconds to connect, and for any one socket operation.
+        max_backoff: the longest wait between retries (they start at 0.5 s and double).
+    """
+
+    def __init__(self, spool: Spool, url: str, token: str, arch: str, scale: int, rate: float,
+                 timeout: float = 30, max_backoff: float = 30):
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise UsageError(f"{url!r}: expected http[s]://HOST[:PORT]/models/KEY")
+        self.spool, self.arch, self.scale = spool, arch, scale
+        self._https = parts.scheme == "https"
+        self._netloc = parts.netloc
+        self._path = f"{parts.path.rstrip('/')}/{arch}-x{scale}"
+        self._auth = f"Bearer {token}"
+        self.bucket = TokenBucket(rate, chunk_bytes(rate))
+        self.timeout, self.max_backoff = timeout, max_backoff
+        self.sent = 0  # the newest version the server has from us, as far as we know
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self._https else 'http'}://{self._netloc}{self._path}"
+
+    def run(self, emit: Callable[[UploadResult], None], once: bool = False, poll_interval: float = 0.5,
+            stop: threading.Event | None = None) -> None:
+        """Upload each newer current version until ``stop`` is set (or once, with ``once``).
+
+        Raises:
+            InputError: with ``once``, the spool has no model to upload.
+            UploadError: the server refused the token or does not know the stream.
+        """
+        stop = stop or threading.Event()
+        while not stop.is_set():
+            pointer = self._current()
+            if pointer is None and once:
+                raise InputError(f"{self.spool.root}: no {Spool.key(self.arch, self.scale)} model to upload")
+            if pointer is not None and pointer.version > self.sent:
+                result = self.deliver(pointer, stop)
+                if result is None:  # stopped while retrying
+                    return
+                self.sent = max(self.sent, result.version)
+                emit(result)
+                if once:
+                    return
+                continue  # a newer version may have been published while this one was sent
+            stop.wait(poll_interval)
+
+    def deliver(self, pointer: Pointer, stop: threading.Event) -> UploadResult | None:
+        """Upload ``pointer``'s model, retrying with backoff; after a failed attempt the newest
+        version is tried instead. None when ``stop`` was set while waiting to retry."""
+        delay, attempts = 0.5, 0
+        while True:
+            attempts += 1
+            try:
+                return self._attempt(pointer, attempts)
+            except _Transient as exc:
+                log.warning("upload of v%d to %s failed (%s); retrying in %.1f s", pointer.version, self.url, exc,
+                            delay)
+            if stop.wait(delay):
+                return None
+            delay = min(2 * delay, self.max_backoff)
+            newest = self._current()
+            if newest is not None and newest.version > pointer.version:
+                log.info("v%d was published meanwhile: uploading it instead of v%d", newest.version, pointer.version)
+                pointer = newest
+
+    def _current(self) -> Pointer | None:
+        try:
+            return self.spool.current(self.arch, self.scale)
+        except SrError as exc:  # a damaged pointer: the next publish replaces it
+            log.warning("%s", exc)
+            return None
+
+    def _connection(self) -> http.client.HTTPConnection:
+        cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+        return cls(self._netloc, timeout=self.timeout)
+
+    def _attempt(self, pointer: Pointer, attempts: int) -> UploadResult:
+        try:
+            body = pointer.path.read_bytes()
+        except OSError as exc:
+            raise _Transient(f"cannot read {pointer.path}: {exc.strerror}") from None
+        conn = self._connection()
+        try:
+            state = self._state(conn)
+            if state.get("version") is not None and state["version"] >= pointer.version:
+                log.info("the server already has v%d (v%d asked)", state["version"], pointer.version)
+                return UploadResult(pointer.version, len(body), 0.0, "present", 200, attempts)
+            if len(body) > state.get("max_bytes", len(body)):
+                log.error("v%d: %d bytes, over the server's limit of %d", pointer.version, len(body),
+                          state["max_bytes"])
+                return UploadResult(pointer.version, len(body), 0.0, "rejected", 413, attempts)
+            start = time.monotonic()
+            status, answer = self._put(conn, body, pointer.version)
+            seconds = time.monotonic() - start
+        except ssl.SSLCertVerificationError as exc:
+            raise UploadError(f"{self.url}: {exc.verify_message} (the server's certificate; see $SSL_CERT_FILE)") \
+                from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise _Transient(f"{type(exc).__name__}: {exc}") from None
+        finally:
+            conn.close()
+        result = UploadResult(pointer.version, len(body), round(seconds, 3), "uploaded", status, attempts,
+                              round(len(body) * 8 / seconds / 1e3, 1) if seconds > 0 else None)
+        if status in (200, 201):
+            log.info("uploaded v%d: %d bytes in %.1f s", pointer.version, len(body), seconds)
+        elif status == 409:
+            log.info("the server has v%d or newer: %s", pointer.version, answer)
+            result.status = "present"
+        elif status in (413, 422):
+            log.error("the server rejected v%d: %s", pointer.version, answer)
+            result.status = "rejected"
+        else:
+            self._raise_for(status, answer)
+        return result
+
+    def _state(self, conn: http.client.HTTPConnection) -> dict:
+        """The server's current version and limit for our model (GET), on the connection the PUT reuses."""
+        conn.request("GET", self._path, headers={"Authorization": self._auth})
+        response = conn.getresponse()
+        answer = response.read()
+        if response.status != 200:
+            self._raise_for(response.status, _error_text(answer))
+        try:
+            state = json.loads(answer)
+        except ValueError:
+            raise _Transient("the server's answer is not JSON (is --to an sr-receive URL?)") from None
+        return state if isinstance(state, dict) else {}
+
+    def _put(self, conn: http.client.HTTPConnection, body: bytes, version: int) -> tuple[int, str]:
+        conn.putrequest("PUT", self._path, skip_accept_encoding=True)
+        for name, value in (("Authorization", self._auth), ("Content-Type", "application/octet-stream"),
+                            ("Content-Length", str(len(body))), (VERSION_HEADER, str(version))):
+            conn.putheader(name, value)
+        conn.endheaders()
+        view = memoryview(body)
+        step = chunk_bytes(self.bucket.rate)
+        for offset in range(0, len(body), step):
+            piece = view[offset:offset + step]
+            self.bucket.take(len(piece))
+            if select.select([conn.sock], [], [], 0)[0]:
+                break  # the server answered before the end of the body: a refusal; stop sending and read it
+            try:
+                conn.send(piece)
+            except (BrokenPipeError, ConnectionResetError):
+                break  # it may have refused and closed: its answer can still be read
+        response = conn.getresponse()
+        return response.status, _error_text(response.read())
+
+    def _raise_for(self, status: int, answer: str) -> None:
+        if status >= 500 or status in (408, 429):
+            raise _Transient(f"HTTP {status} {answer}")
+        if status == 401:
+            raise UploadError(f"{self.url}: the server refused the token (401 {answer})")
+        raise UploadError(f"{self.url}: HTTP {status} {answer} (is it http[s]://HOST/models/KEY of a stream "
+                          f"sr-receive serves?)")
+
+
+def _error_text(answer: bytes) -> str:
+    """The ``error`` of a JSON error body, else the body's first line."""
+    try:
+        return str(json.loads(answer)["error"])
+    except (ValueError, KeyError, TypeError):
+        return answer.decode(errors="replace").strip().split("\n")[0][:200]

@@ -1,0 +1,268 @@
+"""sr-receive: a real server on an ephemeral port; every refusal leaves the spool as it was."""
+
+import hashlib
+import http.client
+import json
+import os
+import pickle
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+
+from srtools import archs, modelfile, models
+from srtools.spool import Spool
+
+from conftest import Server, expect_error, run_command
+
+TOKEN = "0123456789abcdef-receive-test-token"
+# Debian installs nginx in /usr/sbin, which is not on a normal user's PATH.
+NGINX = shutil.which("nginx", path=f"{os.environ.get('PATH', '')}:/usr/sbin")
+NGINX_TEMPLATE = Path(__file__).resolve().parent.parent / "conf" / "nginx-receive.conf"
+
+
+def write_token(path: Path, token: str = TOKEN) -> Path:
+    path.write_text(token + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def model_file(path: Path, scale: int = 2, channels: int = 4) -> bytes:
+    """A tiny F-EDSR model file with non-trivial weights; its bytes."""
+    hparams = {"scale": scale, "channels": channels, "blocks": 1}
+    model = archs.build("fedsr", hparams)
+    torch.nn.init.normal_(model.tail.weight, std=0.01)
+    modelfile.save(path, model, modelfile.ModelInfo("fedsr", hparams, scale))
+    return path.read_bytes()
+
+
+def put(url: str, body: bytes, version: int | None = 1, token: str | None = TOKEN,
+        headers: dict | None = None) -> tuple[int, dict]:
+    """PUT ``body``; a refusal that resets the connection before the body is sent is still read."""
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.netloc, timeout=30)
+    conn.putrequest("PUT", parts.path, skip_accept_encoding=True)
+    fields = {"Content-Length": str(len(body)), **(headers or {})}
+    if token is not None:
+        fields["Authorization"] = f"Bearer {token}"
+    if version is not None:
+        fields["X-Srtools-Version"] = str(version)
+    for name, value in fields.items():
+        conn.putheader(name, value)
+    conn.endheaders()
+    try:
+        conn.send(body)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    response = conn.getresponse()
+    answer = json.loads(response.read())
+    conn.close()
+    return response.status, answer
+
+
+def get(url: str, token: str | None = TOKEN) -> tuple[int, dict]:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def listing(root: Path) -> dict[str, str]:
+    """Every file under ``root`` with a digest of its content."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def receiver(tmp_path):
+    """sr-receive on --spool with a 64 KiB limit: (server, spool directory)."""
+    spool = tmp_path / "server-spool"
+    with Server("sr-receive", "--spool", spool, "--token-file", write_token(tmp_path / "token"),
+                "--listen", "127.0.0.1:0", "--max-bytes", 65536) as server:
+        yield server, spool
+
+
+def test_a_good_upload_becomes_current_under_the_push_side_version(receiver, tmp_path):
+    server, spool = receiver
+    url = f"{server.url}/models/default/fedsr-x2"
+    assert server.info["streams"] == {"default": str(spool)}
+    assert get(url) == (200, {"stream": "default", "arch": "fedsr", "scale": 2, "version": None,
+                              "max_bytes": 65536})
+    body = model_file(tmp_path / "m.safetensors")
+    status, answer = put(url, body, version=7)
+    assert status == 201, answer
+    assert answer["version"] == 7 and answer["file"] == "models/fedsr-x2-000007.safetensors"
+    assert (spool / answer["file"]).read_bytes() == body
+    pointer = Spool(spool).current("fedsr", 2)
+    assert pointer.version == 7
+    model, info, version = models.load_current(Spool(spool), archs.UPSCALE, 2)
+    assert version == 7 and info.hparams["channels"] == 4
+    assert get(url)[1]["version"] == 7
+    assert list((spool / "tmp").iterdir()) == []
+    # A newer version replaces it.
+    assert put(url, model_file(tmp_path / "m2.safetensors", channels=6), version=9)[0] == 201
+    assert models.load_current(Spool(spool), archs.UPSCALE, 2)[2] == 9
+    code, err = server.stop()
+    assert code == 130 and "2 models accepted" in err and "Traceback" not in err
+
+
+def test_every_refusal_leaves_the_spool_unchanged(receiver, tmp_path):
+    server, spool = receiver
+    url = f"{server.url}/models/default/fedsr-x2"
+    good = model_file(tmp_path / "m.safetensors")
+    assert put(url, good, version=5)[0] == 201
+    before = listing(spool)
+    assert "current/fedsr-x2.json" in before
+
+    class Boom:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    cases = [
+        ("no token", put(url, good, version=6, token=None), 401),
+        ("wrong token", put(url, good, version=6, token=TOKEN[:-1] + "X"), 401),
+        ("token as another scheme", put(url, good, version=6, token=None,
+                                        headers={"Authorization": f"Basic {TOKEN}"}), 401),
+        ("oversized", put(url, os.urandom(200_000), version=6), 413),
+        ("corrupt", put(url, os.urandom(4000), version=6), 422),
+        ("truncated", put(url, good[: len(good) // 2], version=6), 422),
+        ("pickle", put(url, pickle.dumps(Boom()), version=6), 422),
+        ("wrong scale", put(url, model_file(tmp_path / "x3.safetensors", scale=3), version=6), 422),
+        ("wrong architecture", put(f"{server.url}/models/default/tcsr-x2", good, version=6), 422),
+        ("older version", put(url, good, version=4), 409),
+        ("equal version", put(url, good, version=5), 409),
+        ("no version", put(url, good, version=None), 400),
+        ("unknown stream", put(f"{server.url}/models/other/fedsr-x2", good, version=6), 404),
+        ("unknown architecture", put(f"{server.url}/models/default/resnet-x2", good, version=6), 404),
+    ]
+    for name, (status, answer), expected in cases:
+        assert status == expected, (name, answer)
+        assert answer["error"], name
+        assert listing(spool) == before, name
+    assert not (tmp_path / "pwned").exists()
+    assert get(url, token=None)[0] == 401 and get(url, token="nope")[0] == 401
+    assert Spool(spool).current("fedsr", 2).version == 5
+    code, err = server.stop()
+    assert f"{len(cases) + 2} requests refused" in err and "Traceback" not in err
+
+
+def test_refusals_come_before_the_body(tmp_path):
+    """Expect: 100-continue is answered with the refusal, so no body is sent; a client that sends
+    its whole body anyway (urllib) reads the refusal rather than a reset connection."""
+    spool = tmp_path / "spool"
+    with Server("sr-receive", "--spool", spool, "--token-file", write_token(tmp_path / "token")) as server:
+        before = listing(spool)
+        parts = urllib.parse.urlsplit(server.url)
+        with socket.create_connection((parts.hostname, parts.port)) as sock:
+            sock.sendall(b"PUT /models/default/fedsr-x2 HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n"
+                         b"Authorization: Bearer " + TOKEN.encode() + b"\r\nX-Srtools-Version: 1\r\n"
+                         b"Expect: 100-continue\r\n\r\n")
+            sock.settimeout(10)
+            assert sock.recv(4096).startswith(b"HTTP/1.1 413 ")
+        # 4 MiB (the default limit) with a wrong token: more than the socket buffers hold while
+        # the server does not read, so closing at once would reset the connection under urllib.
+        request = urllib.request.Request(f"{server.url}/models/default/fedsr-x2", data=os.urandom(4 << 20),
+                                         method="PUT", headers={"Authorization": "Bearer wrong",
+                                                                "X-Srtools-Version": "1"})
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(request, timeout=30)
+        assert info.value.code == 401
+        assert listing(spool) == before
+
+
+def test_several_streams_each_with_its_spool_and_token(tmp_path):
+    token_a, token_b = "a" * 32, "b" * 32
+    spool_a, spool_b = tmp_path / "spool-a", tmp_path / "spool-b"
+    body = model_file(tmp_path / "m.safetensors")
+    with Server("sr-receive", "--stream", f"studio-1={spool_a}:{write_token(tmp_path / 'ta', token_a)}",
+                "--stream", f"studio-2={spool_b}:{write_token(tmp_path / 'tb', token_b)}") as server:
+        assert server.info["streams"] == {"studio-1": str(spool_a), "studio-2": str(spool_b)}
+        url_a, url_b = f"{server.url}/models/studio-1/fedsr-x2", f"{server.url}/models/studio-2/fedsr-x2"
+        assert put(url_a, body, version=3, token=token_b)[0] == 401
+        assert put(url_b, body, version=3, token=token_a)[0] == 401
+        assert put(url_a, body, version=3, token=token_a)[0] == 201
+        assert put(url_b, body, version=8, token=token_b)[0] == 201
+    assert Spool(spool_a).current("fedsr", 2).version == 3 and Spool(spool_a).versions("fedsr", 2) == [3]
+    assert Spool(spool_b).current("fedsr", 2).version == 8 and Spool(spool_b).versions("fedsr", 2) == [8]
+
+
+def test_bad_arguments(tmp_path):
+    token = write_token(tmp_path / "token")
+    no_env = {"SRTOOLS_UPLOAD_TOKEN": ""}
+    expect_error(run_command("sr-receive", "--token-file", token), 2, "give --spool")
+    expect_error(run_command("sr-receive", "--spool", tmp_path / "s", env=no_env), 2, "no upload token")
+    expect_error(run_command("sr-receive", "--spool", tmp_path / "s", "--token-file", tmp_path / "missing"), 2,
+                 "cannot read the token file")
+    expect_error(run_command("sr-receive", "--stream", "no-equals-sign", "--token-file", token), 2, "KEY=SPOOL_DIR")
+    expect_error(run_command("sr-receive", "--stream", "../x=dir", "--token-file", token), 2, "KEY=SPOOL_DIR")
+    expect_error(run_command("sr-receive", "--spool", tmp_path / "s", "--stream", f"default={tmp_path}/t",
+                             "--token-file", token), 2, "given twice")
+    assert b"--token " not in run_command("sr-receive", "--help").stdout
+
+
+@pytest.fixture
+def nginx_receive(tmp_path, receiver):
+    """conf/nginx-receive.conf on a free port with a self-signed certificate for 127.0.0.1, in front
+    of ``receiver``: (https URL, certificate, server spool)."""
+    if NGINX is None or shutil.which("openssl") is None:
+        pytest.skip("nginx or openssl is not installed")
+    server, spool = receiver
+    prefix = tmp_path / "nginx"
+    (prefix / "state").mkdir(parents=True)
+    cert, key = prefix / "cert.pem", prefix / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert],
+                   check=True, capture_output=True)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    conf = prefix / "nginx.conf"
+    conf.write_text(NGINX_TEMPLATE.read_text().replace("@RECEIVE_LISTEN@", f"127.0.0.1:{port}")
+                    .replace("@RECEIVE_CERT@", str(cert)).replace("@RECEIVE_KEY@", str(key))
+                    .replace("@RECEIVE_UPSTREAM@", server.url.removeprefix("http://"))
+                    .replace("@RECEIVE_STATE@", str(prefix / "state")))
+    user = "user root;" if os.geteuid() == 0 else ""
+    process = subprocess.Popen([NGINX, "-p", str(prefix), "-c", str(conf),
+                                "-g", f"daemon off; pid {prefix}/nginx.pid; error_log stderr; {user}"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            if process.poll() is not None:
+                raise AssertionError(f"nginx did not start: {process.stderr.read().decode()}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "nginx did not listen within 10 s"
+                time.sleep(0.05)
+        yield f"https://127.0.0.1:{port}", cert, spool
+    finally:
+        process.terminate()
+        process.wait(10)
+        process.stderr.close()
+
+
+def test_behind_nginx_with_tls(nginx_receive, tmp_path):
+    url, cert, spool = nginx_receive
+    push = Spool(tmp_path / "push", create=True)
+    hparams = {"scale": 2, "channels": 4, "blocks": 1}
+    push.publish(archs.build("fedsr", hparams), modelfile.ModelInfo("fedsr", hparams, 2))
+    upload = ["--spool", push.root, "--to", f"{url}/models/default", "--uplink", 8000, "--once", "-q"]
+    result = run_command("sr-upload", *upload, env={"SRTOOLS_UPLOAD_TOKEN": TOKEN, "SSL_CERT_FILE": str(cert)})
+    assert result.returncode == 0, result.stderr.decode()
+    assert json.loads(result.stdout)["status"] == "uploaded"
+    assert Spool(spool).current("fedsr", 2).version == 1
+    # The certificate is checked, and refusals pass through nginx.
+    expect_error(run_command("sr-upload", *upload, env={"SRTOOLS_UPLOAD_TOKEN": TOKEN, "SSL_CERT_FILE": ""}), 1)
+    expect_error(run_command("sr-upload", *upload, env={"SRTOOLS_UPLOAD_TOKEN": "w" * 20,
+                                                        "SSL_CERT_FILE": str(cert)}), 1, "refused the token")
