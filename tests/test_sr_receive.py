@@ -195,6 +195,24 @@ def test_several_streams_each_with_its_spool_and_token(tmp_path):
     assert Spool(spool_b).current("fedsr", 2).version == 8 and Spool(spool_b).versions("fedsr", 2) == [8]
 
 
+def on_publish(url: str, **form) -> int:
+    """POST an nginx-rtmp on_publish form; the status."""
+    data = urllib.parse.urlencode({"call": "publish", "app": "live", "addr": "127.0.0.1", **form}).encode()
+    try:
+        with urllib.request.urlopen(urllib.request.Request(f"{url}/on_publish", data=data), timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_on_publish_admits_a_known_key_with_its_token_only(receiver):
+    server, _ = receiver
+    assert on_publish(server.url, name="default", token=TOKEN) == 204
+    assert on_publish(server.url, name="default", token=TOKEN[:-1] + "x") == 403
+    assert on_publish(server.url, name="default") == 403
+    assert on_publish(server.url, name="other", token=TOKEN) == 403
+
+
 def test_bad_arguments(tmp_path):
     token = write_token(tmp_path / "token")
     no_env = {"SRTOOLS_UPLOAD_TOKEN": ""}

@@ -62,6 +62,11 @@ def command(spool: str | None, stream_specs: tuple[str, ...], token_file: str | 
         curl -T model.safetensors -H "Authorization: Bearer $(cat token)" \\
              -H "X-Srtools-Version: 7" http://127.0.0.1:8090/models/default/fedsr-x2
 
+    The same server answers nginx-rtmp's on_publish callback (conf/nginx-rtmp.conf) on POST
+    /on_publish: a publisher is let in (204) only for a stream key it knows and with that stream's
+    token in the publish URL, rtmp://HOST/live/KEY?token=TOKEN; anything else gets 403 and nginx
+    drops the connection.
+
     On start, one JSON line {"url": "http://HOST:PORT", "streams": {KEY: SPOOL_DIR, ...}} goes to
     stdout; each upload is logged on stderr. Runs until SIGINT or SIGTERM.
 

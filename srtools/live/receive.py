@@ -20,6 +20,7 @@ import re
 import socket
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 
 from .. import archs, modelfile
@@ -32,6 +33,7 @@ from .upload import VERSION_HEADER
 log = logging.getLogger("srtools.receive")
 
 DEFAULT_KEY = "default"
+PUBLISH_CHECK_PATH = "/on_publish"
 _KEY = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 _ROUTE = re.compile(rf"/models/(?P<key>{_KEY})/(?P<arch>[a-z0-9_]+)-x(?P<scale>[234])")
 _CHUNK = 65536
@@ -87,6 +89,31 @@ class ReceiveHandler(QuietHandler):
             return
         self._reply(200, {"stream": stream.key, "arch": arch, "scale": scale,
                           "version": _current_version(stream.spool, arch, scale), "max_bytes": self.server.max_bytes})
+
+    def do_POST(self) -> None:  # noqa: N802
+        """nginx-rtmp's on_publish callback (conf/nginx-rtmp.conf): 204 lets the publisher in, 403 drops it.
+
+        The form body carries the stream ``name`` (its key) and the publish URL's arguments: the
+        publisher proves it knows the stream's token with rtmp://HOST/APP/KEY?token=TOKEN.
+        """
+        if self.url_path() != PUBLISH_CHECK_PATH:
+            self._refuse(_Refused(404, f"POST only on {PUBLISH_CHECK_PATH}"), body_pending=True)
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > _CHUNK:
+            self._refuse(_Refused(413, "an on_publish form is small"), body_pending=True)
+            return
+        form = urllib.parse.parse_qs(self.rfile.read(length).decode("latin-1"))
+        key, token = form.get("name", [""])[0], form.get("token", [""])[0]
+        stream = self.server.streams.get(key)
+        if stream is None or not hmac.compare_digest(token.encode(), stream.token.encode()):
+            self._refuse(_Refused(403, f"stream key {key!r} with a missing or wrong token may not publish"),
+                         body_pending=False)
+            return
+        log.info("%s: publisher admitted from %s", key, form.get("addr", ["?"])[0])
+        self.send_response(204)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     def handle_expect_100(self) -> bool:
         try:
