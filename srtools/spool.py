@@ -14,6 +14,8 @@ LAYOUT
         Immutable model files (see MODEL FILES). VERSION is a six-digit counter per ARCH and SCALE,
         allocated with an exclusive link so that concurrent publishers never collide. A server's
         spool fed by sr-receive keeps the push side's VERSION instead (see UPLOADED MODELS).
+        Long-running publishers (sr-train --watch, sr-receive) keep the newest --keep-models
+        versions (default 10) and remove older ones; the current model is never removed.
     SPOOL/current/ARCH-xSCALE.json
         Pointer to the current model of that architecture and scale:
         {"version": 7, "file": "models/fedsr-x2-000007.safetensors", "published": "...", "gain_db": 1.4}
@@ -102,10 +104,13 @@ class Spool:
 
     Args:
         root: the directory; created with its subdirectories when ``create`` is true.
+        keep: after each publish, remove all but the newest ``keep`` versions of that architecture
+            and scale (never the current one); None keeps every version.
     """
 
-    def __init__(self, root: str | os.PathLike, create: bool = False):
+    def __init__(self, root: str | os.PathLike, create: bool = False, keep: int | None = None):
         self.root = Path(root)
+        self.keep = keep
         self.models_dir = self.root / "models"
         self.current_dir = self.root / "current"
         self.tmp_dir = self.root / "tmp"
@@ -166,6 +171,7 @@ class Spool:
             newest = current is None or current.version < version
             if newest:
                 write_json_atomic(self.pointer_path(info.arch, info.scale), raw, tmp_dir=self.tmp_dir)
+            self._prune(info.arch, info.scale)
         return Pointer(version, final, {**raw, "current": newest})
 
     def publish_file(self, path: str | os.PathLike, info: modelfile.ModelInfo, version: int) -> Pointer:
@@ -195,7 +201,17 @@ class Spool:
             fsync_dir(self.models_dir)
             raw = self._pointer_raw(version, final, info)
             write_json_atomic(self.pointer_path(info.arch, info.scale), raw, tmp_dir=self.tmp_dir)
+            self._prune(info.arch, info.scale)
         return Pointer(version, final, {**raw, "current": True})
+
+    def _prune(self, arch: str, scale: int) -> None:
+        """Remove versions beyond :attr:`keep` (under the pointer lock, so never the current one)."""
+        if not self.keep:
+            return
+        current = self._current_or_none(arch, scale)
+        for version in self.versions(arch, scale)[:-self.keep]:
+            if current is None or version != current.version:
+                self.model_path(arch, scale, version).unlink(missing_ok=True)
 
     def _pointer_raw(self, version: int, final: Path, info: modelfile.ModelInfo) -> dict[str, Any]:
         return {"version": version, "file": str(final.relative_to(self.root)), "arch": info.arch,

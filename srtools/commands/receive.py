@@ -27,10 +27,12 @@ log = logging.getLogger("srtools.receive")
                    f"(default: ${TOKEN_ENV}).")
 @click.option("--listen", default="127.0.0.1:0", show_default=True, metavar="HOST:PORT",
               help="Address to serve on; port 0 picks a free port.")
+@click.option("--keep-models", type=click.IntRange(0, None), default=10, show_default=True, metavar="N",
+              help="Keep the newest N versions of each model in a spool, removing older ones (0: keep all).")
 @click.option("--max-bytes", type=click.IntRange(1024, 1 << 30), default=4 << 20, show_default=True,
               metavar="BYTES", help="Largest model file accepted; larger bodies are refused (413) unread.")
 def command(spool: str | None, stream_specs: tuple[str, ...], token_file: str | None, listen: str,
-            max_bytes: int) -> None:
+            keep_models: int, max_bytes: int) -> None:
     """Receive models from the push side over HTTP and publish them into the server's spool.
 
     The server half of model upload: sr-upload on the push side sends each new model of its
@@ -101,7 +103,7 @@ def command(spool: str | None, stream_specs: tuple[str, ...], token_file: str | 
         if stream_token_file is None and default_token is None:
             default_token = read_token(token_file)
         token = default_token if stream_token_file is None else read_token(stream_token_file)
-        streams.append(Stream(key, Spool(spool_dir, create=True), token))
+        streams.append(Stream(key, Spool(spool_dir, create=True, keep=keep_models or None), token))
     server = bind(ReceiveHandler, listen, **serve_attributes(streams, max_bytes))
     url = server_url(server)
     announce(url, streams={s.key: str(s.spool.root) for s in streams}, max_bytes=max_bytes)

@@ -64,6 +64,8 @@ UPSCALERS, REFINERS = archs.for_task(archs.UPSCALE), archs.for_task(archs.REFINE
 @click.option("--learning-rate", type=click.FloatRange(0, 1, min_open=True), default=1e-3, show_default=True,
               help="Peak Adam learning rate (cosine decay over the time budget).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@click.option("--keep-models", type=click.IntRange(0, None), default=10, show_default=True, metavar="N",
+              help="Keep the newest N versions of the model in the spool, removing older ones (0: keep all).")
 @click.option("--watch", is_flag=True,
               help="Online: train on the spool's pool of pairs from the push side when --mode says so, "
                    "until SIGTERM (see ONLINE TRAINING). --max-seconds is then the budget of one session.")
@@ -87,8 +89,8 @@ UPSCALERS, REFINERS = archs.for_task(archs.UPSCALE), archs.for_task(archs.REFINE
 def command(spool: str, arch: str, hr_source: str | None, lr_source: str | None, scale: int, max_seconds: float,
             start: float | None, duration: float | None, max_frames: int, crf: int, channels: int | None,
             blocks: int | None, neighbours: int | None, color: str, init_from: str | None, patch: int, batch: int,
-            learning_rate: float, seed: int, watch: bool, mode: str, stop_db: float, alpha: float, horizon: float,
-            pool_pairs: int, half_life: float, poll_interval: float, device: str) -> None:
+            learning_rate: float, seed: int, keep_models: int, watch: bool, mode: str, stop_db: float, alpha: float,
+            horizon: float, pool_pairs: int, half_life: float, poll_interval: float, device: str) -> None:
     """Train a model on a recorded clip and publish the best one to the spool.
 
     HR frames are the targets; LR inputs come from --lr or from the default degradation of the
@@ -130,7 +132,8 @@ def command(spool: str, arch: str, hr_source: str | None, lr_source: str | None,
                               eval_every=max(2.0, min(10.0, max_seconds / 24)), seed=seed)
         config = WatchConfig(mode=mode, session=session, stop=stop, max_pairs=pool_pairs, half_life_s=half_life,
                              patch=patch)
-        _watch(Spool(spool, create=True), scale, config, cli.resolve_device(device), poll_interval, seed)
+        spool_dir = Spool(spool, create=True, keep=keep_models or None)
+        _watch(spool_dir, scale, config, cli.resolve_device(device), poll_interval, seed)
         return
     if hr_source is None:
         raise UsageError("--hr is required (or --watch to train on the spool's pool)")
@@ -140,7 +143,7 @@ def command(spool: str, arch: str, hr_source: str | None, lr_source: str | None,
         raise UsageError(f"--arch {arch} refines luma only: use --color y")
     if not refine and neighbours is not None:
         raise UsageError(f"--neighbours is for {', '.join(REFINERS)}, not {arch}")
-    spool_dir = Spool(spool, create=True)
+    spool_dir = Spool(spool, create=True, keep=keep_models or None)
     model, hparams = _initial_model(spool_dir, arch, init_from, scale, color,
                                     _hparams(arch, scale, color, channels, blocks, neighbours))
     hr_section = lr_section = {"start": start, "duration": duration}

@@ -11,6 +11,7 @@ when the supervisor itself is interrupted, since it stops the chain on its way o
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import shutil
@@ -20,9 +21,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import IO, Sequence
+from typing import IO, Callable, Sequence
+from urllib.parse import urlsplit
 
 from ..errors import ExitStatus, SrError
+from ..ffmpeg import ffmpeg_binary
 
 log = logging.getLogger("srtools.chain")
 
@@ -75,20 +78,26 @@ class Chain:
         self.stages.append(stage)
         return stage
 
-    def check(self) -> None:
-        """Raise :class:`StageFailed` for the first stage that exited with an error."""
+    def check(self, tolerate: Sequence[str] = ()) -> None:
+        """Raise :class:`StageFailed` for the first stage that exited with an error, except those in
+        ``tolerate``."""
         for stage in self.stages:
             code = stage.returncode
-            if code not in (None, 0):
+            if code not in (None, 0) and stage.name not in tolerate:
                 raise StageFailed(f"stage {stage.name} failed (exit status {_describe(code)})")
 
-    def wait(self, names: Sequence[str] | None = None, poll: float = 0.2) -> None:
-        """Wait until the stages named (default: all) have exited; a failing stage raises at once."""
+    def wait(self, names: Sequence[str] | None = None, tolerate: Sequence[str] = (), poll: float = 0.2) -> None:
+        """Wait until the stages named (default: all) have exited; a failing stage raises at once
+        unless it is in ``tolerate``."""
         waited = [s for s in self.stages if names is None or s.name in names]
         while any(s.returncode is None for s in waited):
-            self.check()
+            self.check(tolerate)
             time.sleep(poll)
-        self.check()
+        self.check(tolerate)
+
+    def forget(self, names: Sequence[str]) -> None:
+        """Drop stages that have exited from the chain (a session's stages, before the next one)."""
+        self.stages = [s for s in self.stages if s.name not in names or s.returncode is None]
 
     def stop(self, grace: float = 5.0) -> None:
         """SIGTERM every running stage's process group (newest first), SIGKILL after ``grace`` seconds,
@@ -133,3 +142,138 @@ def port_listening(port: int) -> bool:
         except FileNotFoundError:
             continue
     return False
+
+
+@dataclasses.dataclass
+class ServerConfig:
+    """The server side of the live system: ingest -> sr-serve --realtime -> sr-tcsr -> sr-hls.
+
+    Attributes:
+        source: the RTMP URL: listened on (ffmpeg's listen mode, one publisher at a time) or, with
+            ``pull``, played from a server such as nginx-rtmp.
+        spool: the server's model spool (sr-serve and sr-tcsr hot-swap from it).
+        hls_dir: sr-hls --out.
+        fps: the constant frame rate the ingest normalises to (frame n is at n / fps).
+        tcsr_budget_ms: sr-tcsr's per-frame budget; 0 leaves TCSR out.
+        serve / receive: HOST:PORT of sr-hls --serve and of sr-receive (None: not run).
+        token_file: sr-receive's --token-file.
+        sessions: publish sessions to serve before exiting (0: until stopped).
+        stats_dir: where sr-serve and sr-tcsr publish their --stats (session by session).
+    """
+
+    source: str
+    spool: Path
+    hls_dir: Path
+    pull: bool = False
+    scale: int = 2
+    fps: float = 25.0
+    segment: float = 2.0
+    list_size: int = 6
+    tcsr_budget_ms: float = 15.0
+    audio: bool = True
+    serve: str | None = None
+    receive: str | None = None
+    token_file: str | None = None
+    sessions: int = 0
+    stats_dir: Path | None = None
+
+
+def ingest_args(config: ServerConfig, audio_out: Path | None) -> list[str]:
+    """ffmpeg: the RTMP stream -> Y4M at a constant ``fps`` on stdout, its audio copied as ADTS AAC to
+    ``audio_out``."""
+    args = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-loglevel", "error"]
+    if not config.pull:
+        args += ["-listen", "1"]
+    args += ["-i", config.source, "-map", "0:v:0", "-vf", f"fps={config.fps:g},format=yuv420p",
+             "-f", "yuv4mpegpipe", "pipe:1"]
+    if audio_out is not None:
+        args += ["-map", "0:a:0", "-c:a", "copy", "-f", "adts", str(audio_out)]
+    return args
+
+
+def rtmp_port(url: str) -> int:
+    return urlsplit(url).port or 1935
+
+
+class ServerChain:
+    """Runs :class:`ServerConfig`'s chain: long-lived sr-hls (and sr-receive), and per publish session
+    the ingest, sr-serve and sr-tcsr; see sr-live(1)."""
+
+    def __init__(self, config: ServerConfig, chain: Chain):
+        self.config, self.chain = config, chain
+        self.video_fifo = chain.fifo("video.y4m")
+        self.audio_fifo = chain.fifo("audio.aac") if config.audio else None
+        self.sessions = 0
+
+    def start_services(self) -> dict:
+        """Start sr-receive and sr-hls; returns their announced URLs."""
+        c, urls = self.config, {}
+        if c.receive:
+            stage = self.chain.start("sr-receive", srtools_command(
+                "sr-receive", "--spool", c.spool, "--listen", c.receive,
+                *(["--token-file", c.token_file] if c.token_file else [])), stdout=subprocess.PIPE)
+            urls["receive"] = _announced(stage)
+        # sr-hls outlives the sessions: it waits for the next stream on its FIFO (sr-live stops it).
+        hls = ["--out", c.hls_dir, "--continue", "--segment", c.segment, "--list-size", c.list_size,
+               "--reopen-wait", 0 if c.sessions == 1 else 86400, "--stall-timeout", 0]
+        if self.audio_fifo:
+            hls += ["--audio", self.audio_fifo]
+        if c.serve:
+            hls += ["--serve", c.serve]
+        stage = self.chain.start("sr-hls", srtools_command("sr-hls", self.video_fifo, *hls),
+                                 stdout=subprocess.PIPE if c.serve else subprocess.DEVNULL)
+        if c.serve:
+            urls["hls"] = _announced(stage)
+        return urls
+
+    def run_session(self, on_ready: Callable[[], None] | None = None) -> None:
+        """One publish session: start the per-session stages (the listener last, so that a publisher
+        only gets in once the chain behind it is up), wait for the publisher to leave and the stages to
+        drain. ``on_ready`` is called once the listener is up (pulling: once the stages are started)."""
+        c = self.config
+        self.sessions += 1
+        stats = (lambda name: ["--stats", c.stats_dir / f"{name}-{self.sessions}.json"]) if c.stats_dir \
+            else (lambda name: [])
+        names = ["ingest", "sr-serve"]
+        ingest = self.chain.start("ingest", ingest_args(c, self.audio_fifo), stdout=subprocess.PIPE)
+        serve_out = subprocess.PIPE if c.tcsr_budget_ms else open(self.video_fifo, "wb")
+        serve = self.chain.start("sr-serve", srtools_command(
+            "sr-serve", "--realtime", "--spool", c.spool, "--scale", c.scale, *stats("sr-serve")),
+            stdin=ingest.process.stdout, stdout=serve_out)
+        ingest.process.stdout.close()
+        if c.tcsr_budget_ms:
+            names.append("sr-tcsr")
+            with open(self.video_fifo, "wb") as out:
+                self.chain.start("sr-tcsr", srtools_command(
+                    "sr-tcsr", "--spool", c.spool, "--scale", c.scale, "--budget-ms", c.tcsr_budget_ms,
+                    *stats("sr-tcsr")), stdin=serve.process.stdout, stdout=out)
+            serve.process.stdout.close()
+        else:
+            serve_out.close()
+        if not c.pull:
+            self._wait_listening(ingest)
+        if on_ready:
+            on_ready()
+        log.info("session %d: %s %s", self.sessions, "pulling" if c.pull else "listening on", c.source)
+        # A publisher that drops ends the ingest with an error: the session ends, the chain goes on.
+        self.chain.wait(names, tolerate=["ingest"])
+        if ingest.returncode:
+            log.warning("session %d: the ingest ended with status %s (publisher gone?)", self.sessions,
+                        _describe(ingest.returncode))
+        self.chain.forget(names)
+
+    def _wait_listening(self, ingest: Stage, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not port_listening(rtmp_port(self.config.source)):
+            if ingest.returncode is not None or time.monotonic() > deadline:
+                raise StageFailed(f"stage ingest: cannot listen on {self.config.source} (port in use?)")
+            time.sleep(0.05)
+
+
+def _announced(stage: Stage) -> str:
+    """The URL a server stage prints as its first stdout line."""
+    line = stage.process.stdout.readline()
+    if not line:
+        stage.process.wait()
+        raise StageFailed(f"stage {stage.name} failed to start (exit status {_describe(stage.returncode)})")
+    return json.loads(line)["url"]

@@ -1,0 +1,103 @@
+"""sr-live: the server side of the live system, wired from the other commands."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from .. import cli
+from ..errors import UsageError
+from ..live.chain import Chain, ServerChain, ServerConfig
+
+log = logging.getLogger("srtools.live")
+
+@cli.command("sr-live", epilog="See also: sr-push(1), sr-serve(1), sr-tcsr(1), sr-hls(1), sr-receive(1), "
+                                "srtools-spool(5).")
+@click.argument("source", metavar="RTMP_URL")
+@click.option("--pull", is_flag=True,
+              help="Play RTMP_URL from a server (nginx-rtmp) instead of listening on it for a publisher.")
+@cli.spool_option(required=True)
+@click.option("--hls", "hls_dir", required=True, type=click.Path(file_okay=False), metavar="DIR",
+              help="HLS output directory (sr-hls --out; a restart continues its stream).")
+@click.option("--serve", metavar="HOST:PORT", help="Serve the HLS stream and a player page here (sr-hls --serve).")
+@click.option("--receive", metavar="HOST:PORT",
+              help="Run sr-receive here for models uploaded into --spool by the push side (sr-upload).")
+@click.option("--token-file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="sr-receive's shared secret (default: $SRTOOLS_UPLOAD_TOKEN).")
+@cli.scale_option
+@click.option("--fps", type=click.FloatRange(1, 120), default=25, show_default=True,
+              help="Constant frame rate the ingest normalises the stream to (frames are dropped or repeated).")
+@click.option("--segment", type=click.FloatRange(0.5, 60), default=2.0, show_default=True, metavar="SECONDS",
+              help="HLS segment duration.")
+@click.option("--list-size", type=click.IntRange(1, 1000), default=6, show_default=True, metavar="N",
+              help="Segments in the HLS playlist; older ones are deleted.")
+@click.option("--tcsr-budget-ms", type=click.FloatRange(0, None), default=15, show_default=True, metavar="MS",
+              help="sr-tcsr's time per frame for TCSR refinement; 0 leaves sr-tcsr out.")
+@click.option("--no-audio", is_flag=True, help="The stream has no audio track.")
+@click.option("--sessions", type=click.IntRange(0, None), default=0, show_default=True, metavar="N",
+              help="Exit after N publish sessions (0: serve publisher after publisher until stopped).")
+@click.option("--stats-dir", type=click.Path(file_okay=False), metavar="DIR",
+              help="Where sr-serve and sr-tcsr publish their counters, SR-NAME-SESSION.json (--stats).")
+def command(source: str, pull: bool, spool: str, hls_dir: str, serve: str | None, receive: str | None,
+            token_file: str | None, scale: int, fps: float, segment: float, list_size: int, tcsr_budget_ms: float,
+            no_audio: bool, sessions: int, stats_dir: str | None) -> None:
+    """Run the server side of the live chain: RTMP in, super-resolution, HLS out.
+
+    Starts, as separate processes wired with pipes and named FIFOs in a private temporary
+    directory: sr-hls (and sr-receive with --receive) for the whole run, then for each publish
+    session an ffmpeg ingest of RTMP_URL, sr-serve --realtime (F-EDSR in real time, hot-swapped
+    from --spool) and sr-tcsr (TCSR on the frames its budget affords). The ingest normalises the
+    video to a constant --fps, so frame n is at n / fps all the way to sr-hls, and splits the
+    audio off to a FIFO that sr-hls muxes back in: the SR stages add delay but no drift.
+
+    In listen mode (the default) ffmpeg listens on RTMP_URL for one publisher; the listener is up
+    before sr-live announces itself, and when the publisher leaves, the stages drain and a new
+    listener waits for the next one; sr-hls continues the playlist after a discontinuity (so a
+    publisher may come back with another frame size). With --pull the stream is played from a
+    server such as nginx-rtmp, which starts one sr-live per stream (conf/nginx-rtmp.conf).
+
+    On start, one JSON line goes to stdout: {"rtmp": RTMP_URL, "hls": URL or null, "receive": URL
+    or null, "fifo_dir": DIR}. SIGINT or SIGTERM stops every stage (no process or FIFO is left
+    behind); a stage that fails stops the others and sr-live exits with status 7 naming it.
+
+    The same chain by hand, as a shell recipe:
+
+    \b
+        d=$(mktemp -d); mkfifo $d/video.y4m $d/audio.aac
+        sr-hls $d/video.y4m --audio $d/audio.aac --out hls --continue --serve 127.0.0.1:8080 &
+        ffmpeg -listen 1 -i rtmp://0.0.0.0:1935/live/key -map 0:v:0 -vf fps=25,format=yuv420p \\
+            -f yuv4mpegpipe - -map 0:a:0 -c:a copy -f adts $d/audio.aac |
+          sr-serve --realtime --spool spool | sr-tcsr --spool spool --budget-ms 15 > $d/video.y4m
+    """
+    if pull and not source.startswith("rtmp://"):
+        raise UsageError(f"{source}: --pull plays an rtmp:// URL")
+    if not pull and not source.startswith("rtmp://"):
+        raise UsageError(f"{source}: sr-live listens on an rtmp://HOST:PORT/APP/KEY URL")
+    config = ServerConfig(source=source, spool=Path(spool), hls_dir=Path(hls_dir), pull=pull, scale=scale, fps=fps,
+                          segment=segment, list_size=list_size, tcsr_budget_ms=tcsr_budget_ms, audio=not no_audio,
+                          serve=serve, receive=receive, token_file=token_file, sessions=sessions,
+                          stats_dir=Path(stats_dir) if stats_dir else None)
+    if config.stats_dir:
+        config.stats_dir.mkdir(parents=True, exist_ok=True)
+    with Chain() as chain:
+        server = ServerChain(config, chain)
+        urls = server.start_services()
+        server.run_session(on_ready=lambda: _announce(source, urls, chain))
+        while sessions == 0 or server.sessions < sessions:
+            server.run_session()
+        if sessions == 1:
+            chain.wait(["sr-hls"])  # it ends once it has written the last segment
+
+
+def _announce(source: str, urls: dict, chain: Chain) -> None:
+    json.dump({"rtmp": source, "hls": urls.get("hls"), "receive": urls.get("receive"), "fifo_dir": str(chain.dir)},
+              sys.stdout)
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
+main = cli.entry_point(command)
