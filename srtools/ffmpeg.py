@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import logging
 import shutil
+import signal
 import subprocess
 import threading
 from typing import IO, Sequence
@@ -58,19 +59,29 @@ class Process:
     def last_error(self) -> str:
         return self._stderr_tail[-1] if self._stderr_tail else "(no message)"
 
-    def wait(self, check: bool = True) -> int:
-        """Close our pipe ends, wait, and raise :class:`FFmpegError` on a non-zero exit if ``check``."""
+    def wait(self, check: bool = True, timeout: float | None = None) -> int:
+        """Close our pipe ends, wait, and raise :class:`FFmpegError` on a non-zero exit if ``check``.
+
+        Raises:
+            subprocess.TimeoutExpired: still running after ``timeout`` seconds (then call again).
+        """
         for pipe in (self.stdin, self.stdout):
             if pipe is not None:
                 try:
                     pipe.close()
                 except BrokenPipeError:
                     pass
-        code = self._proc.wait()
+        code = self._proc.wait(timeout)
         self._drain.join()
         if check and code != 0:
             raise FFmpegError(f"ffmpeg exited with status {code}: {self.last_error}")
         return code
+
+    def interrupt(self) -> None:
+        """Ask ffmpeg to stop as Ctrl-C does: it stops reading, finishes its outputs (trailers,
+        playlists) and exits with status 255."""
+        if self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGINT)
 
     def kill(self) -> None:
         if self._proc.poll() is None:

@@ -63,6 +63,14 @@ class Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 64
 
+    def handle_error(self, request, client_address) -> None:
+        """A client hanging up mid-request is routine (players and ffmpeg drop connections they no
+        longer need): a debug line, not socketserver's traceback on stderr."""
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            log.debug("%s: client disconnected", client_address[0])
+            return
+        super().handle_error(request, client_address)
+
 
 def bind(handler: type, listen: str, **attributes) -> Server:
     """A threading HTTP server bound to ``listen``; ``attributes`` are set on the server object."""

@@ -1,13 +1,17 @@
-"""The proxy's player page in headless Chromium: hls.js (vendored by make) plays the proxy's stream."""
+"""The player pages in headless Chromium: hls.js (vendored by make) plays sr-proxy's stream and sr-hls's live one."""
 
+import os
+import subprocess
+import threading
 import time
 
 import pytest
 from tiled_fixtures import LATENCIES
 
 from srtools.httpserve import HLS_JS
+from srtools.y4m import Header
 
-from conftest import CHROMIUM, Chromium, Server
+from conftest import CHROMIUM, Chromium, Server, make_y4m
 
 pytestmark = [pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (make deps installs it)"),
               pytest.mark.skipif(not HLS_JS.is_file(), reason="hls.js is not vendored (make vendor/hls.min.js)")]
@@ -38,3 +42,50 @@ def test_player_page_plays_the_proxy_stream(tiled, tiled_plan, tiled_spool):
             server.stop()
     assert status.startswith("hls.js "), status  # not native HLS, not an error
     assert played > 1.0, status  # the playhead of the 2 s clip moved past the first segment
+
+
+def _feed_in_real_time(fifo, y4m_path, fps):
+    """Write a Y4M file into ``fifo`` at ``fps`` frames per second, as a live SR stage would."""
+    data = y4m_path.read_bytes()
+    header = data.index(b"\n") + 1
+    frame_bytes = len(b"FRAME\n") + Header.parse(data[:header]).frame_bytes
+    with open(fifo, "wb") as writer:
+        writer.write(data[:header])
+        start = time.monotonic()
+        for n, offset in enumerate(range(header, len(data), frame_bytes)):
+            time.sleep(max(0.0, start + n / fps - time.monotonic()))
+            writer.write(data[offset:offset + frame_bytes])
+            writer.flush()
+
+
+@pytest.mark.slow
+def test_player_page_plays_sr_hls_live_with_audio(tmp_path):
+    clip, audio, fifo = tmp_path / "clip.y4m", tmp_path / "audio.aac", tmp_path / "frames.fifo"
+    make_y4m(clip, seconds=10)
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "10",
+                    "-c:a", "aac", str(audio)], check=True)
+    os.mkfifo(fifo)
+    feeder = threading.Thread(target=_feed_in_real_time, args=(fifo, clip, 25), daemon=True)
+    browser = None
+    with Server("sr-hls", fifo, "--out", tmp_path / "out", "--serve", "127.0.0.1:0", "--segment", 1,
+                "--audio", audio, "--reopen-wait", 0) as server:
+        feeder.start()
+        try:
+            deadline = time.monotonic() + 30
+            while not (tmp_path / "out/index.m3u8").exists() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            browser = Chromium()
+            page = browser.open(server.info["player"])
+            deadline, played = time.monotonic() + 30, 0.0
+            while played <= 1.5 and time.monotonic() < deadline:
+                time.sleep(0.25)
+                played = float(browser.evaluate(page, '(document.getElementById("time") || {}).textContent || "0"'))
+            status = browser.evaluate(page, '(document.getElementById("status") || {}).textContent || "not loaded"')
+            audio_bytes = browser.evaluate(page, '(document.getElementById("video") || {}).webkitAudioDecodedByteCount')
+        finally:
+            if browser is not None:
+                browser.close()
+            feeder.join(30)
+    assert status.startswith("hls.js "), status
+    assert played > 1.5, status  # the live playhead moves
+    assert audio_bytes > 0  # and the stream's audio track is decoded

@@ -1,0 +1,158 @@
+"""sr-hls: encode the live chain's Y4M frames, with the ingest's audio, into HLS for viewers, and serve it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import time
+
+import click
+
+from .. import cli
+from ..errors import InputError, UsageError
+from ..hls import PLAYLIST, X264_PRESETS, Encoding, HlsHandler, OutputDir, hold_fifo, publish
+from ..httpserve import announce, bind, server_url
+
+log = logging.getLogger("srtools.hls")
+
+
+def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not re.fullmatch(r"\d+(\.\d+)?[kKM]?", value):
+        raise click.BadParameter(f"{value!r}: expected bits per second like 800k or 2.5M")
+    return value
+
+
+@cli.command("sr-hls", epilog="See also: sr-serve(1), sr-tcsr(1), srtools-y4m(7).")
+@cli.input_argument
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), metavar="DIR",
+              help=f"Output directory: {PLAYLIST}, the segments and the marker file .sr-hls.json (created when "
+                   "missing).")
+@click.option("--continue", "continue_", is_flag=True,
+              help="Append to the stream already in --out, after a discontinuity (a restart); with none there, "
+                   "start one.")
+@click.option("--fresh", is_flag=True, help="Delete the playlist and segments of an earlier stream in --out and "
+                                           "start a new stream.")
+@click.option("--serve", "listen", metavar="HOST:PORT",
+              help="Also serve --out over HTTP: the playlist, the segments and a player page at / (port 0 picks a "
+                   "free port).")
+@click.option("--segment", type=click.FloatRange(0.5, 60), default=2.0, show_default=True, metavar="SECONDS",
+              help="Target segment duration; every segment starts with a keyframe.")
+@click.option("--list-size", type=click.IntRange(0, None), default=6, show_default=True, metavar="N",
+              help="Segments in the playlist; older ones are deleted. 0 keeps them all.")
+@click.option("--crf", type=click.IntRange(0, 51), default=23, show_default=True,
+              help="x264 constant rate factor (quality), unless --bitrate is given.")
+@click.option("--bitrate", callback=_rate, metavar="RATE",
+              help="Video bitrate instead of --crf, e.g. 2M; capped with a one-second buffer.")
+@click.option("--preset", type=click.Choice(X264_PRESETS), default="veryfast", show_default=True, metavar="NAME",
+              help=f"x264 preset ({', '.join(X264_PRESETS)}); the tune is always zerolatency.")
+@click.option("--audio", metavar="SRC",
+              help="Audio to mux with the frames: a file, named FIFO or URL ffmpeg reads (ADTS AAC, Matroska, ...), "
+                   "encoded to AAC.")
+@click.option("--audio-delay", type=click.FloatRange(-60, 60), default=0.0, show_default=True, metavar="SECONDS",
+              help="Shift the audio by this much (positive: later) against the frames; see DESCRIPTION.")
+@click.option("--audio-bitrate", callback=_rate, default="128k", show_default=True, metavar="RATE",
+              help="AAC bitrate.")
+@click.option("--stall-timeout", type=click.FloatRange(0, None), default=10.0, show_default=True, metavar="SECONDS",
+              help="Fail when a stream, once its header has come, goes this long without a frame (0: wait "
+                   "forever). The first stream may take any time to come.")
+@click.option("--reopen-wait", type=click.FloatRange(0, None), default=60.0, show_default=True, metavar="SECONDS",
+              help="For a FIFO INPUT: how long to wait for the next stream after one ends; 0 ends at the first end.")
+@click.option("--endlist", is_flag=True,
+              help="When the input ends, mark the playlist complete (EXT-X-ENDLIST) so that players stop there.")
+def command(input: str, out_dir: str, continue_: bool, fresh: bool, listen: str | None, segment: float,
+            list_size: int, crf: int, bitrate: str | None, preset: str, audio: str | None, audio_delay: float,
+            audio_bitrate: str, stall_timeout: float, reopen_wait: float, endlist: bool) -> None:
+    """Encode live Y4M frames, and the audio split off at ingest, into HLS for viewers.
+
+    The last stage of the live chain. Reads Y4M (srtools-y4m(7)) from INPUT ('-' for stdin, a
+    file or a named FIFO), typically sr-serve's or sr-tcsr's output, and writes H.264 (libx264,
+    tune zerolatency) in MPEG-TS segments of --segment seconds with a rolling playlist of the
+    last --list-size segments to DIR/index.m3u8, through ffmpeg's hls muxer. Older segments are
+    deleted; segments and the playlist are written to temporary files and renamed, so a reader
+    never sees a partial one. Frame n is stamped n / fps: every srtools stage passes the same
+    frames in the same order, so that is the frame's time at ingest, however far behind the SR
+    stages run.
+
+    Audio: --audio names what ffmpeg reads the audio from (the ingest's split-off track: ADTS
+    AAC, Matroska, ... in a file or named FIFO). It is encoded to AAC, its first sample aligned
+    with frame 0, gaps filled with silence. A named FIFO is held open from the start (the ingest
+    can open it before frames flow) with a 1 MiB pipe buffer, so the ingest does not block while
+    the video is in the SR stages. --audio-delay shifts the audio against the frames; processing
+    latency needs none (sr-tcsr running k frames behind delays the frames in time, not their
+    timestamps). It is for a fixed offset between the two tracks at the split: a stage or an
+    ingest that drops the first k frames wants -k/fps, one that adds k frames at the start +k/fps,
+    an audio path with its own latency L wants -L. A/V offsets already in the source (an AAC
+    encoder's 21 ms priming) pass through.
+
+    Streams: a new Y4M header, either a FIFO INPUT opened again by a new writer (an upstream stage
+    restarted after the publisher reconnected) or a header line in the middle of the input, starts
+    a new ffmpeg that continues the playlist after an EXT-X-DISCONTINUITY (its timestamps restart;
+    its size and frame rate may differ). The audio source is opened again for each stream. After a
+    FIFO's writer leaves, sr-hls waits --reopen-wait seconds for the next one.
+
+    DIR: the marker file .sr-hls.json tells an sr-hls output (and its stream id, which segment
+    names carry) from any other directory. A non-empty DIR without it is refused. A DIR holding an
+    earlier stream is refused unless --continue (append to it: numbering and media sequence
+    continue, with a discontinuity at the join; for a restart, e.g. by a supervisor) or --fresh
+    (delete its playlist and segments and start a new stream) is given. One sr-hls at a time
+    writes a DIR (flock).
+
+    The end: when INPUT ends (end of file or stdin; a FIFO with no new writer within
+    --reopen-wait), the last segment is written and sr-hls exits with 0. The playlist stays live
+    (no EXT-X-ENDLIST; players wait for more, and a restart with --continue extends it) unless
+    --endlist is given. With --serve it keeps serving until SIGINT or SIGTERM (status 130).
+
+    --serve HOST:PORT serves /index.m3u8 (no-cache), the segments (immutable: names are never
+    reused), a player page at / (hls.js, /hls.min.js) with CORS on every answer, and nothing else
+    from DIR. The playlist exists from the first segment on. The first stdout line is
+    {"url": ..., "playlist": ..., "player": ...}; nothing else goes to stdout.
+
+    Failures are one line on stderr: a foreign or earlier DIR, a bad option or a port in use
+    (--serve) exit with 2; input that is not Y4M, truncated, or stalled (a stream without a frame
+    for --stall-timeout seconds) with 3; ffmpeg failing (an unreadable --audio), or not taking a
+    frame for --stall-timeout seconds (an audio FIFO nobody writes), with 5; another sr-hls writing
+    DIR with 1. The segments written until then stay valid.
+    """
+    if continue_ and fresh:
+        raise UsageError("give --continue or --fresh, not both")
+    if audio is None and audio_delay:
+        raise UsageError("--audio-delay needs --audio")
+    if audio is not None and "://" not in audio and not os.path.exists(audio):
+        raise InputError(f"{audio}: no such file")
+    if input != "-" and not os.path.exists(input):
+        raise InputError(f"{input}: no such file")
+    enc = Encoding(segment=segment, list_size=list_size, crf=crf, bitrate=bitrate, preset=preset, audio=audio,
+                   audio_delay=audio_delay, audio_bitrate=audio_bitrate)
+    server = bind(HlsHandler, listen, root=None) if listen else None  # a port in use fails before DIR is touched
+    out = OutputDir(out_dir, "continue" if continue_ else "fresh" if fresh else "new")
+    audio_fd = hold_fifo(audio) if audio else None
+    serving = None
+    try:
+        if server is not None:
+            server.root = out.path
+            url = server_url(server)
+            announce(url, playlist=f"{url}/{PLAYLIST}", player=f"{url}/")
+            serving = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="http",
+                                       daemon=True)
+            serving.start()
+            log.info("serving %s at %s/%s", out.path, url, PLAYLIST)
+        summary = publish(input, out, enc, stall_timeout or None, reopen_wait, endlist)
+        log.info("input ended: %d frames (%.1f s of video) in %d stream(s)", summary.frames, summary.seconds,
+                 summary.streams)
+        if server is not None:
+            log.info("serving until interrupted")
+            while True:
+                time.sleep(3600)
+    finally:
+        if serving is not None:
+            server.shutdown()
+        if server is not None:
+            server.server_close()
+        if audio_fd is not None:
+            os.close(audio_fd)
+        out.close()
+
+
+main = cli.entry_point(command)

@@ -1,0 +1,480 @@
+"""Live HLS from Y4M: the last stage of the live chain (sr-hls).
+
+Frames are read on a thread and written, as they come, into an ffmpeg whose hls muxer encodes
+them (libx264, and AAC from a separate audio source) into MPEG-TS segments and a rolling media
+playlist. Timestamps are the frame index over the frame rate: every srtools stage passes the same
+frames in the same order, so frame n is ingest time n / fps however long the SR stages took.
+
+One ffmpeg runs per input stream (one Y4M header). A new stream (a re-opened FIFO, or a new header
+line in the middle of the input) ends the running ffmpeg and starts another that appends to the
+playlist (``hls_flags append_list``): numbering continues and the first new segment carries
+EXT-X-DISCONTINUITY, since its timestamps restart at 0 and its size or frame rate may differ. A
+restarted sr-hls (``--continue``) joins its output the same way. ffmpeg writes no
+EXT-X-DISCONTINUITY-SEQUENCE: once a discontinuity leaves the window, a player that joined before it
+and one that joined after count discontinuities differently (hls.js re-aligns them by media
+sequence number; the segments and media sequence stay right for every player).
+
+The output directory holds a marker file (:data:`MARKER`: format, stream id) that tells an sr-hls
+output from any other directory, and lets a run refuse to mix its stream into an earlier one unless
+asked to. Segment names carry the stream id, so a new stream (``--fresh``) never reuses a name a
+player or cache may hold (segments are served as immutable).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import fcntl
+import logging
+import math
+import os
+import queue
+import re
+import secrets
+import select
+import stat
+import subprocess
+import sys
+import threading
+import time
+from fractions import Fraction
+from pathlib import Path
+from typing import BinaryIO
+
+from . import ffmpeg, y4m
+from .errors import FFmpegError, InputError, SrError, UsageError
+from .fsutil import read_json_document, write_atomic, write_json_atomic
+from .httpserve import QuietHandler
+
+log = logging.getLogger("srtools.hls")
+
+PLAYLIST = "index.m3u8"
+MARKER = ".sr-hls.json"
+MARKER_FORMAT = "sr-hls/1"
+SEGMENT_NAME = re.compile(r"([0-9a-f]{8})-(\d+)\.ts")
+# After the video ends, ffmpeg may still be muxing audio up to that point; past this it is told to stop.
+FINISH_GRACE_S = 2.0
+# The audio waits, buffered, while its video is in the SR stages: ffmpeg's queue for the audio input
+# (packets: about 90 s of AAC at 48 kHz) and the pipe buffer of an audio FIFO (about 60 s at 128 kb/s).
+AUDIO_QUEUE_PACKETS = 4096
+AUDIO_PIPE_BYTES = 1 << 20
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+
+
+@dataclasses.dataclass(frozen=True)
+class Encoding:
+    """How sr-hls encodes and segments.
+
+    Attributes:
+        segment: target segment duration, seconds (a keyframe starts every segment).
+        list_size: segments in the playlist (0: all of them, nothing deleted).
+        crf: x264 constant rate factor, used when ``bitrate`` is None.
+        bitrate: video bitrate for ffmpeg (e.g. "2M"), capped with a one-second buffer.
+        preset: x264 preset (tune zerolatency is always on).
+        audio: what ffmpeg reads the audio from (file, FIFO, URL), or None for video only.
+        audio_delay: seconds added to the audio timestamps (negative: earlier).
+        audio_bitrate: AAC bitrate.
+    """
+
+    segment: float = 2.0
+    list_size: int = 6
+    crf: int = 23
+    bitrate: str | None = None
+    preset: str = "veryfast"
+    audio: str | None = None
+    audio_delay: float = 0.0
+    audio_bitrate: str = "128k"
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.0f} h"
+
+
+class OutputDir:
+    """An sr-hls output directory, locked (flock on the directory) for this process.
+
+    Args:
+        path: the directory; created when missing.
+        mode: "new" refuses a directory holding an earlier sr-hls output, "continue" appends to it,
+            "fresh" deletes its playlist and segments and starts a new stream.
+
+    Raises:
+        UsageError: a non-empty directory that sr-hls did not make, or an earlier output with mode "new".
+        InputError: a damaged marker file.
+        SrError: the directory cannot be created, or another sr-hls is writing it.
+    """
+
+    def __init__(self, path: str | os.PathLike, mode: str = "new"):
+        self.path = Path(path)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as exc:
+            raise SrError(f"{path}: cannot use as output directory: {exc.strerror}") from None
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._fd)
+            raise SrError(f"{path}: another sr-hls is writing this directory") from None
+        self.path = self.path.resolve()
+        marker = self.path / MARKER
+        if not marker.exists():
+            if any(self.path.iterdir()):
+                self.close()
+                raise UsageError(f"{path}: not empty and not an sr-hls output (no {MARKER}); refusing to write into it")
+            self._new_stream()
+            return
+        try:
+            info = read_json_document(marker, MARKER_FORMAT, "sr-hls marker", "sr-hls")
+        except InputError:
+            self.close()
+            raise
+        if mode == "new":
+            playlist = self.path / PLAYLIST
+            written = playlist.stat().st_mtime if playlist.exists() else marker.stat().st_mtime
+            self.close()
+            raise UsageError(f"{path}: holds an earlier sr-hls stream (last written {_age(time.time() - written)} "
+                             f"ago): --continue appends to it, --fresh replaces it")
+        if mode == "fresh":
+            for name in os.listdir(self.path):
+                if name == PLAYLIST or SEGMENT_NAME.fullmatch(name) or name.endswith(".tmp"):
+                    (self.path / name).unlink()
+            self._new_stream()
+        else:
+            self.stream = str(info.get("stream", ""))
+            if not re.fullmatch(r"[0-9a-f]{8}", self.stream):
+                self.close()
+                raise InputError(f"{marker}: bad stream id {self.stream!r}")
+            log.info("continuing stream %s in %s", self.stream, self.path)
+
+    def _new_stream(self) -> None:
+        self.stream = secrets.token_hex(4)
+        created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        write_json_atomic(self.path / MARKER, {"format": MARKER_FORMAT, "stream": self.stream, "created": created})
+        log.info("new stream %s in %s", self.stream, self.path)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+    @property
+    def playlist(self) -> Path:
+        return self.path / PLAYLIST
+
+    def listed(self) -> list[str]:
+        """The segment names the playlist lists (none without a playlist)."""
+        try:
+            text = self.playlist.read_text()
+        except FileNotFoundError:
+            return []
+        return [line for line in text.splitlines() if line and not line.startswith("#")]
+
+    def next_start(self, window_s: float) -> tuple[bool, int]:
+        """Before an ffmpeg starts: sweep leftovers, and say whether it appends to earlier segments
+        (with a discontinuity) and from which number.
+
+        Leftovers are temporary files (no ffmpeg is running) and segments the playlist no longer
+        lists that are older than ``window_s`` (a player may still be fetching a younger one).
+        """
+        listed = set(self.listed())
+        numbers = []
+        now = time.time()
+        for entry in os.scandir(self.path):
+            match = SEGMENT_NAME.fullmatch(entry.name)
+            if match:
+                numbers.append(int(match.group(2)))
+            if entry.name.endswith(".tmp") or (match and entry.name not in listed
+                                               and now - entry.stat().st_mtime > window_s):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+        if self.playlist.exists():
+            return True, 0  # ffmpeg reads the numbering from the playlist
+        return bool(numbers), max(numbers, default=-1) + 1
+
+    def end_playlist(self) -> None:
+        """Mark the playlist complete (EXT-X-ENDLIST): players stop at its end."""
+        try:
+            text = self.playlist.read_text()
+        except FileNotFoundError:
+            return
+        if "#EXT-X-ENDLIST" not in text:
+            write_atomic(self.playlist, lambda tmp: Path(tmp).write_text(text.rstrip("\n") + "\n#EXT-X-ENDLIST\n"))
+
+
+def ffmpeg_args(enc: Encoding, out: OutputDir, fps: Fraction, append: bool, start_number: int) -> list[str]:
+    """ffmpeg arguments: Y4M on stdin (and ``enc.audio``) to H.264/AAC HLS in ``out``."""
+    args = ["-hide_banner", "-nostats", "-loglevel", "error", "-f", "yuv4mpegpipe", "-i", "pipe:0"]
+    if enc.audio:
+        args += ["-thread_queue_size", str(AUDIO_QUEUE_PACKETS)]
+        if enc.audio_delay:
+            args += ["-itsoffset", f"{enc.audio_delay:.6f}"]
+        args += ["-i", enc.audio]
+    gop = max(1, round(enc.segment * fps))
+    args += ["-map", "0:v:0", "-vf", "crop=trunc(iw/2)*2:trunc(ih/2)*2", "-pix_fmt", "yuv420p",
+             "-c:v", "libx264", "-preset", enc.preset, "-tune", "zerolatency", "-g", str(gop),
+             "-force_key_frames", f"expr:gte(t,n_forced*{enc.segment:g})"]
+    if enc.bitrate:
+        args += ["-b:v", enc.bitrate, "-maxrate", enc.bitrate, "-bufsize", enc.bitrate]
+    else:
+        args += ["-crf", str(enc.crf)]
+    if enc.audio:
+        # The audio starts at 0 like the video: silence before a positive delay, cut before a negative
+        # one; gaps in the source's timestamps are filled with silence.
+        args += ["-map", "1:a:0", "-af", "aresample=async=1:first_pts=0,apad", "-shortest", "-ac", "2",
+                 "-c:a", "aac", "-b:a", enc.audio_bitrate]
+    flags = "delete_segments+independent_segments+temp_file+omit_endlist" + ("+append_list" if append else "")
+    args += ["-f", "hls", "-hls_time", f"{enc.segment:g}", "-hls_list_size", str(enc.list_size),
+             "-hls_flags", flags, "-start_number", str(start_number),
+             "-hls_segment_filename", str(out.path / f"{out.stream}-%06d.ts"), str(out.playlist)]
+    return args
+
+
+class Encoder:
+    """One ffmpeg turning one Y4M stream into segments of ``out``.
+
+    Args:
+        out: the output directory.
+        enc: encoding settings.
+        header_line: the stream's Y4M header line, as read.
+        header: the same, parsed.
+        write_timeout: seconds ffmpeg may take to accept a frame (None: no limit).
+    """
+
+    def __init__(self, out: OutputDir, enc: Encoding, header_line: bytes, header: y4m.Header,
+                 write_timeout: float | None):
+        window = enc.segment * (enc.list_size + 1) if enc.list_size else math.inf
+        append, start = out.next_start(window)
+        self.audio = enc.audio
+        self.write_timeout = write_timeout
+        self.process = ffmpeg.Process(ffmpeg_args(enc, out, header.fps, append, start), stdin=subprocess.PIPE)
+        self._fd = self.process.stdin.fileno()  # type: ignore[union-attr]
+        os.set_blocking(self._fd, False)  # writes wait in select(), with a timeout
+        self.write(header_line)
+
+    def write(self, data: bytes) -> None:
+        """Write ``data`` to ffmpeg.
+
+        Raises:
+            FFmpegError: ffmpeg failed, or accepted nothing for ``write_timeout`` seconds.
+        """
+        view = memoryview(data)
+        while view:
+            if not select.select([], [self._fd], [], self.write_timeout)[1]:
+                hint = f" (is {self.audio} being written?)" if self.audio else ""
+                raise FFmpegError(f"ffmpeg accepted no frame for {self.write_timeout:g} s{hint}")
+            try:
+                view = view[os.write(self._fd, view):]
+            except BlockingIOError:
+                continue
+            except BrokenPipeError:
+                self.process.wait()  # raises with ffmpeg's last words
+                raise FFmpegError("ffmpeg stopped reading frames") from None
+
+    def finish(self, check: bool = True) -> None:
+        """End the stream: ffmpeg writes its last segment and the playlist, then exits.
+
+        ffmpeg still muxes the audio up to the end of the video; an audio source that goes on
+        (a live FIFO whose writer stays) gets it stopped after :data:`FINISH_GRACE_S`.
+        """
+        try:
+            code = self.process.wait(check=False, timeout=FINISH_GRACE_S)
+            stopped = False
+        except subprocess.TimeoutExpired:
+            self.process.interrupt()
+            stopped = True
+            try:
+                code = self.process.wait(check=False, timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                code = -9
+        if check and code != 0 and not (stopped and code == 255):
+            raise FFmpegError(f"ffmpeg exited with status {code}: {self.process.last_error}")
+
+
+def is_fifo(path: str) -> bool:
+    try:
+        return path != "-" and stat.S_ISFIFO(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def hold_fifo(path: str) -> int | None:
+    """Open the audio FIFO ``path`` without reading it, for as long as sr-hls runs; its descriptor, or
+    None for anything else.
+
+    A writer's open() then returns at once, before sr-hls's ffmpeg opens the FIFO (an ingest that
+    opens all its outputs before writing frames would otherwise wait for the audio reader, which
+    waits for frames: a deadlock); a writer also never sees a broken pipe between two of our
+    ffmpegs; and the pipe buffer is raised to :data:`AUDIO_PIPE_BYTES` to hold the audio while the
+    video is in the SR stages.
+    """
+    if not is_fifo(path):
+        return None
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, AUDIO_PIPE_BYTES)
+    except OSError as exc:  # above /proc/sys/fs/pipe-max-size for this user
+        log.warning("%s: cannot raise the pipe buffer to %d bytes (%s)", path, AUDIO_PIPE_BYTES, exc.strerror)
+    return fd
+
+
+class StreamReader(threading.Thread):
+    """Reads Y4M streams on a thread into :attr:`events`, a short queue of tuples:
+
+    ("header", line, Header) at the start of a stream (the input's first header, or a new header
+    line between frames), ("frame", bytes) with the FRAME line and the planes, ("end",) at the end
+    of the input, ("error", exception) on a read error. A FIFO is opened again after each end when
+    ``reopen``; the thread then waits in open() for the next writer.
+    """
+
+    def __init__(self, path: str, reopen: bool, depth: int = 8):
+        super().__init__(name="y4m-reader", daemon=True)
+        self.path, self.reopen = path, reopen
+        self.name_ = "<stdin>" if path == "-" else path
+        self.events: queue.Queue = queue.Queue(maxsize=depth)
+
+    def run(self) -> None:
+        try:
+            while True:
+                with self._open() as stream:
+                    self._read(stream)
+                self.events.put(("end",))
+                if not self.reopen:
+                    return
+        except Exception as exc:  # raised again by the consumer
+            self.events.put(("error", exc))
+
+    def _open(self) -> BinaryIO:
+        try:  # unbuffered, as in y4m.open_input
+            return open(sys.stdin.fileno() if self.path == "-" else self.path, "rb", buffering=0,
+                        closefd=self.path != "-")
+        except OSError as exc:
+            raise InputError(f"{self.path}: cannot open: {exc.strerror}") from None
+
+    def _read(self, stream: BinaryIO) -> None:
+        header: y4m.Header | None = None
+        frames = 0
+        while True:
+            line = stream.readline(4096)
+            if not line:
+                if header is None and not self.reopen:
+                    raise InputError(f"{self.name_}: empty input (expected a YUV4MPEG2 stream)")
+                return
+            if line.startswith(y4m.MAGIC):
+                if not line.endswith(b"\n"):
+                    raise InputError(f"{self.name_}: YUV4MPEG2 header line too long")
+                header = y4m.Header.parse(line, self.name_)
+                self.events.put(("header", line, header))
+                continue
+            if header is None:
+                raise InputError(f"{self.name_}: not a YUV4MPEG2 stream (no {y4m.MAGIC.decode()} header)")
+            if not line.startswith(y4m.FRAME_TAG) or not line.endswith(b"\n"):
+                raise InputError(f"{self.name_}: frame {frames}: expected FRAME marker, got {line[:16]!r}")
+            data = bytearray(len(line) + header.frame_bytes)
+            data[:len(line)] = line
+            view = memoryview(data)[len(line):]
+            while view:
+                n = stream.readinto(view)  # type: ignore[attr-defined]
+                if not n:
+                    raise InputError(f"{self.name_}: truncated frame {frames}")
+                view = view[n:]
+            frames += 1
+            self.events.put(("frame", data))
+
+
+@dataclasses.dataclass
+class Summary:
+    streams: int = 0
+    frames: int = 0
+    seconds: float = 0.0  # of video, summed over streams
+
+
+def publish(source: str, out: OutputDir, enc: Encoding, stall_timeout: float | None, reopen_wait: float,
+            endlist: bool = False) -> Summary:
+    """Encode the Y4M streams of ``source`` into ``out`` until the input ends.
+
+    Args:
+        source: '-' for stdin, a file, or a named FIFO (re-opened for the next stream when
+            ``reopen_wait`` > 0).
+        out: the output directory.
+        enc: encoding settings.
+        stall_timeout: seconds a stream may go without a frame (None: no limit).
+        reopen_wait: seconds to wait for a FIFO's next writer before the input counts as ended.
+        endlist: at the end, mark the playlist complete (EXT-X-ENDLIST).
+
+    Raises:
+        InputError: not Y4M, truncated, or stalled.
+        FFmpegError: ffmpeg failed.
+    """
+    reader = StreamReader(source, reopen=is_fifo(source) and reopen_wait > 0)
+    reader.start()
+    summary = Summary()
+    encoder: Encoder | None = None
+    header: y4m.Header | None = None
+    header_line = b""
+    wait_for_stream: float | None = None  # the first stream may take any time to come
+    try:
+        while True:
+            try:
+                event = reader.events.get(timeout=stall_timeout if header is not None else wait_for_stream)
+            except queue.Empty:
+                if header is not None:
+                    raise InputError(f"{reader.name_}: no frame for {stall_timeout:g} s (input stalled)") from None
+                log.info("no new stream within %g s: the input has ended", reopen_wait)
+                break
+            if event[0] == "frame":
+                if encoder is None:
+                    encoder = Encoder(out, enc, header_line, header, stall_timeout)  # type: ignore[arg-type]
+                encoder.write(event[1])
+                summary.frames += 1
+                summary.seconds += 1 / float(header.fps)  # type: ignore[union-attr]
+            elif event[0] == "header":
+                if encoder is not None:
+                    encoder.finish()
+                    encoder = None
+                _, header_line, header = event
+                summary.streams += 1
+                log.info("stream %d: %dx%d at %g fps%s", summary.streams, header.width, header.height,
+                         float(header.fps), " (a discontinuity in the playlist)" if summary.streams > 1 else "")
+            elif event[0] == "end":
+                if encoder is not None:
+                    encoder.finish()
+                    encoder = None
+                header = None
+                if not reader.reopen:
+                    break
+                log.info("end of stream %d; waiting up to %g s for the next on %s", summary.streams, reopen_wait,
+                         source)
+                wait_for_stream = reopen_wait
+            else:
+                raise event[1]
+    finally:
+        if encoder is not None:  # an error or an interrupt: still close the last segment
+            encoder.finish(check=False)
+    if endlist:
+        out.end_playlist()
+    return summary
+
+
+class HlsHandler(QuietHandler):
+    """Serves ``server.root``'s playlist and segments (nothing else in it), and the player page."""
+
+    server_version = "sr-hls"
+
+    def do_GET(self) -> None:  # noqa: N802
+        if not self.send_player(self.url_path(), PLAYLIST, "sr-hls"):
+            self._serve(head_only=False)
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._serve(head_only=True)
+
+    def _serve(self, head_only: bool) -> None:
+        name = self.url_path().lstrip("/")
+        if name == PLAYLIST or SEGMENT_NAME.fullmatch(name):
+            self.send_file_under(self.server.root, head_only)
+        else:
+            self.send_bytes(b"not found\n", "text/plain", head_only, status=404)

@@ -1,0 +1,287 @@
+"""sr-hls: real ffmpeg encoding Y4M (and audio) into live HLS, served over HTTP, restarted, fed broken input."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import Server, expect_error, make_y4m, run_command, start_command
+
+FPS = 25
+
+
+@dataclasses.dataclass
+class Entry:
+    name: str
+    duration: float
+    discontinuity: bool
+
+
+def read_playlist(path: Path) -> tuple[int, list[Entry], bool]:
+    """(media sequence, entries, ended) of a media playlist."""
+    text = path.read_text()
+    sequence = int(re.search(r"^#EXT-X-MEDIA-SEQUENCE:(\d+)$", text, re.M).group(1))
+    entries, discontinuity, duration = [], False, 0.0
+    for line in text.splitlines():
+        if line == "#EXT-X-DISCONTINUITY":
+            discontinuity = True
+        elif line.startswith("#EXTINF:"):
+            duration = float(line[len("#EXTINF:"):].split(",")[0])
+        elif line and not line.startswith("#"):
+            entries.append(Entry(line, duration, discontinuity))
+            discontinuity = False
+    return sequence, entries, "#EXT-X-ENDLIST" in text
+
+
+def probe_streams(source: str | Path, *input_args: str) -> list[dict]:
+    out = subprocess.run(["ffprobe", "-v", "error", *input_args, "-show_entries",
+                          "stream=codec_type,codec_name,width,height", "-of", "json", str(source)],
+                         capture_output=True, check=True, timeout=60).stdout
+    return json.loads(out)["streams"]
+
+
+def decoded_frames(data: bytes) -> int:
+    """Video frames ffmpeg decodes from one MPEG-TS segment, failing on any decoding error."""
+    result = subprocess.run(["ffmpeg", "-v", "error", "-xerror", "-f", "mpegts", "-i", "pipe:", "-map", "0:v",
+                             "-f", "framecrc", "-"], input=data, capture_output=True, timeout=60)
+    assert result.returncode == 0 and not result.stderr, result.stderr.decode()
+    return sum(1 for line in result.stdout.decode().splitlines() if not line.startswith("#"))
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    """Y4M clips (testsrc2 320x180 4 s and 6 s at 25 fps, 160x90 1 s at 30 fps), and a 5 s black clip
+    flashing white at every whole second with ADTS audio beeping at the same instants."""
+    root = tmp_path_factory.mktemp("hls-media")
+    clips = {"clip": make_y4m(root / "clip.y4m", seconds=4), "long": make_y4m(root / "long.y4m", seconds=6),
+             "small": make_y4m(root / "small.y4m", size="160x90", rate=30, seconds=1)}
+    flash = "lt(mod(t\\,1)\\,0.04)"  # the first frame of every second
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i",
+                    f"color=black:size=320x180:rate={FPS},drawbox=color=white:t=fill:enable='{flash}'",
+                    "-t", "5", "-pix_fmt", "yuv420p", "-f", "yuv4mpegpipe", str(root / "flash.y4m")], check=True)
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i",
+                    f"sine=frequency=1000:sample_rate=48000:samples_per_frame=480,volume='{flash}':eval=frame",
+                    "-t", "5", "-c:a", "aac", "-b:a", "128k", str(root / "beep.aac")], check=True)
+    return {**clips, "flash": root / "flash.y4m", "beep": root / "beep.aac"}
+
+
+def sr_hls(input_path: Path, out: Path, *args) -> subprocess.CompletedProcess:
+    with open(input_path, "rb") as stdin:
+        return run_command("sr-hls", "-q", "--out", out, "--segment", 1, *args, input=stdin.read(), timeout=120)
+
+
+def test_serves_live_hls_over_http(media, tmp_path):
+    out = tmp_path / "out"
+    with Server("sr-hls", media["clip"], "--out", out, "--serve", "127.0.0.1:0", "--segment", 1,
+                "--list-size", 0) as server:
+        assert server.info["playlist"] == f"{server.url}/index.m3u8"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (
+                not (out / "index.m3u8").exists() or len(read_playlist(out / "index.m3u8")[1]) < 4):
+            time.sleep(0.2)
+        # ffprobe reads the stream through the playlist over HTTP.
+        [video] = probe_streams(server.info["playlist"])
+        assert (video["codec_name"], video["width"], video["height"]) == ("h264", 320, 180)
+        with urllib.request.urlopen(server.info["playlist"], timeout=10) as response:
+            assert response.headers["Content-Type"] == "application/vnd.apple.mpegurl"
+            assert response.headers["Cache-Control"] == "no-cache"
+            assert response.headers["Access-Control-Allow-Origin"] == "*"
+            playlist = response.read().decode()
+        assert playlist == (out / "index.m3u8").read_text()
+        sequence, entries, ended = read_playlist(out / "index.m3u8")
+        assert (sequence, len(entries), ended) == (0, 4, False)  # a live playlist: no EXT-X-ENDLIST by default
+        for entry in entries:
+            assert abs(entry.duration - 1) <= 0.1, entry
+            with urllib.request.urlopen(f"{server.url}/{entry.name}", timeout=10) as response:
+                assert response.headers["Content-Type"] == "video/mp2t"
+                assert "immutable" in response.headers["Cache-Control"]
+                assert response.headers["Access-Control-Allow-Origin"] == "*"
+                assert decoded_frames(response.read()) == FPS
+        with urllib.request.urlopen(f"{server.url}/", timeout=10) as response:
+            assert "index.m3u8" in response.read().decode()
+        for path in ("/.sr-hls.json", "/../clip.y4m", "/nothing.ts"):
+            with pytest.raises(urllib.error.HTTPError) as info:
+                urllib.request.urlopen(server.url + path, timeout=10)
+            assert info.value.code == 404
+        code, err = server.stop()
+    assert code == 130 and "Traceback" not in err, err  # served until SIGTERM
+    assert "100 frames" in err
+
+
+def test_rolling_window_deletes_old_segments(media, tmp_path):
+    out = tmp_path / "out"
+    result = sr_hls(media["long"], out, "--list-size", 3)
+    assert result.returncode == 0 and result.stdout == b"", result.stderr.decode()
+    sequence, entries, _ = read_playlist(out / "index.m3u8")
+    assert sequence == 3 and len(entries) == 3
+    assert all(abs(e.duration - 1) <= 0.1 for e in entries)
+    segments = sorted(p.name for p in out.glob("*.ts"))
+    # ffmpeg keeps one segment past the window for players still fetching it; older ones are gone.
+    assert segments[-3:] == [e.name for e in entries] and len(segments) <= 4
+    assert not list(out.glob("*.tmp"))
+
+
+def flash_beep_offsets(playlist: Path) -> np.ndarray:
+    """For each beep onset in the HLS output, its time minus the time of the nearest white flash."""
+    def first_pts(stream: str) -> float:
+        out = subprocess.run(["ffprobe", "-v", "error", "-select_streams", stream, "-show_entries",
+                              "frame=pts_time", "-read_intervals", "%+#1", "-of", "json", str(playlist)],
+                             capture_output=True, check=True, timeout=60).stdout
+        return float(json.loads(out)["frames"][0]["pts_time"])
+
+    def decode(*args: str) -> bytes:
+        return subprocess.run(["ffmpeg", "-v", "error", "-i", str(playlist), *args, "-"], capture_output=True,
+                              check=True, timeout=60).stdout
+
+    # Frames are CFR from the first pts on, samples contiguous from the first audio pts on.
+    luma = np.frombuffer(decode("-map", "0:v", "-vf", "scale=8:8,format=gray", "-fps_mode", "passthrough",
+                                "-f", "rawvideo"), np.uint8).reshape(-1, 64).mean(axis=1)
+    white = luma > 128
+    flashes = first_pts("v:0") + np.flatnonzero(white & ~np.r_[False, white[:-1]]) / FPS
+    pcm = np.abs(np.frombuffer(decode("-map", "0:a", "-ac", "1", "-ar", "48000", "-f", "s16le"), np.int16)
+                 .astype(np.float64))
+    loud = np.flatnonzero(pcm > pcm.max() / 4)
+    onsets = loud[np.r_[True, np.diff(loud) > 24000]]  # the first loud sample after 0.5 s of quiet
+    beeps = first_pts("a:0") + onsets / 48000
+    assert len(flashes) >= 4 and len(beeps) >= 4, (flashes, beeps)
+    return np.array([b - flashes[np.argmin(np.abs(flashes - b))] for b in beeps])
+
+
+def test_audio_in_sync_and_shifted_by_audio_delay(media, tmp_path):
+    offsets = {}
+    for delay in (0, 0.2, -0.2):
+        out = tmp_path / f"delay{delay}"
+        result = sr_hls(media["flash"], out, "--list-size", 0, "--endlist", "--audio", media["beep"],
+                        "--audio-delay", delay)
+        assert result.returncode == 0, result.stderr.decode()
+        assert sorted(s["codec_name"] for s in probe_streams(out / "index.m3u8")) == ["aac", "h264"]
+        found = flash_beep_offsets(out / "index.m3u8")
+        assert np.ptp(found) < 0.005, found  # the same offset at every beep
+        offsets[delay] = float(np.median(found))
+    # In sync within one frame (the source's AAC priming, 21 ms, is all there is), and shifted as asked.
+    assert abs(offsets[0]) < 1 / FPS, offsets
+    for delay in (0.2, -0.2):
+        assert abs(offsets[delay] - offsets[0] - delay) < 0.005, offsets
+
+
+def test_restart_continues_the_stream_after_a_discontinuity(media, tmp_path):
+    out = tmp_path / "out"
+    assert sr_hls(media["clip"], out, "--list-size", 0).returncode == 0
+    _, first, _ = read_playlist(out / "index.m3u8")
+    assert len(first) == 4 and not any(e.discontinuity for e in first)
+    # An earlier stream is not mixed into silently.
+    expect_error(sr_hls(media["clip"], out, "--list-size", 0), 2, "--continue appends to it, --fresh replaces it")
+    result = sr_hls(media["small"], out, "--list-size", 0, "--continue")
+    assert result.returncode == 0, result.stderr.decode()
+    sequence, entries, _ = read_playlist(out / "index.m3u8")
+    assert sequence == 0 and entries[:4] == first and len(entries) == 5
+    assert entries[4].discontinuity and entries[4].name.split("-")[0] == first[0].name.split("-")[0]
+    numbers = [int(e.name.split("-")[1].split(".")[0]) for e in entries]
+    assert numbers == list(range(5))
+    assert decoded_frames((out / entries[4].name).read_bytes()) == 30  # the new stream's size and rate
+    # --fresh: a new stream (new segment names), nothing of the old one left.
+    assert sr_hls(media["small"], out, "--fresh").returncode == 0
+    sequence, entries, _ = read_playlist(out / "index.m3u8")
+    assert sequence == 0 and len(entries) == 1 and entries[0].name not in {e.name for e in first}
+    assert sorted(p.name for p in out.glob("*.ts")) == [entries[0].name]
+
+
+def test_new_y4m_stream_mid_input_and_on_a_reopened_fifo(media, tmp_path):
+    both = tmp_path / "both.y4m"
+    both.write_bytes(media["clip"].read_bytes() + media["small"].read_bytes())  # a new header mid-input
+    result = sr_hls(both, tmp_path / "cat", "--list-size", 0)
+    assert result.returncode == 0, result.stderr.decode()
+    _, entries, _ = read_playlist(tmp_path / "cat/index.m3u8")
+    assert [e.discontinuity for e in entries] == [False] * 4 + [True]
+    [video] = probe_streams(tmp_path / "cat" / entries[4].name)
+    assert (video["width"], video["height"]) == (160, 90)
+
+    fifo = tmp_path / "frames.fifo"
+    os.mkfifo(fifo)
+    process = start_command("sr-hls", fifo, "--out", tmp_path / "fifo", "--segment", 1, "--list-size", 0,
+                            "--reopen-wait", 3, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        for clip in ("small", "clip"):  # two writers, one after the other (an upstream restart)
+            with open(fifo, "wb") as writer:
+                writer.write(media[clip].read_bytes())
+            time.sleep(0.5)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 0 and stdout == b"", stderr.decode()
+    assert "2 stream(s)" in stderr.decode()
+    _, entries, _ = read_playlist(tmp_path / "fifo/index.m3u8")
+    assert [e.discontinuity for e in entries] == [False, True, False, False, False]
+
+
+def test_stalled_input_fails_in_one_line(media, tmp_path):
+    data = media["small"].read_bytes()
+    header = data.index(b"\n") + 1
+    process = start_command("sr-hls", "-q", "--out", tmp_path / "out", "--segment", 1, "--stall-timeout", 1,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdin.write(data[:header + 15 * (len("FRAME\n") + 160 * 90 * 3 // 2)])  # 15 frames, then silence
+    process.stdin.flush()
+    try:
+        process.wait(timeout=30)  # with the pipe still open (communicate() would close it)
+    finally:
+        process.kill()
+        process.stdin.close()
+    result = subprocess.CompletedProcess(process.args, process.returncode, process.stdout.read(),
+                                         process.stderr.read())
+    expect_error(result, 3, "no frame for 1 s (input stalled)")
+    _, entries, _ = read_playlist(tmp_path / "out/index.m3u8")  # what came before is published
+    assert len(entries) == 1 and decoded_frames((tmp_path / "out" / entries[0].name).read_bytes()) == 15
+
+
+def test_refusals(media, tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        expect_error(sr_hls(media["small"], tmp_path / "a", "--serve", f"127.0.0.1:{port}"), 2, "cannot listen")
+    assert not (tmp_path / "a").exists()  # nothing touched
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    expect_error(sr_hls(media["small"], foreign), 2, "not an sr-hls output")
+    expect_error(sr_hls(media["small"], tmp_path / "b", "--continue", "--fresh"), 2, "not both")
+    expect_error(sr_hls(media["small"], tmp_path / "b", "--audio-delay", 1), 2, "needs --audio")
+    not_y4m = tmp_path / "text.y4m"
+    not_y4m.write_text("hello\n")
+    expect_error(sr_hls(not_y4m, tmp_path / "c"), 3, "not a YUV4MPEG2 stream")
+    expect_error(sr_hls(media["small"], tmp_path / "d", "--audio", tmp_path / "missing.aac"), 3, "no such file")
+    garbage = tmp_path / "garbage.aac"
+    garbage.write_bytes(b"\0" * 1000)
+    expect_error(sr_hls(media["small"], tmp_path / "e", "--audio", garbage), 5, "ffmpeg")
+
+
+def test_one_writer_per_directory(media, tmp_path):
+    out = tmp_path / "out"
+    first = start_command("sr-hls", "--out", out, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while not (out / ".sr-hls.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        expect_error(sr_hls(media["small"], out, "--continue"), 1, "another sr-hls is writing this directory")
+    finally:
+        first.kill()
+        first.communicate()
+
+
+def test_silent_audio_fifo_is_reported(media, tmp_path):
+    fifo = tmp_path / "audio.fifo"
+    os.mkfifo(fifo)  # nobody writes it: ffmpeg waits on it and takes no frames
+    expect_error(sr_hls(media["small"], tmp_path / "out", "--audio", fifo, "--stall-timeout", 1), 5,
+                 "ffmpeg accepted no frame for 1 s")
