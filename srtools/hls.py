@@ -209,7 +209,9 @@ def ffmpeg_args(enc: Encoding, out: OutputDir, fps: Fraction, append: bool, star
     """ffmpeg arguments: Y4M on stdin (and ``enc.audio``) to H.264/AAC HLS in ``out``."""
     args = ["-hide_banner", "-nostats", "-loglevel", "error", "-f", "yuv4mpegpipe", "-i", "pipe:0"]
     if enc.audio:
-        args += ["-thread_queue_size", str(AUDIO_QUEUE_PACKETS)]
+        # Probe the audio from its first packets: the default (5 s of it) waits for audio the live
+        # source only sends once its video, blocked behind this very probe, has moved on.
+        args += ["-thread_queue_size", str(AUDIO_QUEUE_PACKETS), "-probesize", "4096", "-analyzeduration", "0"]
         if enc.audio_delay:
             args += ["-itsoffset", f"{enc.audio_delay:.6f}"]
         args += ["-i", enc.audio]

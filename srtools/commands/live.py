@@ -39,7 +39,8 @@ log = logging.getLogger("srtools.live")
               help="sr-tcsr's time per frame for TCSR refinement; 0 leaves sr-tcsr out.")
 @click.option("--no-audio", is_flag=True, help="The stream has no audio track.")
 @click.option("--sessions", type=click.IntRange(0, None), default=0, show_default=True, metavar="N",
-              help="Exit after N publish sessions (0: serve publisher after publisher until stopped).")
+              help="Exit after N publish sessions (0: serve publisher after publisher until stopped); with "
+                   "--serve, go on serving the HLS stream until stopped.")
 @click.option("--stats-dir", type=click.Path(file_okay=False), metavar="DIR",
               help="Where sr-serve and sr-tcsr publish their counters, SR-NAME-SESSION.json (--stats).")
 def command(source: str, pull: bool, spool: str, hls_dir: str, serve: str | None, receive: str | None,
@@ -79,7 +80,7 @@ def command(source: str, pull: bool, spool: str, hls_dir: str, serve: str | None
         raise UsageError(f"{source}: sr-live listens on an rtmp://HOST:PORT/APP/KEY URL")
     config = ServerConfig(source=source, spool=Path(spool), hls_dir=Path(hls_dir), pull=pull, scale=scale, fps=fps,
                           segment=segment, list_size=list_size, tcsr_budget_ms=tcsr_budget_ms, audio=not no_audio,
-                          serve=serve, receive=receive, token_file=token_file, sessions=sessions,
+                          serve=serve, receive=receive, token_file=token_file,
                           stats_dir=Path(stats_dir) if stats_dir else None)
     if config.stats_dir:
         config.stats_dir.mkdir(parents=True, exist_ok=True)
@@ -89,8 +90,9 @@ def command(source: str, pull: bool, spool: str, hls_dir: str, serve: str | None
         server.run_session(on_ready=lambda: _announce(source, urls, chain))
         while sessions == 0 or server.sessions < sessions:
             server.run_session()
-        if sessions == 1:
-            chain.wait(["sr-hls"])  # it ends once it has written the last segment
+        if serve:
+            log.info("%d sessions served; serving %s until interrupted", sessions, hls_dir)
+            chain.wait(["sr-hls"])
 
 
 def _announce(source: str, urls: dict, chain: Chain) -> None:

@@ -101,7 +101,15 @@ class Chain:
 
     def stop(self, grace: float = 5.0) -> None:
         """SIGTERM every running stage's process group (newest first), SIGKILL after ``grace`` seconds,
-        and remove the FIFO directory."""
+        and remove the FIFO directory; a second SIGINT or SIGTERM meanwhile cannot cut this short."""
+        previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self._stop(grace)
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def _stop(self, grace: float) -> None:
         running = [s for s in reversed(self.stages) if s.returncode is None]
         for stage in running:
             _signal_group(stage.process, signal.SIGTERM)
@@ -157,7 +165,6 @@ class ServerConfig:
         tcsr_budget_ms: sr-tcsr's per-frame budget; 0 leaves TCSR out.
         serve / receive: HOST:PORT of sr-hls --serve and of sr-receive (None: not run).
         token_file: sr-receive's --token-file.
-        sessions: publish sessions to serve before exiting (0: until stopped).
         stats_dir: where sr-serve and sr-tcsr publish their --stats (session by session).
     """
 
@@ -174,14 +181,13 @@ class ServerConfig:
     serve: str | None = None
     receive: str | None = None
     token_file: str | None = None
-    sessions: int = 0
     stats_dir: Path | None = None
 
 
 def ingest_args(config: ServerConfig, audio_out: Path | None) -> list[str]:
     """ffmpeg: the RTMP stream -> Y4M at a constant ``fps`` on stdout, its audio copied as ADTS AAC to
     ``audio_out``."""
-    args = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-loglevel", "error"]
+    args = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
     if not config.pull:
         args += ["-listen", "1"]
     args += ["-i", config.source, "-map", "0:v:0", "-vf", f"fps={config.fps:g},format=yuv420p",
@@ -215,7 +221,7 @@ class ServerChain:
             urls["receive"] = _announced(stage)
         # sr-hls outlives the sessions: it waits for the next stream on its FIFO (sr-live stops it).
         hls = ["--out", c.hls_dir, "--continue", "--segment", c.segment, "--list-size", c.list_size,
-               "--reopen-wait", 0 if c.sessions == 1 else 86400, "--stall-timeout", 0]
+               "--reopen-wait", 86400, "--stall-timeout", 0]
         if self.audio_fifo:
             hls += ["--audio", self.audio_fifo]
         if c.serve:
@@ -256,7 +262,12 @@ class ServerChain:
             on_ready()
         log.info("session %d: %s %s", self.sessions, "pulling" if c.pull else "listening on", c.source)
         # A publisher that drops ends the ingest with an error: the session ends, the chain goes on.
-        self.chain.wait(names, tolerate=["ingest"])
+        try:
+            self.chain.wait(names, tolerate=["ingest"])
+        except StageFailed:
+            if ingest.returncode:  # the stages behind it only saw the consequence
+                raise StageFailed(f"stage ingest failed (exit status {_describe(ingest.returncode)})") from None
+            raise
         if ingest.returncode:
             log.warning("session %d: the ingest ended with status %s (publisher gone?)", self.sessions,
                         _describe(ingest.returncode))
