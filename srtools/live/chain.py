@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import IO, Callable, Sequence
@@ -41,14 +42,22 @@ def srtools_command(name: str, *args: object) -> list[str]:
     return [sys.executable, "-m", "srtools", name, *map(str, args)]
 
 
-@dataclasses.dataclass
 class Stage:
-    name: str
-    process: subprocess.Popen
+    """A started stage; a thread records the moment it exits, so that of several stages failing
+    together the first one (the cause; the others failed on its broken pipe) is blamed."""
+
+    def __init__(self, name: str, process: subprocess.Popen):
+        self.name, self.process = name, process
+        self.exited_at: float | None = None
+        threading.Thread(target=self._reap, name=f"reap-{name}", daemon=True).start()
+
+    def _reap(self) -> None:
+        self.process.wait()
+        self.exited_at = time.monotonic()
 
     @property
     def returncode(self) -> int | None:
-        return self.process.poll()
+        return self.process.returncode if self.exited_at is not None else None
 
 
 class Chain:
@@ -79,12 +88,12 @@ class Chain:
         return stage
 
     def check(self, tolerate: Sequence[str] = ()) -> None:
-        """Raise :class:`StageFailed` for the first stage that exited with an error, except those in
-        ``tolerate``."""
-        for stage in self.stages:
-            code = stage.returncode
-            if code not in (None, 0) and stage.name not in tolerate:
-                raise StageFailed(f"stage {stage.name} failed (exit status {_describe(code)})")
+        """Raise :class:`StageFailed` when a stage not in ``tolerate`` exited with an error, naming the
+        stage that failed first (a tolerated one too: it caused the others)."""
+        failed = [s for s in self.stages if s.returncode not in (None, 0)]
+        if any(s.name not in tolerate for s in failed):
+            first = min(failed, key=lambda s: s.exited_at)
+            raise StageFailed(f"stage {first.name} failed (exit status {_describe(first.returncode)})")
 
     def wait(self, names: Sequence[str] | None = None, tolerate: Sequence[str] = (), poll: float = 0.2) -> None:
         """Wait until the stages named (default: all) have exited; a failing stage raises at once
@@ -262,12 +271,7 @@ class ServerChain:
             on_ready()
         log.info("session %d: %s %s", self.sessions, "pulling" if c.pull else "listening on", c.source)
         # A publisher that drops ends the ingest with an error: the session ends, the chain goes on.
-        try:
-            self.chain.wait(names, tolerate=["ingest"])
-        except StageFailed:
-            if ingest.returncode:  # the stages behind it only saw the consequence
-                raise StageFailed(f"stage ingest failed (exit status {_describe(ingest.returncode)})") from None
-            raise
+        self.chain.wait(names, tolerate=["ingest"])
         if ingest.returncode:
             log.warning("session %d: the ingest ended with status %s (publisher gone?)", self.sessions,
                         _describe(ingest.returncode))

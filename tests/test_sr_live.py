@@ -1,0 +1,139 @@
+"""sr-live: a real RTMP publisher, the real server chain (ffmpeg ingest, sr-serve, sr-tcsr, sr-hls), teardown."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import start_command
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def publish(url: str, seconds: float = 4, size: str = "320x180", wait: bool = True) -> subprocess.Popen:
+    """A broadcaster: testsrc2 and a tone, paced, H.264/AAC over RTMP."""
+    process = subprocess.Popen(
+        ["ffmpeg", "-v", "error", "-re", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=25", "-f", "lavfi", "-i",
+         "sine=frequency=440:sample_rate=48000", "-t", str(seconds), "-c:v", "libx264", "-preset", "veryfast",
+         "-tune", "zerolatency", "-g", "25", "-c:a", "aac", "-f", "flv", url], stderr=subprocess.PIPE)
+    if wait:
+        assert process.wait(60) == 0, process.stderr.read().decode()
+    return process
+
+
+class Live:
+    """sr-live as a real process; its announcement read."""
+
+    def __init__(self, tmp_path: Path, *args):
+        self.root = tmp_path
+        self.url = f"rtmp://127.0.0.1:{free_port()}/live/test"
+        self.hls = tmp_path / "hls"
+        self.process = start_command("sr-live", self.url, "--spool", tmp_path / "spool", "--hls", self.hls,
+                                     "--stats-dir", tmp_path / "stats", *args, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE)
+        line = self.process.stdout.readline()
+        assert line, self.process.stderr.read().decode()
+        self.info = json.loads(line)
+        self.fifo_dir = Path(self.info["fifo_dir"])
+
+    def finish(self, timeout: float = 60) -> tuple[int, str]:
+        code = self.process.wait(timeout)
+        return code, self.process.stderr.read().decode()
+
+    def children(self) -> list[int]:
+        """Processes still running that sr-live started (stages run in their own sessions)."""
+        found = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+                except OSError:
+                    continue
+                if any(mark.encode() in cmdline for mark in (str(self.root), str(self.fifo_dir), self.url)):
+                    found.append(int(entry))
+        return found
+
+
+def segments_of(playlist: Path) -> list[tuple[float, str]]:
+    lines = playlist.read_text().splitlines()
+    return [(float(line.split(":")[1].rstrip(",")), lines[i + 1]) for i, line in enumerate(lines)
+            if line.startswith("#EXTINF")]
+
+
+def probe(path) -> dict:
+    result = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_type,width,height", "-of", "json",
+                             str(path)], capture_output=True, check=True)
+    return json.loads(result.stdout)
+
+
+def test_a_publish_session_becomes_hls_with_audio_and_nothing_is_left_behind(tmp_path):
+    live = Live(tmp_path, "--sessions", "1", "--segment", "1")
+    assert live.fifo_dir.is_dir() and sorted(p.name for p in live.fifo_dir.iterdir()) == ["audio.aac", "video.y4m"]
+    publish(live.url, seconds=4)
+    code, err = live.finish()
+    assert code == 0, err
+    segments = segments_of(live.hls / "index.m3u8")
+    assert sum(d for d, _ in segments) == pytest.approx(4.0, abs=0.3)
+    for duration, _ in segments[:-1]:
+        assert duration == pytest.approx(1.0, rel=0.1)  # within 10% of the target
+    for _, name in segments:  # every segment decodes: 640x360 video (x2) and audio
+        info = probe(live.hls / name)
+        kinds = {s["codec_type"]: s for s in info["streams"]}
+        assert set(kinds) == {"video", "audio"} and (kinds["video"]["width"], kinds["video"]["height"]) == (640, 360)
+        subprocess.run(["ffmpeg", "-v", "error", "-i", str(live.hls / name), "-f", "null", "-"], check=True)
+    stats = json.loads((tmp_path / "stats" / "sr-serve-1.json").read_text())
+    assert 95 <= stats["frames"] <= 105  # 4 s at 25 fps
+    assert not live.fifo_dir.exists() and live.children() == []
+
+
+def test_the_publisher_leaves_and_comes_back_with_another_size(tmp_path):
+    live = Live(tmp_path, "--sessions", "2", "--segment", "1", "--tcsr-budget-ms", "0")
+    publish(live.url, seconds=3)
+    time.sleep(1)
+    publish(live.url, seconds=3, size="256x144")
+    code, err = live.finish()
+    assert code == 0, err
+    text = (live.hls / "index.m3u8").read_text()
+    assert "#EXT-X-DISCONTINUITY" in text
+    sizes = {(s["width"], s["height"]) for _, name in segments_of(live.hls / "index.m3u8")
+             for s in probe(live.hls / name)["streams"] if s["codec_type"] == "video"}
+    assert sizes == {(640, 360), (512, 288)}
+    assert live.children() == [] and not live.fifo_dir.exists()
+
+
+def test_a_stage_killed_mid_stream_stops_the_chain_and_is_named(tmp_path):
+    live = Live(tmp_path, "--segment", "1")
+    publisher = publish(live.url, seconds=30, wait=False)
+    serve = None
+    deadline = time.monotonic() + 30
+    while serve is None and time.monotonic() < deadline:
+        serve = next((pid for pid in live.children()
+                      if b"sr-serve" in Path(f"/proc/{pid}/cmdline").read_bytes()), None)
+        time.sleep(0.2)
+    time.sleep(2)
+    os.kill(serve, signal.SIGKILL)
+    code, err = live.finish()
+    publisher.kill()
+    publisher.wait()
+    assert code == 7 and "stage sr-serve failed" in err.strip().splitlines()[-1], err
+    assert live.children() == [] and not live.fifo_dir.exists()
+
+
+def test_sigterm_stops_every_stage(tmp_path):
+    live = Live(tmp_path, "--serve", "127.0.0.1:0")
+    assert live.info["hls"].startswith("http://127.0.0.1:")
+    live.process.send_signal(signal.SIGTERM)
+    code, err = live.finish()
+    assert code == 130 and "Traceback" not in err
+    assert live.children() == [] and not live.fifo_dir.exists()
