@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 HLS_JS := vendor/hls.min.js
 DEBIAN_PACKAGES := ffmpeg python3 python3-venv
 
-.PHONY: all deps lint test test-fast demo man bench clean
+.PHONY: all deps lint test test-fast demo demo-offline man bench clean
 
 all: $(STAMP) $(HLS_JS)
 
@@ -47,7 +47,12 @@ test: lint $(HLS_JS)
 test-fast: lint $(HLS_JS)
 	$(BIN)/python -m pytest -q -m "not slow"
 
-demo: $(STAMP)
+# The live system on one machine for about a minute (INPUT=clip.mp4 for your own clip with audio).
+demo: $(STAMP) $(HLS_JS)
+	$(BIN)/python samples/live_demo.py $(if $(INPUT),--input "$(INPUT)")
+
+# The offline example: train on a recording, serve the rest through a shell pipeline, compare.
+demo-offline: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" sh samples/demo.sh
 
 man: $(STAMP)
