@@ -149,7 +149,8 @@ def main() -> None:
         with open(out / "train.jsonl", "w") as train_log, open(out / "upload.jsonl", "w") as upload_log:
             chain.start("sr-train", srtools_command("sr-train", "--watch", "--spool", push_spool, "--mode", "adaptive",
                                                     "--max-seconds", "45"), stdout=train_log)
-            chain.start("sr-monitor", srtools_command("sr-monitor", "--spool", push_spool, "--log", out / "monitor.jsonl"))
+            chain.start("sr-monitor", srtools_command("sr-monitor", "--spool", push_spool,
+                                                      "--log", out / "monitor.jsonl"))
             chain.start("sr-upload", srtools_command("sr-upload", "--spool", push_spool, "--to",
                                                      f"{urls['receive']}/models/default", "--token-file", token,
                                                      "--uplink", "2000", "--share", "0.2"), stdout=upload_log)
@@ -158,8 +159,9 @@ def main() -> None:
             startup = first_segment_time(out / "hls" / "index.m3u8", started, timeout=60)
             chain.wait(["sr-push"])
             print("== the publisher is done; waiting for the server to finish the stream", file=sys.stderr)
-            length = float(subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0",
-                                           str(clip)], capture_output=True, text=True, check=True).stdout)
+            length = float(subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration",
+                                           "-of", "csv=p=0", str(clip)], capture_output=True, text=True,
+                                          check=True).stdout)
             wait_for_frames(out / "stats" / "sr-tcsr-1.json", round(length * 25) - 5, timeout=60)
             time.sleep(2)  # the last monitor samples
             summary(out, length, startup)
