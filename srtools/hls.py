@@ -75,6 +75,8 @@ class Encoding:
         audio: what ffmpeg reads the audio from (file, FIFO, URL), or None for video only.
         audio_delay: seconds added to the audio timestamps (negative: earlier).
         audio_bitrate: AAC bitrate.
+        audio_format: ffmpeg's name of the audio's container (None: detected). Naming it spares the
+            detection, which reads 2 KB first: seconds of a quiet live source.
     """
 
     segment: float = 2.0
@@ -85,6 +87,7 @@ class Encoding:
     audio: str | None = None
     audio_delay: float = 0.0
     audio_bitrate: str = "128k"
+    audio_format: str | None = None
 
 
 def _age(seconds: float) -> str:
@@ -211,7 +214,9 @@ def ffmpeg_args(enc: Encoding, out: OutputDir, fps: Fraction, append: bool, star
     if enc.audio:
         # Probe the audio from its first packets: the default (5 s of it) waits for audio the live
         # source only sends once its video, blocked behind this very probe, has moved on.
-        args += ["-thread_queue_size", str(AUDIO_QUEUE_PACKETS), "-probesize", "4096", "-analyzeduration", "0"]
+        args += ["-thread_queue_size", str(AUDIO_QUEUE_PACKETS), "-probesize", "32", "-analyzeduration", "0"]
+        if enc.audio_format:
+            args += ["-f", enc.audio_format]
         if enc.audio_delay:
             args += ["-itsoffset", f"{enc.audio_delay:.6f}"]
         args += ["-i", enc.audio]

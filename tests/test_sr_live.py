@@ -8,7 +8,9 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+from test_sr_hls import flash_beep_offsets
 
 from conftest import start_command
 
@@ -95,6 +97,24 @@ def test_a_publish_session_becomes_hls_with_audio_and_nothing_is_left_behind(tmp
     stats = json.loads((tmp_path / "stats" / "sr-serve-1.json").read_text())
     assert 95 <= stats["frames"] <= 105  # 4 s at 25 fps
     assert not live.fifo_dir.exists() and live.children() == []
+
+
+def test_audio_and_video_stay_in_sync_through_the_chain(tmp_path):
+    """A source that flashes white and beeps at the same instants, published over RTMP as a broadcaster
+    would, comes out of ingest, sr-serve, sr-tcsr and sr-hls with the beeps on the flashes."""
+    live = Live(tmp_path, "--sessions", "1", "--segment", "1", "--list-size", "100")
+    flash = "lt(mod(t\\,1)\\,0.04)"  # the first frame of every second
+    subprocess.run(["ffmpeg", "-v", "error", "-re", "-f", "lavfi", "-i",
+                    f"color=black:size=320x180:rate=25,drawbox=color=white:t=fill:enable='{flash}'", "-f", "lavfi",
+                    "-i", f"sine=frequency=1000:sample_rate=48000:samples_per_frame=480,volume='{flash}':eval=frame",
+                    "-t", "5", "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-pix_fmt", "yuv420p",
+                    "-c:a", "aac", "-f", "flv", live.url], check=True, timeout=60)
+    code, err = live.finish()
+    assert code == 0, err
+    joined = tmp_path / "all.ts"  # the segments in order (a live playlist: players start near its end)
+    joined.write_bytes(b"".join((live.hls / name).read_bytes() for _, name in segments_of(live.hls / "index.m3u8")))
+    offsets = flash_beep_offsets(joined)
+    assert np.abs(offsets).max() < 1 / 25, offsets  # every beep within one frame of its flash
 
 
 def test_the_publisher_leaves_and_comes_back_with_another_size(tmp_path):

@@ -54,6 +54,9 @@ def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> str 
               help="Shift the audio by this much (positive: later) against the frames; see DESCRIPTION.")
 @click.option("--audio-bitrate", callback=_rate, default="128k", show_default=True, metavar="RATE",
               help="AAC bitrate.")
+@click.option("--audio-format", metavar="FMT",
+              help="ffmpeg's demuxer for the audio (aac for ADTS AAC, as sr-live's ingest writes it); "
+                   "naming it lets a live audio FIFO start at its first packet (default: detected).")
 @click.option("--stall-timeout", type=click.FloatRange(0, None), default=10.0, show_default=True, metavar="SECONDS",
               help="Fail when a stream, once its header has come, goes this long without a frame (0: wait "
                    "forever). The first stream may take any time to come.")
@@ -63,7 +66,8 @@ def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> str 
               help="When the input ends, mark the playlist complete (EXT-X-ENDLIST) so that players stop there.")
 def command(input: str, out_dir: str, continue_: bool, fresh: bool, listen: str | None, segment: float,
             list_size: int, crf: int, bitrate: str | None, preset: str, audio: str | None, audio_delay: float,
-            audio_bitrate: str, stall_timeout: float, reopen_wait: float, endlist: bool) -> None:
+            audio_bitrate: str, audio_format: str | None, stall_timeout: float, reopen_wait: float,
+            endlist: bool) -> None:
     """Encode live Y4M frames, and the audio split off at ingest, into HLS for viewers.
 
     The last stage of the live chain. Reads Y4M (srtools-y4m(7)) from INPUT ('-' for stdin, a
@@ -124,7 +128,7 @@ def command(input: str, out_dir: str, continue_: bool, fresh: bool, listen: str 
     if input != "-" and not os.path.exists(input):
         raise InputError(f"{input}: no such file")
     enc = Encoding(segment=segment, list_size=list_size, crf=crf, bitrate=bitrate, preset=preset, audio=audio,
-                   audio_delay=audio_delay, audio_bitrate=audio_bitrate)
+                   audio_delay=audio_delay, audio_bitrate=audio_bitrate, audio_format=audio_format)
     server = bind(HlsHandler, listen, root=None) if listen else None  # a port in use fails before DIR is touched
     out = OutputDir(out_dir, "continue" if continue_ else "fresh" if fresh else "new")
     audio_fd = hold_fifo(audio) if audio else None

@@ -232,7 +232,7 @@ class ServerChain:
         hls = ["--out", c.hls_dir, "--continue", "--segment", c.segment, "--list-size", c.list_size,
                "--reopen-wait", 86400, "--stall-timeout", 0]
         if self.audio_fifo:
-            hls += ["--audio", self.audio_fifo]
+            hls += ["--audio", self.audio_fifo, "--audio-format", "aac"]
         if c.serve:
             hls += ["--serve", c.serve]
         stage = self.chain.start("sr-hls", srtools_command("sr-hls", self.video_fifo, *hls),
