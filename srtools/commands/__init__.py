@@ -15,4 +15,5 @@ COMMANDS = {
     "sr-cache": "srtools.commands.cache",
     "sr-proxy": "srtools.commands.proxy",
     "sr-sim": "srtools.commands.sim",
+    "sr-push": "srtools.commands.push",
 }
