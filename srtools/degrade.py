@@ -20,8 +20,13 @@ def crop_filter(scale: int) -> str:
     return f"crop=trunc(iw/{m})*{m}:trunc(ih/{m})*{m}:0:0"
 
 
+def shrink_filter(scale: int) -> str:
+    """ffmpeg filter dividing both dimensions by ``scale`` with area averaging."""
+    return f"scale=iw/{scale}:ih/{scale}:flags=area"
+
+
 def downscale_filter(scale: int) -> str:
-    return f"{crop_filter(scale)},scale=iw/{scale}:ih/{scale}:flags=area"
+    return f"{crop_filter(scale)},{shrink_filter(scale)}"
 
 
 def make_lr(hr_source: str, output: str, scale: int, crf: int = DEFAULT_CRF,

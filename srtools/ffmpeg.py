@@ -37,12 +37,14 @@ class Process:
         stdin / stdout: the pipes asked for, else None.
     """
 
-    def __init__(self, args: Sequence[str], *, stdin: int | IO | None = None, stdout: int | IO | None = None):
+    def __init__(self, args: Sequence[str], *, stdin: int | IO | None = None, stdout: int | IO | None = None,
+                 pass_fds: Sequence[int] = ()):
         self.args = [ffmpeg_binary(), *args]
         log.debug("running %s", " ".join(self.args))
         # A frame pipe we read is unbuffered (see srtools.y4m.open_input); one we write is buffered.
+        # pass_fds: pipe ends ffmpeg reaches as pipe:N (the same numbers in the child).
         self._proc = subprocess.Popen(self.args, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE,
-                                      bufsize=-1 if stdin == subprocess.PIPE else 0)
+                                      bufsize=-1 if stdin == subprocess.PIPE else 0, pass_fds=tuple(pass_fds))
         self.stdin, self.stdout = self._proc.stdin, self._proc.stdout
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=20)
         self._drain = threading.Thread(target=self._drain_stderr, daemon=True)
@@ -58,6 +60,11 @@ class Process:
     @property
     def last_error(self) -> str:
         return self._stderr_tail[-1] if self._stderr_tail else "(no message)"
+
+    @property
+    def stderr_tail(self) -> list[str]:
+        """ffmpeg's last stderr lines, oldest first."""
+        return list(self._stderr_tail)
 
     def wait(self, check: bool = True, timeout: float | None = None) -> int:
         """Close our pipe ends, wait, and raise :class:`FFmpegError` on a non-zero exit if ``check``.
@@ -87,6 +94,17 @@ class Process:
         if self._proc.poll() is None:
             self._proc.kill()
         self.wait(check=False)
+
+    def terminate(self, timeout: float = 5.0) -> int:
+        """Ask ffmpeg to finish (on SIGTERM it still writes its outputs' trailers), kill it after
+        ``timeout`` seconds; returns its exit status."""
+        if self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+        return self.wait(check=False)
 
 
 def _compile(stream) -> list[str]:

@@ -27,11 +27,12 @@ LAYOUT
         hour are removed by the next publisher.
 
     SPOOL/pool/pair-NNNNNNNNN.npz
-        Training pairs sampled by the push side, numbered in order: a numpy archive (arrays only,
-        loaded without pickle) with t (stream time, s), hr_y hr_u hr_v (the high-res frame) and
-        lr_y lr_u lr_v (the low-res frame as the server decodes it). Linked into place whole; the
-        oldest are removed beyond the pool's bound (srtools.live.pool); a reader skips a pair that
-        was removed meanwhile.
+        Training pairs sampled by the push side (sr-push), numbered in order: a numpy archive
+        (arrays only, loaded without pickle) with t (stream time, s), hr_y hr_u hr_v (the high-res
+        frame) and lr_y lr_u lr_v (the low-res frame as the server decodes it: the pushed stream
+        decoded again). Linked into place whole; the oldest are removed before a new pair goes in,
+        so that the pool never holds more than its bound (sr-push --max-pairs, default 480: two
+        minutes at 4 pairs/s); a reader skips a pair that was removed meanwhile.
 
     SPOOL/requests/request-NNNNNNNNN.json
         Training requests written by sr-monitor when the model's PSNR departs from its trend

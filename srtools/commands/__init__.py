@@ -15,6 +15,7 @@ COMMANDS = {
     "sr-cache": "srtools.commands.cache",
     "sr-proxy": "srtools.commands.proxy",
     "sr-sim": "srtools.commands.sim",
+    "sr-push": "srtools.commands.push",
     "sr-hls": "srtools.commands.hls",
     "sr-live": "srtools.commands.live",
     "sr-upload": "srtools.commands.upload",

@@ -8,7 +8,8 @@ A pair file is a numpy ``.npz`` archive (arrays only; read with ``allow_pickle=F
 never runs code) holding ``t`` (stream time in seconds), ``hr_y``, ``hr_u``, ``hr_v`` and ``lr_y``,
 ``lr_u``, ``lr_v`` (uint8 planes, 4:2:0). Pairs are numbered in the order they were added; a pair
 is written under SPOOL/tmp, fsynced, then linked into place under its number (so a reader sees the
-whole file or none), and the oldest pairs are removed once the pool holds more than ``max_pairs``.
+whole file or none); the oldest pairs are removed before a new one is linked, so that the pool never
+holds more than ``max_pairs`` (sr-push, the one writer, keeps that bound).
 A reader that finds a pair gone (evicted meanwhile) skips it.
 """
 
@@ -71,13 +72,20 @@ class Pool:
         return sorted(int(n[5:14]) for n in names if n.startswith("pair-") and n.endswith(".npz") and n[5:14].isdigit())
 
     def add(self, t: float, hr: Frame, lr: Frame) -> int:
-        """Publish one pair atomically, then evict beyond the bound; returns its number."""
+        """Publish one pair atomically; returns its number.
+
+        The oldest pairs are evicted first, so that a pool with one writer never holds more than
+        ``max_pairs``.
+        """
         arrays = {"t": np.array(t, np.float64)}
         arrays.update({f"hr_{p}": plane for p, plane in zip(_PLANES, hr.planes)})
         arrays.update({f"lr_{p}": plane for p, plane in zip(_PLANES, lr.planes)})
         tmp = write_temp(self.tmp_dir, lambda path: np.savez(path, **arrays), suffix=".npz")
         try:
-            seq = max(self.sequence(), default=0) + 1
+            present = self.sequence()
+            seq = max(present, default=0) + 1  # numbered before evicting: numbers never go back
+            for old in present[:max(0, len(present) + 1 - self.max_pairs)]:
+                (self.dir / self.name(old)).unlink(missing_ok=True)
             while True:
                 try:
                     os.link(tmp, self.dir / self.name(seq))  # exclusive: a racing writer takes the next
@@ -87,8 +95,6 @@ class Pool:
         finally:
             tmp.unlink(missing_ok=True)
         fsync_dir(self.dir)
-        for old in self.sequence()[:-self.max_pairs]:
-            (self.dir / self.name(old)).unlink(missing_ok=True)
         return seq
 
     def read(self, seq: int) -> Pair | None:

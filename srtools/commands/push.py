@@ -1,0 +1,132 @@
+"""sr-push: push a low-res stream to a server and sample training pairs into the spool's pool."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import click
+
+from .. import cli, degrade, ffmpeg
+from ..errors import Interrupted, UsageError
+from ..live import push
+from ..live.pool import DEFAULT_MAX_PAIRS, Pool
+
+_RATE = re.compile(r"\d+(\.\d+)?[kKMG]?")
+_FORMAT = re.compile(r"[A-Za-z0-9_]+")
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+
+
+def _rate(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if not _RATE.fullmatch(value):
+        raise click.BadParameter(f"{value!r} is not a bit rate such as 800k or 2M")
+    return value
+
+
+def _format_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not _FORMAT.fullmatch(value):
+        raise click.BadParameter(f"{value!r} is not an ffmpeg format name")
+    return value
+
+
+@cli.command("sr-push", epilog="See also: sr-monitor(1), sr-train(1), sr-serve(1), srtools-spool(5).")
+@click.argument("source", metavar="INPUT")
+@click.option("--to", "destination", required=True, metavar="URL|PATH",
+              help="Where the low-res stream goes: an rtmp:// URL (FLV), srt:// or udp:// (MPEG-TS), or a file or "
+                   "named FIFO whose extension names the container (.flv, .mkv, .ts, .mp4). A file is overwritten.")
+@cli.spool_option(required=True)
+@cli.scale_option
+@click.option("--input-format", metavar="FMT", callback=_format_name,
+              help="ffmpeg input format of INPUT (ffmpeg -f): lavfi for a filter graph source, v4l2 for a camera.")
+@click.option("--output-format", metavar="FMT", callback=_format_name,
+              help="Container of --to (ffmpeg -f), when its scheme or extension does not say.")
+@click.option("--no-pace", "no_pace", is_flag=True,
+              help="Read a file or lavfi INPUT as fast as possible (batch runs) instead of at its frame rate.")
+@click.option("--fps", type=click.FloatRange(0, 240, min_open=True), metavar="F",
+              help="Convert to F frames per second before the split (default: the input's rate).")
+@click.option("--bitrate", default=push.DEFAULT_BITRATE, show_default=True, metavar="RATE", callback=_rate,
+              help="Video bit rate cap (x264 -maxrate, and -bufsize: one second of it).")
+@click.option("--crf", type=click.IntRange(0, 51), default=degrade.DEFAULT_CRF, show_default=True,
+              help="x264 constant rate factor under the cap (the default degradation's).")
+@click.option("--preset", type=click.Choice(X264_PRESETS), default="veryfast", show_default=True,
+              help="x264 preset.")
+@click.option("--segment", type=click.FloatRange(0.1, 60), default=push.DEFAULT_SEGMENT, show_default=True,
+              metavar="SECONDS", help="HLS segment length: a keyframe every SECONDS of stream time, and only there.")
+@click.option("--pair-rate", type=click.FloatRange(0, 240, min_open=True), default=push.DEFAULT_PAIR_RATE,
+              show_default=True, metavar="R", help="Training pairs sampled per second of stream time.")
+@click.option("--max-pairs", type=click.IntRange(1), default=DEFAULT_MAX_PAIRS, show_default=True, metavar="N",
+              help="Bound of the pool: the oldest pairs are removed beyond it.")
+@click.option("--retries", type=click.IntRange(0, 30), default=push.DEFAULT_RETRIES, show_default=True,
+              metavar="N", help="Reconnections to a network destination that refused or dropped the stream, "
+                                "after waits of 1, 2, 4, ... s.")
+def command(source: str, destination: str, spool: str, scale: int, input_format: str | None,
+            output_format: str | None, no_pace: bool, fps: float | None, bitrate: str, crf: int, preset: str,
+            segment: float, pair_rate: float, max_pairs: int, retries: int) -> None:
+    """Push a low-res H.264 stream to a server and sample training pairs on the way.
+
+    INPUT is anything ffmpeg reads: a file, a URL, a lavfi filter graph (--input-format lavfi,
+    e.g. "testsrc2=size=1280x720:rate=30[out0];sine[out1]"), a camera (--input-format v4l2
+    /dev/video0). An rtmp:// INPUT is an address sr-push listens on (ffmpeg -listen 1), so that
+    OBS can publish to it locally (in OBS: a custom service, server rtmp://127.0.0.1:1935/live,
+    stream key obs; then sr-push rtmp://127.0.0.1:1935/live/obs --to ...); the push ends when
+    OBS stops streaming. Files and lavfi sources are read at their frame rate (ffmpeg -re), as a
+    camera delivers frames, unless --no-pace; cameras and rtmp:// inputs are live already.
+
+    ffmpeg decodes INPUT once. Frames are cropped to a multiple of twice the scale in both
+    dimensions (the top-left part is kept), as the default degradation does (srtools.degrade),
+    then split: one branch is area-downscaled by --scale and encoded with libx264 for low
+    latency (tune zerolatency, no B-frames, CRF --crf capped at --bitrate, a keyframe at every
+    --segment boundary), with the first audio track as AAC in sync, and sent to --to; the other
+    carries the high-res frames to the pair sampler. The encoded stream is also decoded again by
+    a second ffmpeg, so that the low-res half of each pair is exactly what a server receives.
+
+    --pair-rate times per second of stream time, the high-res frame, the decoded low-res frame
+    of the same index and the stream time t = index / fps are added to the pool in SPOOL/pool
+    (srtools-spool(5)), which keeps the --max-pairs newest. Pairs are written by a separate
+    thread behind a short queue: when the disk is slow or full, pairs are dropped (counted, with
+    a warning), never the video. With --no-pace on a file or lavfi INPUT nothing is real time:
+    the sampler waits for the disk instead of dropping pairs. The summary's pairs_sampled are
+    pairs_written plus pairs_dropped.
+
+    A network destination that refuses or drops the connection is retried --retries times with
+    waits of 1, 2, 4, ... s (the count starts over after a connection that lasted 30 s); a file
+    INPUT resumes where the delivered stream stopped, a live one goes on from now. Then sr-push
+    gives up with exit status 5. A destination that does not respond at all waits for the
+    system's connection timeout.
+
+    At the end of the input (or on SIGINT or SIGTERM, after ffmpeg has closed its outputs, exit
+    status 130) one JSON line goes to stdout: frames (delivered), seconds (of stream), fps, hr
+    and lr ([width, height]), pairs_sampled, pairs_written, pairs_dropped, attempts
+    (connections), wall_s, cpu_s (this process alone: frame readers, sampler and pool writes,
+    not ffmpeg), destination (stream key masked) and interrupted.
+    """
+    if destination == "-":
+        raise UsageError("--to -: stdout carries the summary; name a file or a named FIFO")
+    settings = push.PushSettings(
+        source=source, destination=destination, scale=scale, input_format=input_format,
+        output_format=output_format, pace=not no_pace, fps=fps, bitrate=bitrate, crf=crf, preset=preset,
+        segment=segment, pair_rate=pair_rate, retries=retries)
+    if settings.container is None and (settings.network or not Path(destination).suffix):
+        raise UsageError(f"{push.redact(destination)}: cannot tell the container; add --output-format")
+    if input_format is None and not settings.listens and source != "-":
+        ffmpeg.require_input(source)
+    pusher = push.Pusher(settings, Pool(spool, max_pairs, create=True))
+    try:
+        try:
+            pusher.run()
+        finally:
+            pusher.close()  # the pairs already queued are worth keeping, whatever happened
+    except (KeyboardInterrupt, Interrupted):
+        _print(pusher.summary(interrupted=True))
+        raise
+    _print(pusher.summary())
+
+
+def _print(summary: dict) -> None:
+    sys.stdout.write(json.dumps(summary) + "\n")
+    sys.stdout.flush()
+
+
+main = cli.entry_point(command)
