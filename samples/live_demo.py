@@ -30,7 +30,7 @@ from srtools.live.chain import Chain, srtools_command  # noqa: E402
 SCENES = [  # lavfi sources of the embedded sample, one scene each, with a tone that changes with the scene
     ("testsrc2=size=640x360:rate=25", 440),
     ("mandelbrot=size=640x360:rate=25", 660),
-    ("life=size=640x360:rate=25:mold=10:ratio=0.3:death_color=#202040:life_color=#e0c040,scale=640:360", 550),
+    ("gradients=size=640x360:rate=25:speed=0.02,noise=alls=12:allf=t", 550),
 ]
 
 
@@ -148,7 +148,7 @@ def main() -> None:
         push_spool = out / "push-spool"
         with open(out / "train.jsonl", "w") as train_log, open(out / "upload.jsonl", "w") as upload_log:
             chain.start("sr-train", srtools_command("sr-train", "--watch", "--spool", push_spool, "--mode", "adaptive",
-                                                    "--max-seconds", "45"), stdout=train_log)
+                                                    "--max-seconds", "20"), stdout=train_log)
             chain.start("sr-monitor", srtools_command("sr-monitor", "--spool", push_spool,
                                                       "--log", out / "monitor.jsonl"))
             chain.start("sr-upload", srtools_command("sr-upload", "--spool", push_spool, "--to",

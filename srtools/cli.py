@@ -136,6 +136,9 @@ def run(cmd: click.Command, argv: Sequence[str] | None = None) -> int:
     except (click.Abort, KeyboardInterrupt):
         log.error("interrupted")
         return ExitStatus.INTERRUPTED
+    except Interrupted as exc:  # asked to stop: not an error, though the status says it was cut short
+        log.info("%s", exc, exc_info=exc if debug else None)
+        return exc.exit_status
     except SrError as exc:
         log.error("%s", exc, exc_info=exc if debug else None)
         return exc.exit_status
