@@ -148,8 +148,8 @@ def main() -> None:
         push_spool = out / "push-spool"
         with open(out / "train.jsonl", "w") as train_log, open(out / "upload.jsonl", "w") as upload_log:
             chain.start("sr-train", srtools_command("sr-train", "--watch", "--spool", push_spool, "--mode", "adaptive",
-                                                    "--max-seconds", "20"), stdout=train_log)
-            chain.start("sr-monitor", srtools_command("sr-monitor", "--spool", push_spool,
+                                                    "--max-seconds", "20", "--threads", "1"), stdout=train_log)
+            chain.start("sr-monitor", srtools_command("sr-monitor", "--spool", push_spool, "--threads", "1",
                                                       "--log", out / "monitor.jsonl"))
             chain.start("sr-upload", srtools_command("sr-upload", "--spool", push_spool, "--to",
                                                      f"{urls['receive']}/models/default", "--token-file", token,

@@ -82,6 +82,21 @@ device_option = click.option("--device", type=click.Choice(["auto", "cpu", "cuda
                              show_default=True, help="Where the network runs; auto picks CUDA when present.")
 
 
+def _set_threads(ctx: click.Context, param: click.Parameter, value: int) -> int:
+    if value:
+        import torch
+
+        torch.set_num_threads(value)
+    return value
+
+
+threads_option = click.option(
+    "--threads", type=click.IntRange(0, 256), default=0, show_default=True, expose_value=False,
+    callback=_set_threads, metavar="N",
+    help="CPU threads of the network (0: torch's default, one per core). Where other processes share the "
+         "cores (a live chain), use 1: two threads then ran 20x slower than one on a loaded 2-core machine.")
+
+
 precision_option = click.option(
     "--precision", type=click.Choice(("auto", "fp32", "bf16")), default="auto", show_default=True,
     help="bf16 runs the network's convolutions in bfloat16 (output and bicubic skip stay fp32): 1.5-1.7x faster "

@@ -37,6 +37,9 @@ log = logging.getLogger("srtools.live")
               help="Segments in the HLS playlist; older ones are deleted.")
 @click.option("--tcsr-budget-ms", type=click.FloatRange(0, None), default=15, show_default=True, metavar="MS",
               help="sr-tcsr's time per frame for TCSR refinement; 0 leaves sr-tcsr out.")
+@click.option("--threads", type=click.IntRange(0, 256), default=1, show_default=True, metavar="N",
+              help="--threads of sr-serve and sr-tcsr: they share the cores with each other and with ffmpeg, "
+                   "where one thread each is fastest (sr-serve(1)).")
 @click.option("--no-audio", is_flag=True, help="The stream has no audio track.")
 @click.option("--sessions", type=click.IntRange(0, None), default=0, show_default=True, metavar="N",
               help="Exit after N publish sessions (0: serve publisher after publisher until stopped); with "
@@ -45,7 +48,7 @@ log = logging.getLogger("srtools.live")
               help="Where sr-serve and sr-tcsr publish their counters, SR-NAME-SESSION.json (--stats).")
 def command(source: str, pull: bool, spool: str, hls_dir: str, serve: str | None, receive: str | None,
             token_file: str | None, scale: int, fps: float, segment: float, list_size: int, tcsr_budget_ms: float,
-            no_audio: bool, sessions: int, stats_dir: str | None) -> None:
+            threads: int, no_audio: bool, sessions: int, stats_dir: str | None) -> None:
     """Run the server side of the live chain: RTMP in, super-resolution, HLS out.
 
     Starts, as separate processes wired with pipes and named FIFOs in a private temporary
@@ -80,7 +83,7 @@ def command(source: str, pull: bool, spool: str, hls_dir: str, serve: str | None
         raise UsageError(f"{source}: sr-live listens on an rtmp://HOST:PORT/APP/KEY URL")
     config = ServerConfig(source=source, spool=Path(spool), hls_dir=Path(hls_dir), pull=pull, scale=scale, fps=fps,
                           segment=segment, list_size=list_size, tcsr_budget_ms=tcsr_budget_ms, audio=not no_audio,
-                          serve=serve, receive=receive, token_file=token_file,
+                          serve=serve, receive=receive, token_file=token_file, threads=threads,
                           stats_dir=Path(stats_dir) if stats_dir else None)
     if config.stats_dir:
         config.stats_dir.mkdir(parents=True, exist_ok=True)

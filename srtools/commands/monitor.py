@@ -33,6 +33,7 @@ log = logging.getLogger("srtools.monitor")
               help="Consecutive departing samples needed: one-sample spikes are ignored.")
 @click.option("--poll-interval", type=click.FloatRange(0.05, 60), default=0.5, show_default=True,
               metavar="SECONDS", help="How often the pool is checked for new pairs (without --once).")
+@cli.threads_option
 @cli.device_option
 def command(spool: str, scale: int, once: bool, log_path: str | None, window: int, threshold_db: float,
             persistence: int, poll_interval: float, device: str) -> None:

@@ -23,6 +23,7 @@ log = logging.getLogger("srtools.serve")
               help="Use this model file (no hot-swap unless --spool is also given, which then takes over).")
 @cli.scale_option
 @cli.stats_option
+@cli.threads_option
 @cli.device_option
 @cli.precision_option
 @click.option("--realtime", is_flag=True,

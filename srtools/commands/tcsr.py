@@ -30,6 +30,7 @@ log = logging.getLogger("srtools.tcsr")
               help="Live use: spend at most MS ms per frame on average, never miss a frame's deadline at the "
                    "input frame rate, and prefer the frames that move most.")
 @cli.stats_option
+@cli.threads_option
 @cli.device_option
 @cli.precision_option
 @click.option("--poll-interval", type=click.FloatRange(0.05, 60), default=0.5, show_default=True,

@@ -85,6 +85,7 @@ UPSCALERS, REFINERS = archs.for_task(archs.UPSCALE), archs.for_task(archs.REFINE
               help="With --watch: stream seconds over which a pool pair's weight halves.")
 @click.option("--poll-interval", type=click.FloatRange(0.05, 60), default=1.0, show_default=True,
               metavar="SECONDS", help="With --watch: how often an idle trainer checks for requests and pairs.")
+@cli.threads_option
 @cli.device_option
 def command(spool: str, arch: str, hr_source: str | None, lr_source: str | None, scale: int, max_seconds: float,
             start: float | None, duration: float | None, max_frames: int, crf: int, channels: int | None,
@@ -115,7 +116,8 @@ def command(spool: str, arch: str, hr_source: str | None, lr_source: str | None,
     stops it by the design's rule: a shallow network (1 -> 3 x 20 sigmoid units -> 1, MSE with
     L2) fitted to the session's (compute seconds, held-out gain over bicubic) points predicts the
     gain THp at --horizon; the session stops once the gain reaches TH = min(--stop-db, --alpha *
-    THp), at once when THp is no higher than the gain reached, and at --max-seconds in any case;
+    THp), or at once when THp is no higher than the gain reached (the rule is consulted after 100
+    steps, so that a starved trainer's flat start is no plateau), and at --max-seconds in any case;
     requests that arrive meanwhile are dropped. A session
     trains on up to --pool-pairs pairs drawn with weights halving every --half-life stream
     seconds back from the newest, and waits until the pool holds 8 pairs. One JSON object per

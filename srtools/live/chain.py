@@ -174,6 +174,7 @@ class ServerConfig:
         tcsr_budget_ms: sr-tcsr's per-frame budget; 0 leaves TCSR out.
         serve / receive: HOST:PORT of sr-hls --serve and of sr-receive (None: not run).
         token_file: sr-receive's --token-file.
+        threads: sr-serve's and sr-tcsr's --threads (they share the cores with each other and ffmpeg).
         stats_dir: where sr-serve and sr-tcsr publish their --stats (session by session).
     """
 
@@ -190,6 +191,7 @@ class ServerConfig:
     serve: str | None = None
     receive: str | None = None
     token_file: str | None = None
+    threads: int = 1
     stats_dir: Path | None = None
 
 
@@ -253,7 +255,8 @@ class ServerChain:
         ingest = self.chain.start("ingest", ingest_args(c, self.audio_fifo), stdout=subprocess.PIPE)
         serve_out = subprocess.PIPE if c.tcsr_budget_ms else open(self.video_fifo, "wb")
         serve = self.chain.start("sr-serve", srtools_command(
-            "sr-serve", "--realtime", "--spool", c.spool, "--scale", c.scale, *stats("sr-serve")),
+            "sr-serve", "--realtime", "--spool", c.spool, "--scale", c.scale, "--threads", c.threads,
+            *stats("sr-serve")),
             stdin=ingest.process.stdout, stdout=serve_out)
         ingest.process.stdout.close()
         if c.tcsr_budget_ms:
@@ -261,7 +264,7 @@ class ServerChain:
             with open(self.video_fifo, "wb") as out:
                 self.chain.start("sr-tcsr", srtools_command(
                     "sr-tcsr", "--spool", c.spool, "--scale", c.scale, "--budget-ms", c.tcsr_budget_ms,
-                    *stats("sr-tcsr")), stdin=serve.process.stdout, stdout=out)
+                    "--threads", c.threads, *stats("sr-tcsr")), stdin=serve.process.stdout, stdout=out)
             serve.process.stdout.close()
         else:
             serve_out.close()

@@ -81,6 +81,8 @@ class WatchConfig:
         half_life_s: stream seconds over which a pair's weight halves.
         patch: LR training patch size.
         publish_min_db: held-out improvement over the last published model worth a new version.
+        min_steps: steps a session runs before the stopping rule is consulted: a starved trainer's
+            first evaluations (a flat curve at 0 dB) would otherwise predict a plateau at once.
     """
 
     mode: str = "adaptive"
@@ -91,6 +93,7 @@ class WatchConfig:
     half_life_s: float = 20.0
     patch: int = 32
     publish_min_db: float = 0.05
+    min_steps: int = 100
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -166,7 +169,7 @@ class Session:
         seconds, gains = self.points
         seconds.append(evaluation.seconds)
         gains.append(evaluation.best_psnr - self.trainer.recipe.baseline_psnr)
-        if self.config.mode != "adaptive":
+        if self.config.mode != "adaptive" or evaluation.step < self.config.min_steps:
             return False
         stop, threshold, predicted = self.config.stop.should_stop(seconds, gains)
         if stop:
