@@ -30,7 +30,7 @@ from srtools.live.chain import Chain, srtools_command  # noqa: E402
 SCENES = [  # lavfi sources of the embedded sample, one scene each, with a tone that changes with the scene
     ("testsrc2=size=640x360:rate=25", 440),
     ("mandelbrot=size=640x360:rate=25", 660),
-    ("gradients=size=640x360:rate=25:speed=0.02,noise=alls=12:allf=t", 550),
+    ("testsrc=size=640x360:rate=25,hue=H=0.5*t", 550),
 ]
 
 
