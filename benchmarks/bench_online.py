@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -148,7 +149,9 @@ def main() -> None:
     parser.add_argument("--stop-db", type=float, default=StopRule.fixed_db)
     parser.add_argument("--horizon", type=float, default=StopRule.horizon_s)
     parser.add_argument("--plot", help="write the Y-PSNR over stream time as PNG")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (one: steady on a shared machine)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     stop = StopRule(fixed_db=args.stop_db, horizon_s=args.horizon)
     with tempfile.TemporaryDirectory() as tmp:
         hr, lr = f"{tmp}/hr.mp4", f"{tmp}/lr.mp4"

@@ -19,7 +19,8 @@ from .commands import COMMANDS
 from .errors import EXIT_STATUS_DESCRIPTIONS, ExitStatus
 
 # (page name, section, module whose docstring is the page)
-FORMAT_PAGES = [("srtools-spool", 5, "srtools.spool"), ("srtools-y4m", 7, "srtools.y4m")]
+FORMAT_PAGES = [("srtools-spool", 5, "srtools.spool"), ("srtools-y4m", 7, "srtools.y4m"),
+                ("srtools-live", 7, "srtools.live")]
 _HEADING = re.compile(r"^[A-Z][A-Z ]+$")
 
 

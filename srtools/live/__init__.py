@@ -1,2 +1,56 @@
-"""The live system: the push side (sr-push, sr-monitor, online training, model upload) and live
-delivery (ingest, HLS, the composed chain). Beside :mod:`srtools.tiled`; neither imports the other."""
+r"""srtools-live - running the live system: the push side, the server side, shell recipes and services
+
+DESCRIPTION
+The live system is separate commands wired with pipes, named FIFOs and two spools, one on each
+side. The push side (the broadcaster's machine) sends low-resolution video over RTMP, samples
+training pairs, trains F-EDSR online when the content asks for it and uploads each new model; the
+server side upscales the stream in real time with the newest model, refines what it can with TCSR
+and serves HLS. (This module, srtools.live, holds their code; it never imports srtools.tiled.)
+
+PUSH SIDE
+    sr-push camera.mp4 --to "rtmp://server:1935/live/studio?token=$(cat token)" --spool push &
+    sr-monitor --spool push --threads 1 --log monitor.jsonl &
+    sr-train --watch --spool push --mode adaptive --threads 1 > train.jsonl &
+    sr-upload --spool push --to https://server/models/studio --token-file token --uplink 4000 &
+
+sr-push decodes the input once, publishes the degraded stream (area downscale, x264) and samples
+HR and decoded-LR pairs into push/pool; sr-monitor writes a request into push/requests when the
+model's Y-PSNR departs from its trend; sr-train --watch trains on the pool and publishes into
+push/models; sr-upload sends the newest version at 20% of the uplink. Use --threads 1 where the
+commands share a few cores: two torch threads per process ran 20x slower on a loaded 2-core machine.
+
+SERVER SIDE
+One stream, with the embedded RTMP listener:
+
+    sr-live rtmp://0.0.0.0:1935/live/studio --spool server --hls /var/www/hls \
+        --serve 0.0.0.0:8080 --receive 127.0.0.1:8090 --token-file token
+
+The same chain by hand (sr-live adds teardown, restarts per publisher and the receiver):
+
+    d=$(mktemp -d); mkfifo $d/video.y4m $d/audio.aac
+    sr-hls $d/video.y4m --audio $d/audio.aac --audio-format aac --out hls --continue \
+        --serve 127.0.0.1:8080 &
+    ffmpeg -listen 1 -i rtmp://0.0.0.0:1935/live/studio -map 0:v:0 -vf fps=25,format=yuv420p \
+        -f yuv4mpegpipe - -map 0:a:0 -c:a copy -f adts -y $d/audio.aac |
+      sr-serve --realtime --spool server --threads 1 |
+      sr-tcsr --spool server --budget-ms 15 --threads 1 > $d/video.y4m
+
+Many streams: nginx-rtmp with conf/nginx-rtmp.conf accepts the publishers, asks sr-receive (one
+--stream KEY=SPOOL:TOKEN_FILE per stream) whether each key and token may publish, and starts
+sr-live --pull per stream (exec_push) with its own spool and HLS directory.
+
+SERVICES
+conf/systemd/ in the srtools sources has units templated per stream (the instance name is the
+stream key), restarting on failure:
+
+    systemctl enable --now sr-live@studio.service      # server: /etc/srtools/studio.env
+    systemctl enable --now sr-push@studio.service      # push side: the four commands above
+
+Batch evaluation of recorded streams, e.g. nightly from cron: score a recording's pool with the
+current model and keep the series.
+
+    15 3 * * *  sr-monitor --once --spool /srv/push/studio > /srv/eval/studio-$(date +\%F).jsonl
+
+FILES
+Spools: srtools-spool(5). Frames between commands: srtools-y4m(7).
+"""

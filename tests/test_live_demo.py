@@ -1,0 +1,30 @@
+"""make demo's program: the whole live system (push side and server side as separate processes) on a
+short embedded sample; it must end with its summary and leave a playable HLS stream."""
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def test_the_live_demo_runs_end_to_end(tmp_path):
+    out = tmp_path / "demo"
+    result = subprocess.run([sys.executable, str(ROOT / "samples" / "live_demo.py"), "--out", str(out),
+                             "--seconds", "15", "--serve", "127.0.0.1:0"], capture_output=True, timeout=300)
+    err = result.stderr.decode()
+    assert result.returncode == 0, err
+    assert "== watch: http://127.0.0.1:" in err and "== summary" in err
+    assert "training sessions: " in err and "first HLS segment listed" in err
+    summary = err.split("== summary", 1)[1]
+    assert "0-10" in summary and "sr-serve: " in summary
+    segments = sorted((out / "hls").glob("*.ts"))
+    assert segments
+    for segment in segments:  # video and audio, decodable
+        streams = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_type", "-of", "csv=p=0",
+                                  str(segment)], capture_output=True, text=True, check=True).stdout.split()
+        assert sorted(streams) == ["audio", "video"]
+    assert (out / "push-spool" / "pool").is_dir() and list((out / "push-spool" / "pool").iterdir())
