@@ -15,8 +15,8 @@ from ..live.chain import Chain, ServerChain, ServerConfig
 
 log = logging.getLogger("srtools.live")
 
-@cli.command("sr-live", epilog="See also: sr-push(1), sr-serve(1), sr-tcsr(1), sr-hls(1), sr-receive(1), "
-                                "srtools-spool(5).")
+@cli.command("sr-live", epilog="See also: srtools-live(7), sr-push(1), sr-serve(1), sr-tcsr(1), sr-hls(1), "
+                                "sr-receive(1), srtools-spool(5).")
 @click.argument("source", metavar="RTMP_URL")
 @click.option("--pull", is_flag=True,
               help="Play RTMP_URL from a server (nginx-rtmp) instead of listening on it for a publisher.")
@@ -68,14 +68,8 @@ def command(source: str, pull: bool, spool: str, hls_dir: str, serve: str | None
     or null, "fifo_dir": DIR}. SIGINT or SIGTERM stops every stage (no process or FIFO is left
     behind); a stage that fails stops the others and sr-live exits with status 7 naming it.
 
-    The same chain by hand, as a shell recipe:
-
-    \b
-        d=$(mktemp -d); mkfifo $d/video.y4m $d/audio.aac
-        sr-hls $d/video.y4m --audio $d/audio.aac --out hls --continue --serve 127.0.0.1:8080 &
-        ffmpeg -listen 1 -i rtmp://0.0.0.0:1935/live/key -map 0:v:0 -vf fps=25,format=yuv420p \\
-            -f yuv4mpegpipe - -map 0:a:0 -c:a copy -f adts $d/audio.aac |
-          sr-serve --realtime --spool spool | sr-tcsr --spool spool --budget-ms 15 > $d/video.y4m
+    srtools-live(7) has the same chain by hand as a shell recipe, the push side to go with it,
+    systemd units and nginx-rtmp for many streams.
     """
     if pull and not source.startswith("rtmp://"):
         raise UsageError(f"{source}: --pull plays an rtmp:// URL")
