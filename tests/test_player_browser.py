@@ -1,11 +1,16 @@
 """The player pages in headless Chromium: hls.js (vendored by make) plays sr-proxy's stream and sr-hls's live one."""
 
+import base64
+import json
 import os
 import subprocess
 import threading
 import time
 
+import cv2
+import numpy as np
 import pytest
+from test_sr_live import Live
 from tiled_fixtures import LATENCIES
 
 from srtools.httpserve import HLS_JS
@@ -89,3 +94,46 @@ def test_player_page_plays_sr_hls_live_with_audio(tmp_path):
     assert status.startswith("hls.js "), status
     assert played > 1.5, status  # the live playhead moves
     assert audio_bytes > 0  # and the stream's audio track is decoded
+
+
+@pytest.mark.slow
+def test_the_live_chain_plays_in_the_browser_with_the_source_picture(tmp_path):
+    """A broadcaster's stream through sr-live (RTMP in, SR, HLS out) plays in hls.js, with audio, and a
+    screenshot of the video shows the source's pattern: red left half, blue right half."""
+    live = Live(tmp_path, "--serve", "127.0.0.1:0", "--segment", "1")
+    publisher = subprocess.Popen(
+        ["ffmpeg", "-v", "error", "-re", "-f", "lavfi", "-i",
+         "color=red:size=320x180:rate=25,drawbox=x=160:y=0:w=160:h=180:color=blue:t=fill", "-f", "lavfi", "-i",
+         "sine=frequency=440:sample_rate=48000", "-t", "20", "-c:v", "libx264", "-preset", "veryfast", "-tune",
+         "zerolatency", "-g", "25", "-pix_fmt", "yuv420p", "-c:a", "aac", "-f", "flv", live.url])
+    browser = None
+    try:
+        deadline = time.monotonic() + 30
+        while not (live.hls / "index.m3u8").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        browser = Chromium()
+        page = browser.open(f"{live.info['hls']}/")
+        deadline, played = time.monotonic() + 30, 0.0
+        while played <= 1.5 and time.monotonic() < deadline:
+            time.sleep(0.25)
+            played = float(browser.evaluate(page, '(document.getElementById("time") || {}).textContent || "0"'))
+        audio_bytes = browser.evaluate(page, 'document.getElementById("video").webkitAudioDecodedByteCount')
+        box = browser.evaluate(page, 'JSON.stringify(document.getElementById("video").getBoundingClientRect())')
+        shot = browser.call("Page.captureScreenshot", page, format="png")["data"]
+    finally:
+        if browser is not None:
+            browser.close()
+        publisher.kill()
+        publisher.wait()
+        live.process.terminate()
+        live.finish()
+    assert played > 1.5 and audio_bytes > 0
+    rect = json.loads(box)
+    image = cv2.imdecode(np.frombuffer(base64.b64decode(shot), np.uint8), cv2.IMREAD_COLOR)  # BGR
+    top, height = int(rect["y"]), int(rect["height"])
+    left, width = int(rect["x"]), int(rect["width"])
+    # The picture is letterboxed inside the element: sample its middle row, a quarter in from each side.
+    row = image[top + height // 2]
+    red, blue = row[left + width // 4].astype(int), row[left + 3 * width // 4].astype(int)
+    assert red[2] > 180 and red[0] < 80 and red[1] < 80, red
+    assert blue[0] > 180 and blue[2] < 80 and blue[1] < 80, blue
