@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -102,6 +105,59 @@ class Server:
     def __exit__(self, *exc):
         self.stop()
 
+
+
+def fill_pool(hr: Path, spool: Path, every: int = 5) -> Path:
+    """Sample ``hr`` into the spool's pool like the push side: every ``every``-th frame with the decoded
+    frame of the default degradation (t = index / 25); returns the spool."""
+    from srtools import degrade, video
+    from srtools.live.pool import Pool
+
+    lr = hr.with_name(hr.stem + "-lr.mp4")
+    degrade.make_lr(str(hr), str(lr), 2)
+    pool = Pool(spool, create=True)
+    with video.open_source(str(hr)) as hr_frames, video.open_source(str(lr)) as lr_frames:
+        for index, (h, lo) in enumerate(zip(hr_frames, lr_frames)):
+            if index % every == 0:
+                pool.add(index / 25, h, lo)
+    return spool
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# Debian installs nginx in /usr/sbin, which is not on a normal user's PATH.
+NGINX = shutil.which("nginx", path=f"{os.environ.get('PATH', '')}:/usr/sbin")
+
+
+@contextlib.contextmanager
+def running_nginx(conf: Path, prefix: Path, port: int):
+    """A real nginx on ``conf`` in the foreground, unprivileged paths under ``prefix``, until it listens on
+    ``port``; stopped on exit."""
+    # As root, workers would run as nobody and could not reach pytest's private temporary directories.
+    user = "user root;" if os.geteuid() == 0 else ""
+    process = subprocess.Popen([NGINX, "-p", str(prefix), "-c", str(conf),
+                                "-g", f"daemon off; pid {prefix}/nginx.pid; error_log stderr; {user}"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            if process.poll() is not None:
+                raise AssertionError(f"nginx did not start: {process.stderr.read().decode()}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "nginx did not listen within 10 s"
+                time.sleep(0.05)
+        yield process
+    finally:
+        process.terminate()
+        process.wait(10)
+        process.stderr.close()
 
 
 CHROMIUM = shutil.which("chromium")

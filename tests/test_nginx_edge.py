@@ -2,11 +2,6 @@
 byte for byte with CORS and cache headers, and sr-proxy builds segments from it."""
 
 import json
-import os
-import shutil
-import socket
-import subprocess
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -16,18 +11,10 @@ from tiled_fixtures import LATENCIES
 
 from srtools.tiled.manifest import Manifest
 
-from conftest import Server
+from conftest import NGINX, Server, free_port, running_nginx
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "conf" / "nginx-edge.conf"
-# Debian installs nginx in /usr/sbin, which is not on a normal user's PATH.
-NGINX = shutil.which("nginx", path=f"{os.environ.get('PATH', '')}:/usr/sbin")
 pytestmark = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (make deps installs it)")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -44,27 +31,8 @@ def nginx_edge(tmp_path, tiled, tiled_plan):
     conf.write_text(TEMPLATE.read_text().replace("@EDGE_ROOT@", str(root))
                     .replace("@EDGE_LISTEN@", f"127.0.0.1:{port}").replace("@EDGE_STATE@", str(prefix / "state")))
     # As root, workers would run as nobody and could not read pytest's private temporary directories.
-    user = "user root;" if os.geteuid() == 0 else ""
-    process = subprocess.Popen([NGINX, "-p", str(prefix), "-c", str(conf),
-                                "-g", f"daemon off; pid {prefix}/nginx.pid; error_log stderr; {user}"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            if process.poll() is not None:
-                raise AssertionError(f"nginx did not start: {process.stderr.read().decode()}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise AssertionError("nginx did not listen within 10 s") from None
-                time.sleep(0.05)
+    with running_nginx(conf, prefix, port):
         yield f"http://127.0.0.1:{port}", edge, root, prefix
-    finally:
-        process.terminate()
-        process.wait(10)
-        process.stderr.close()
 
 
 def request(url, method="GET"):

@@ -1,20 +1,16 @@
 """conf/nginx-rtmp.conf: a real nginx-rtmp, unprivileged on free high ports, admits a publisher only with
 its stream's token (sr-receive answers on_publish) and starts one sr-live chain per stream (exec_push)."""
 
-import os
-import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from test_sr_live import free_port, publish, segments_of
+from test_sr_live import publish, segments_of
 
-from conftest import ROOT, Server
+from conftest import NGINX, ROOT, Server, free_port, running_nginx
 
 TEMPLATE = ROOT / "conf" / "nginx-rtmp.conf"
-NGINX = shutil.which("nginx", path=f"{os.environ.get('PATH', '')}:/usr/sbin")
 RTMP_MODULE = Path("/usr/lib/nginx/modules/ngx_rtmp_module.so")
 TOKEN = "rtmp-test-token-0123456789abcdef"
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(NGINX is None or not RTMP_MODULE.exists(),
@@ -35,25 +31,8 @@ def nginx_rtmp(tmp_path):
         conf.write_text(TEMPLATE.read_text().replace("@RTMP_PORT@", str(port)).replace("@STATE@", str(state))
                         .replace("@CHECK_URL@", f"{receiver.url}/on_publish")
                         .replace("@SR_LIVE@", str(ROOT / "bin" / "sr-live")).replace("@RTMP_MODULE@", str(RTMP_MODULE)))
-        user = "user root;" if os.geteuid() == 0 else ""  # workers as nobody could not write pytest's tmp
-        process = subprocess.Popen([NGINX, "-p", str(prefix), "-c", str(conf),
-                                    "-g", f"daemon off; pid {prefix}/nginx.pid; error_log stderr; {user}"],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        try:
-            deadline = time.monotonic() + 10
-            while True:
-                assert process.poll() is None, process.stderr.read().decode()
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    assert time.monotonic() < deadline, "nginx did not listen within 10 s"
-                    time.sleep(0.05)
+        with running_nginx(conf, prefix, port):
             yield port, state
-        finally:
-            process.terminate()
-            process.wait(10)
-            process.stderr.close()
 
 
 def test_a_publisher_with_its_token_gets_a_chain_and_a_wrong_token_is_refused(nginx_rtmp):

@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -12,15 +11,10 @@ import numpy as np
 import pytest
 from test_sr_hls import flash_beep_offsets
 
-from conftest import start_command
+from conftest import free_port, start_command
 
 pytestmark = pytest.mark.slow
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def publish(url: str, seconds: float = 4, size: str = "320x180", wait: bool = True) -> subprocess.Popen:

@@ -5,10 +5,7 @@ import subprocess
 
 import pytest
 
-from srtools import degrade, video
-from srtools.live.pool import Pool
-
-from conftest import run_command
+from conftest import fill_pool, run_command
 
 
 @pytest.fixture(scope="module")
@@ -21,13 +18,7 @@ def two_scene_spool(tmp_path_factory):
                     "-f", "lavfi", "-i", "mandelbrot=size=192x108:rate=25", "-filter_complex",
                     "[1]trim=duration=3,setpts=PTS-STARTPTS[b];[0][b]concat=n=2:v=1", "-pix_fmt", "yuv420p",
                     "-c:v", "libx264", "-crf", "12", str(hr)], check=True)
-    degrade.make_lr(str(hr), str(root / "lr.mp4"), 2)
-    pool = Pool(root / "spool", create=True)
-    with video.open_source(str(hr)) as hr_frames, video.open_source(str(root / "lr.mp4")) as lr_frames:
-        for index, (h, lo) in enumerate(zip(hr_frames, lr_frames)):
-            if index % 5 == 0:
-                pool.add(index / 25, h, lo)
-    return root / "spool"
+    return fill_pool(hr, root / "spool")
 
 
 def test_once_finds_the_cut_and_writes_one_request(two_scene_spool):

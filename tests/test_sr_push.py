@@ -4,7 +4,6 @@ whose LR halves are the encoded stream decoded again; retries, pacing, signals, 
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -15,9 +14,10 @@ import pytest
 
 from srtools import metrics, video
 from srtools.errors import ExitStatus
+from srtools.live.chain import port_listening
 from srtools.live.pool import Pool
 
-from conftest import expect_error, run_command, start_command
+from conftest import expect_error, free_port, run_command, start_command
 
 AV_SOURCE = "testsrc2=size=320x180:rate=25{duration}[out0];sine=frequency=440:sample_rate=48000{duration}[out1]"
 
@@ -60,22 +60,12 @@ def pairs_of(spool: Path) -> list:
     return [pool.read(seq) for seq in pool.sequence()]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_listening(port: int, timeout: float = 10) -> None:
     """Wait for a TCP listener on ``port`` without connecting (ffmpeg -listen takes one connection only)."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-            local, state = line.split()[1], line.split()[3]
-            if int(local.split(":")[1], 16) == port and state == "0A":
-                return
+    while not port_listening(port):
+        assert time.monotonic() < deadline, f"nothing listens on port {port}"
         time.sleep(0.05)
-    raise AssertionError(f"nothing listens on port {port}")
 
 
 class Receiver:

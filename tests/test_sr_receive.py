@@ -8,7 +8,6 @@ import pickle
 import shutil
 import socket
 import subprocess
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -20,11 +19,9 @@ import torch
 from srtools import archs, modelfile, models
 from srtools.spool import Spool
 
-from conftest import Server, expect_error, run_command
+from conftest import NGINX, Server, expect_error, free_port, run_command, running_nginx
 
 TOKEN = "0123456789abcdef-receive-test-token"
-# Debian installs nginx in /usr/sbin, which is not on a normal user's PATH.
-NGINX = shutil.which("nginx", path=f"{os.environ.get('PATH', '')}:/usr/sbin")
 NGINX_TEMPLATE = Path(__file__).resolve().parent.parent / "conf" / "nginx-receive.conf"
 
 
@@ -240,34 +237,14 @@ def nginx_receive(tmp_path, receiver):
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
                     "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert],
                    check=True, capture_output=True)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     conf = prefix / "nginx.conf"
     conf.write_text(NGINX_TEMPLATE.read_text().replace("@RECEIVE_LISTEN@", f"127.0.0.1:{port}")
                     .replace("@RECEIVE_CERT@", str(cert)).replace("@RECEIVE_KEY@", str(key))
                     .replace("@RECEIVE_UPSTREAM@", server.url.removeprefix("http://"))
                     .replace("@RECEIVE_STATE@", str(prefix / "state")))
-    user = "user root;" if os.geteuid() == 0 else ""
-    process = subprocess.Popen([NGINX, "-p", str(prefix), "-c", str(conf),
-                                "-g", f"daemon off; pid {prefix}/nginx.pid; error_log stderr; {user}"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            if process.poll() is not None:
-                raise AssertionError(f"nginx did not start: {process.stderr.read().decode()}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "nginx did not listen within 10 s"
-                time.sleep(0.05)
+    with running_nginx(conf, prefix, port):
         yield f"https://127.0.0.1:{port}", cert, spool
-    finally:
-        process.terminate()
-        process.wait(10)
-        process.stderr.close()
 
 
 def test_behind_nginx_with_tls(nginx_receive, tmp_path):

@@ -9,11 +9,11 @@ import time
 
 import pytest
 
-from srtools import archs, degrade, models, video
+from srtools import archs, models
 from srtools.live.pool import Pool
 from srtools.spool import Spool
 
-from conftest import expect_error, run_command, start_command
+from conftest import expect_error, fill_pool, run_command, start_command
 
 pytestmark = pytest.mark.slow
 
@@ -25,13 +25,7 @@ def pool_spool(tmp_path_factory):
     hr = root / "hr.mp4"
     subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=256x144:rate=25:duration=4",
                     "-pix_fmt", "yuv420p", "-c:v", "libx264", "-crf", "12", str(hr)], check=True)
-    degrade.make_lr(str(hr), str(root / "lr.mp4"), 2)
-    pool = Pool(root / "spool", create=True)
-    with video.open_source(str(hr)) as hr_frames, video.open_source(str(root / "lr.mp4")) as lr_frames:
-        for index, (h, lo) in enumerate(zip(hr_frames, lr_frames)):
-            if index % 5 == 0:
-                pool.add(index / 25, h, lo)
-    return root / "spool"
+    return fill_pool(hr, root / "spool")
 
 
 @pytest.fixture
@@ -107,11 +101,11 @@ def test_a_second_trainer_on_the_same_spool_is_refused(spool):
 
 
 def test_adaptive_trains_without_a_model_then_on_requests_and_stops_by_the_rule(spool):
-    watcher = Watcher(spool, "--max-seconds", "20", "--stop-db", "0.05")
+    watcher = Watcher(spool, "--max-seconds", "90", "--stop-db", "0.05")
     first = watcher.until("session")
     assert first["reason"] == "no model"
-    stopped = watcher.until("stopped")
-    assert stopped["reason"] in ("threshold", "plateau") and stopped["seconds"] < 15  # well before the budget
+    stopped = watcher.until("stopped", timeout=120)
+    assert stopped["reason"] in ("threshold", "plateau") and stopped["seconds"] < 60  # well before the budget
     version = Spool(spool).current("fedsr", 2).version
     time.sleep(2.5)
     assert [e["event"] for e in watcher.events].count("session") == 1  # idle without a request
