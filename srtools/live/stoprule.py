@@ -94,8 +94,11 @@ class StopRule:
     def should_stop(self, seconds: list[float], gains: list[float]) -> tuple[bool, float, float | None]:
         """(stop?, threshold TH, THp) after the latest point (seconds[-1], gains[-1])."""
         predicted = self.predicted_db(seconds, gains)
-        reached = gains[-1]
+        return (*self.decide(gains[-1], predicted), predicted)
+
+    def decide(self, reached: float, predicted: float | None) -> tuple[bool, float]:
+        """(stop?, threshold TH) for the gain ``reached`` and THp ``predicted`` (None: THs alone)."""
         if predicted is None:
-            return reached >= self.fixed_db, self.fixed_db, None
+            return reached >= self.fixed_db, self.fixed_db
         threshold = min(self.fixed_db, self.alpha * predicted)
-        return reached >= threshold or predicted <= reached, threshold, predicted
+        return reached >= threshold or predicted <= reached, threshold

@@ -83,6 +83,8 @@ class WatchConfig:
         publish_min_db: held-out improvement over the last published model worth a new version.
         min_steps: steps a session runs before the stopping rule is consulted: a starved trainer's
             first evaluations (a flat curve at 0 dB) would otherwise predict a plateau at once.
+        refit_s: compute seconds between two fits of the rule's MLP (a fit costs about a second of
+            CPU; the threshold is checked against the last prediction at every evaluation).
     """
 
     mode: str = "adaptive"
@@ -94,6 +96,7 @@ class WatchConfig:
     patch: int = 32
     publish_min_db: float = 0.05
     min_steps: int = 100
+    refit_s: float = 10.0
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -149,6 +152,8 @@ class Session:
         self.published: list[int] = []
         self.stop_reason: str | None = None
         self.summary: dict = {}
+        self._predicted: float | None = None  # THp of the last fit, at compute second _fitted_at
+        self._fitted_at: float | None = None
         emit(Event("session", {"reason": reason, "pairs": len(pairs), "t_first": round(pairs[0].t, 3),
                                "t_last": round(pairs[-1].t, 3), "start_model": self.start_version,
                                "start_gain_db": round(self.trainer.gain_db, 4)}))
@@ -171,7 +176,11 @@ class Session:
         gains.append(evaluation.best_psnr - self.trainer.recipe.baseline_psnr)
         if self.config.mode != "adaptive" or evaluation.step < self.config.min_steps:
             return False
-        stop, threshold, predicted = self.config.stop.should_stop(seconds, gains)
+        rule = self.config.stop
+        if self._fitted_at is None or seconds[-1] - self._fitted_at >= self.config.refit_s:
+            self._predicted, self._fitted_at = rule.predicted_db(seconds, gains), seconds[-1]
+        predicted = self._predicted
+        stop, threshold = rule.decide(gains[-1], predicted)
         if stop:
             reason = "threshold" if gains[-1] >= threshold else "plateau"
             self._finish(reason, threshold_db=round(threshold, 4),
