@@ -47,10 +47,11 @@ def publisher(url: str, seconds: float) -> list[str]:
 
 def frame_number(segment: Path) -> int | None:
     """The number drawn in the segment's last frame (the picture may be scaled: squares scale along)."""
-    raw = subprocess.run(["ffmpeg", "-v", "error", "-sseof", "-0.3", "-i", str(segment), "-vf", "format=gray",
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(segment), "-map", "0:v:0", "-vf", "format=gray",
                           "-f", "rawvideo", "-"], capture_output=True).stdout
     probe = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "stream=width,height",
-                            "-of", "csv=p=0", str(segment)], capture_output=True, text=True).stdout.split(",")
+                            "-of", "csv=p=0", str(segment)], capture_output=True, text=True).stdout.split()
+    probe = probe[0].split(",") if probe else []
     if not raw or len(probe) != 2:
         return None
     width, height = int(probe[0]), int(probe[1])
