@@ -126,21 +126,22 @@ def test_the_publisher_leaves_and_comes_back_with_another_size(tmp_path):
     assert live.children() == [] and not live.fifo_dir.exists()
 
 
-def test_a_stage_killed_mid_stream_stops_the_chain_and_is_named(tmp_path):
+@pytest.mark.parametrize("stage", ["sr-serve", "sr-tcsr", "sr-hls"])
+def test_a_stage_killed_mid_stream_stops_the_chain_and_is_named(tmp_path, stage):
     live = Live(tmp_path, "--segment", "1")
     publisher = publish(live.url, seconds=30, wait=False)
-    serve = None
+    victim = None
     deadline = time.monotonic() + 30
-    while serve is None and time.monotonic() < deadline:
-        serve = next((pid for pid in live.children()
-                      if b"sr-serve" in Path(f"/proc/{pid}/cmdline").read_bytes()), None)
+    while victim is None and time.monotonic() < deadline:
+        victim = next((pid for pid in live.children() if f"srtools\0{stage}\0".encode()
+                       in Path(f"/proc/{pid}/cmdline").read_bytes()), None)
         time.sleep(0.2)
     time.sleep(2)
-    os.kill(serve, signal.SIGKILL)
+    os.kill(victim, signal.SIGKILL)
     code, err = live.finish()
     publisher.kill()
     publisher.wait()
-    assert code == 7 and "stage sr-serve failed" in err.strip().splitlines()[-1], err
+    assert code == 7 and f"stage {stage} failed" in err.strip().splitlines()[-1], err
     assert live.children() == [] and not live.fifo_dir.exists()
 
 

@@ -89,10 +89,12 @@ class Chain:
 
     def check(self, tolerate: Sequence[str] = ()) -> None:
         """Raise :class:`StageFailed` when a stage not in ``tolerate`` exited with an error, naming the
-        stage that failed first (a tolerated one too: it caused the others)."""
+        cause: a stage killed by a signal before any that exited with an error status (those are
+        usually its neighbours, failing on the broken pipe), then the first to exit (a tolerated
+        one too)."""
         failed = [s for s in self.stages if s.returncode not in (None, 0)]
         if any(s.name not in tolerate for s in failed):
-            first = min(failed, key=lambda s: s.exited_at)
+            first = min(failed, key=lambda s: (s.returncode > 0, s.exited_at))
             raise StageFailed(f"stage {first.name} failed (exit status {_describe(first.returncode)})")
 
     def wait(self, names: Sequence[str] | None = None, tolerate: Sequence[str] = (), poll: float = 0.2) -> None:
