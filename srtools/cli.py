@@ -149,7 +149,7 @@ def run(cmd: click.Command, argv: Sequence[str] | None = None) -> int:
         log.error("%s", exc.format_message())
         return ExitStatus.BAD_INPUT
     except (click.Abort, KeyboardInterrupt):
-        log.info("interrupted")
+        log.info("interrupted by SIGINT")
         return ExitStatus.INTERRUPTED
     except Interrupted as exc:  # asked to stop: not an error, though the status says it was cut short
         log.info("%s", exc, exc_info=exc if debug else None)

@@ -212,9 +212,11 @@ def ffmpeg_args(enc: Encoding, out: OutputDir, fps: Fraction, append: bool, star
     """ffmpeg arguments: Y4M on stdin (and ``enc.audio``) to H.264/AAC HLS in ``out``."""
     args = ["-hide_banner", "-nostats", "-loglevel", "error", "-f", "yuv4mpegpipe", "-i", "pipe:0"]
     if enc.audio:
-        # Probe the audio from its first packets: the default (5 s of it) waits for audio the live
-        # source only sends once its video, blocked behind this very probe, has moved on.
-        args += ["-thread_queue_size", str(AUDIO_QUEUE_PACKETS), "-probesize", "32", "-analyzeduration", "0"]
+        args += ["-thread_queue_size", str(AUDIO_QUEUE_PACKETS)]
+        if is_fifo(enc.audio):
+            # Probe a live source from its first packets: the default (5 s of it) waits for audio the
+            # ingest only sends once its video, blocked behind this very probe, has moved on.
+            args += ["-probesize", "32", "-analyzeduration", "0"]
         if enc.audio_format:
             args += ["-f", enc.audio_format]
         if enc.audio_delay:

@@ -51,7 +51,7 @@ def test_entry_points_bin_scripts_and_man_pages_agree_with_commands():
 
 def test_man_pages_are_generated_and_current():
     pages = manpage.generate()
-    assert set(pages) == {f"{n}.1" for n in COMMANDS} | {"srtools-spool.5", "srtools-y4m.7"}
+    assert set(pages) == {f"{n}.1" for n in COMMANDS} | {"srtools-spool.5", "srtools-y4m.7", "srtools-live.7"}
     for file_name, text in pages.items():
         assert (ROOT / "man" / file_name).read_text() == text, f"man/{file_name} is stale: run `make man`"
         if file_name.endswith(".1"):

@@ -26,5 +26,5 @@ def test_the_live_demo_runs_end_to_end(tmp_path):
     for segment in segments:  # video and audio, decodable
         streams = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_type", "-of", "csv=p=0",
                                   str(segment)], capture_output=True, text=True, check=True).stdout.split()
-        assert sorted(streams) == ["audio", "video"]
+        assert set(streams) == {"audio", "video"}  # (ffprobe lists a TS program's streams twice)
     assert (out / "push-spool" / "pool").is_dir() and list((out / "push-spool" / "pool").iterdir())

@@ -256,7 +256,7 @@ def test_a_signal_stops_ffmpeg_cleanly(tmp_path, signum):
     push.send_signal(signum)
     stdout, stderr = push.communicate(timeout=30)
     assert push.returncode == ExitStatus.INTERRUPTED
-    assert stderr.decode().splitlines()[-1].startswith("sr-push: error: interrupted")
+    assert stderr.decode().splitlines()[-1].startswith("sr-push: interrupted")
     summary = json.loads(stdout)
     assert summary["interrupted"] and summary["frames"] > 19 and summary["pairs_written"] >= 4  # pair 4 is frame 19
     assert_gone(pids, timeout=1)  # already reaped by sr-push

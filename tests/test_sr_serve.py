@@ -207,7 +207,7 @@ def test_signal_ends_cleanly_with_whole_frames(tmp_path, signum):
     assert serve.wait(timeout=30) == 130
     assert reader.read() is None and len(frames) == 3
     stderr = serve.stderr.read().decode()
-    assert "error: interrupted" in stderr and "Traceback" not in stderr
+    assert "sr-serve: interrupted by SIG" in stderr and "error" not in stderr and "Traceback" not in stderr
     assert re.search(r"[23] frames in .* 0 bicubic fallbacks", stderr)  # the stats line still comes
 
 
