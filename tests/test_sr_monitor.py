@@ -1,4 +1,5 @@
-"""sr-monitor: a real multi-scene clip sampled into the pool, the cut found, requests written atomically."""
+"""sr-monitor: real clips sampled into the pool; a cut found, a same-picture PSNR drop not; requests written
+atomically."""
 
 import json
 import subprocess
@@ -11,23 +12,27 @@ from srtools.live.pool import Pool
 from conftest import run_command
 
 
-@pytest.fixture(scope="module")
-def two_scene_spool(tmp_path_factory):
-    """6 s at 25 fps: testsrc2, cut at 3 s to mandelbrot; pairs sampled 5 times a second like the push
-    side (HR frame + the decoded frame of the default degradation)."""
-    root = tmp_path_factory.mktemp("monitor")
-    hr = root / "hr.mp4"
-    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=192x108:rate=25:duration=3",
-                    "-f", "lavfi", "-i", "mandelbrot=size=192x108:rate=25", "-filter_complex",
-                    "[1]trim=duration=3,setpts=PTS-STARTPTS[b];[0][b]concat=n=2:v=1", "-pix_fmt", "yuv420p",
-                    "-c:v", "libx264", "-crf", "12", str(hr)], check=True)
-    degrade.make_lr(str(hr), str(root / "lr.mp4"), 2)
-    pool = Pool(root / "spool", create=True)
-    with video.open_source(str(hr)) as hr_frames, video.open_source(str(root / "lr.mp4")) as lr_frames:
+def sampled_pool(root, name, ffmpeg_input):
+    """6 s at 25 fps made by ffmpeg from ``ffmpeg_input``; pairs sampled 5 times a second like the push
+    side (HR frame + the decoded frame of the default degradation). Returns the spool."""
+    hr, lr = root / f"{name}.mp4", root / f"{name}-lr.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", *ffmpeg_input, "-t", "6", "-pix_fmt", "yuv420p", "-c:v", "libx264",
+                    "-crf", "12", str(hr)], check=True)
+    degrade.make_lr(str(hr), str(lr), 2)
+    pool = Pool(root / name, create=True)
+    with video.open_source(str(hr)) as hr_frames, video.open_source(str(lr)) as lr_frames:
         for index, (h, lo) in enumerate(zip(hr_frames, lr_frames)):
             if index % 5 == 0:
                 pool.add(index / 25, h, lo)
-    return root / "spool"
+    return root / name
+
+
+@pytest.fixture(scope="module")
+def two_scene_spool(tmp_path_factory):
+    """testsrc2, cut at 3 s to mandelbrot."""
+    return sampled_pool(tmp_path_factory.mktemp("monitor"), "cut", [
+        "-f", "lavfi", "-i", "testsrc2=size=192x108:rate=25:duration=3", "-f", "lavfi", "-i",
+        "mandelbrot=size=192x108:rate=25", "-filter_complex", "[1]trim=duration=3,setpts=PTS-STARTPTS[b];[0][b]concat"])
 
 
 def test_once_finds_the_cut_and_writes_one_request(two_scene_spool):
@@ -35,14 +40,30 @@ def test_once_finds_the_cut_and_writes_one_request(two_scene_spool):
     assert result.returncode == 0, result.stderr
     samples = [json.loads(line) for line in result.stdout.decode().splitlines()]
     assert len(samples) == 30 and [s["pair"] for s in samples] == list(range(1, 31))
-    assert set(samples[0]) == {"t", "pair", "psnr", "bicubic_psnr", "smoothed", "model", "request"}
+    assert set(samples[0]) == {"t", "pair", "psnr", "bicubic_psnr", "smoothed", "threshold", "change", "model",
+                               "request"}
     assert all(s["model"] is None and s["psnr"] == s["bicubic_psnr"] for s in samples)  # no model yet
+    assert max(s["change"] for s in samples[1:15]) < 0.25 < min(s["change"] for s in samples[15:18])
     requested = [s["t"] for s in samples if s["request"]]
     assert len(requested) == 1 and 3.0 <= requested[0] <= 5.0  # within 2 s of the cut, once
     [request] = (two_scene_spool / "requests").iterdir()
     data = json.loads(request.read_text())
-    assert data["format"] == "srtools-request/1" and data["t"] == requested[0]
+    assert data["format"] == "srtools-request/1" and data["t"] == requested[0] and data["change"] > 0.25
     assert b"30 pairs scored, 1 training requests" in result.stderr
+
+
+def test_a_psnr_drop_on_the_same_picture_is_no_scene_change(tmp_path):
+    """Sensor noise from 3 s on: the PSNR falls well beyond its threshold, the picture stays."""
+    spool = sampled_pool(tmp_path, "noise", [
+        "-f", "lavfi", "-i", "testsrc2=size=192x108:rate=25", "-vf", "noise=alls=40:allf=t:enable='gte(t,3)'"])
+    result = run_command("sr-monitor", "--spool", spool, "--once")
+    assert result.returncode == 0, result.stderr
+    samples = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    assert any(s["smoothed"] - s["psnr"] > s["threshold"] for s in samples if s["threshold"] is not None)
+    assert not any(s["request"] for s in samples) and not (spool / "requests").exists()
+    # without pictures' say (--picture-gate 0) the same drop asks for training
+    ungated = run_command("sr-monitor", "--spool", spool, "--once", "--picture-gate", "0")
+    assert sum(json.loads(line)["request"] for line in ungated.stdout.decode().splitlines()) == 1
 
 
 def test_log_file_and_an_empty_pool(tmp_path, two_scene_spool):
