@@ -3,15 +3,18 @@
 
 Each clip is sampled into a pool as the push side does (4 pairs per second, the decoded default
 degradation as LR) and scored by srtools.live.monitor with the spool's model (--model) or bicubic;
-the (model, bicubic) PSNR series then goes through sr-monitor's detector with the given settings
-(sr-monitor's defaults unless told). Material, all 640x360: the two clips in ../shared/media
-(skipped when absent) as they are, with a panning or zooming crop (camera motion), temporal noise,
-or re-encoded at CRF 30 with a 2 s GOP (key-frame pulsing); lavfi sources (testsrc2, mandelbrot,
-cellauto, life, gradients, sierpinski, a zoom over a still); and multi-scene cuts of all of these,
-both clips at several offsets included. --series DIR keeps each clip's PSNR series, so further
-settings are measured without scoring again.
+the PSNR series and HR thumbnails then go through sr-monitor's detector with the given settings
+(sr-monitor's defaults unless told). Material, all 640x360 at 25 fps: the two clips in
+../shared/media (those clips skipped when absent) as they are, under panning, zooming, shaking or
+rolling crops, temporal noise, dimming lights, a dark occluder, hue changes, re-encoded at CRF
+30-40 with short GOPs (key-frame pulsing); seeded lavfi sources (testsrc, testsrc2, mandelbrot,
+cellauto, life, gradients, sierpinski, smptehdbars, rgbtestsrc, colorspectrum, a zoom over a
+still); and multi-scene cuts of all of these, both shared clips at many offsets. Clips come in
+GROUPS: the tuning set the defaults were chosen on, and two held-out sets measured afterwards.
+Jump cuts within one camera view are shown but not counted. --series DIR keeps each clip's series
+(an .npz per clip and signal), so further settings are measured in seconds.
 
-    .venv/bin/python benchmarks/bench_monitor.py [--model FILE] [--series DIR] [--set lavfi]
+    .venv/bin/python benchmarks/bench_monitor.py --series DIR [--model FILE] [--set GROUP] [--psnr-only]
 """
 
 from __future__ import annotations

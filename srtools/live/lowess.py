@@ -15,15 +15,16 @@ A drift of 0.01 dB/s lags by well under the threshold.
 
 Why the departure alone does not decide (benchmarks/bench_monitor.py, the README's table): on real
 footage the PSNR of one unchanged view moves by as much as a cut moves it. A static camera's PSNR
-steps by 3.5 dB for seconds as its encoder's quality changes and bottles are moved; a cut from a
+steps by 3.5 dB for seconds as bottles are moved and the whole frame's quality shifts; a cut from a
 test pattern to a fractal moves it by less than 0.5 dB. No threshold separates these (6 false
 requests per minute on the static camera at 1.5 dB, and that cut missed at any threshold that is
-quiet). The picture does: on all the single-scene material (camera motion, noise, an occluder
-included) each 16x9 luma thumbnail is within a change of 0.35 (1 - correlation) of one of the
-view's pictures of the last 2 s, and after every cut measured it is at least 0.65 from all of the
+quiet). The picture does: on the single-scene tuning clips (camera motion, noise, an occluder
+included) each 16x9 luma thumbnail is within a change of 0.35 (about 1 - correlation) of one of
+the view's pictures of the last 2 s, and after every cut it is at least 0.65 from all of the
 previous scene's. Hence the gate (a departure counts on a changed picture) and the cut (a wholly
-new picture counts on its own), with a threshold scaled by the residuals' robust spread where the
-PSNR is noisy, and three samples in a row (0.75 s at 4 pairs/s, well inside the design's 2 s).
+new picture counts on its own, above the view's usual change: a fine moving texture changes at
+every sample), with a threshold scaled by the departures' robust spread where the PSNR is noisy,
+and three samples in a row (0.75 s at 4 pairs/s, well inside the design's 2 s).
 """
 
 from __future__ import annotations
