@@ -35,9 +35,10 @@ LAYOUT
         minutes at 4 pairs/s); a reader skips a pair that was removed meanwhile.
 
     SPOOL/requests/request-NNNNNNNNN.json
-        Training requests written by sr-monitor when the model's PSNR departs from its trend
-        (a scene change), named after the pair that showed it: {"format": "srtools-request/1",
-        "t": 12.5, "pair": 42, "psnr": 31.2, "smoothed": 35.0, "model": 3, "created": "..."}.
+        Training requests written by sr-monitor on a scene change (the model's PSNR departing
+        from its trend on a new picture, or a wholly new picture), named after the pair that
+        showed it: {"format": "srtools-request/1", "t": 12.5, "pair": 42, "psnr": 31.2,
+        "smoothed": 35.0, "change": 0.8, "model": 3, "created": "..."}.
 
 Later tools add directories beside these; readers ignore names they do not know.
 

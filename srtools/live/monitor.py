@@ -1,9 +1,10 @@
 """The PSNR monitor: each new pool pair scored with the current model, scene changes turned into requests.
 
 For each pair it computes the Y-PSNR of the current upscaling model's output against the HR frame,
-and of bicubic (for the gain), feeds the model's PSNR to the :class:`~.lowess.SceneChangeDetector`
-(whose trend restarts at each new model version) and, on a departure, publishes a training request
-into the spool (``SPOOL/requests/request-NNNNNNNNN.json``, atomically; see srtools-spool(5)).
+and of bicubic (for the gain), feeds the model's PSNR and a 16x9 luma thumbnail of the HR frame to
+the :class:`~.lowess.SceneChangeDetector` (whose trend restarts at each new model version) and, on a
+scene change, publishes a training request into the spool (``SPOOL/requests/request-NNNNNNNNN.json``,
+atomically; see srtools-spool(5)).
 """
 
 from __future__ import annotations
@@ -14,17 +15,31 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+import cv2
+import numpy as np
+
 from .. import archs, metrics, models
 from ..errors import SrError
 from ..fsutil import write_json_atomic
 from ..spool import Spool
 from ..upscale import ModelUpscaler, bicubic, upscaler_factory
-from ..y4m import Header
-from .lowess import SceneChangeDetector
+from ..y4m import Frame, Header
+from .lowess import Detection, SceneChangeDetector
 from .pool import Pair, Pool
 
 log = logging.getLogger("srtools.monitor")
 REQUESTS_DIR = "requests"
+THUMBNAIL = (16, 9)  # columns, rows: cells of 40x40 pixels at 640x360, coarse enough to tolerate motion
+IDENTICAL_DB = 99.0  # the Y-PSNR of identical planes (infinite) as written and tracked
+
+
+def thumbnail(frame: Frame) -> np.ndarray:
+    """The frame's picture as the detector compares it: its luma averaged over a 16x9 grid."""
+    return cv2.resize(frame.y, THUMBNAIL, interpolation=cv2.INTER_AREA).astype(np.float32)
+
+
+def y_psnr(a: Frame, b: Frame) -> float:
+    return min(metrics.psnr(a.y, b.y), IDENTICAL_DB)
 
 
 @dataclasses.dataclass
@@ -36,6 +51,8 @@ class Sample:
     psnr: float
     bicubic_psnr: float
     smoothed: float | None
+    threshold: float | None
+    change: float | None
     model: int | None
     request: bool
 
@@ -72,24 +89,29 @@ class Monitor:
 
     def score(self, pair: Pair, upscaler: ModelUpscaler | None) -> Sample:
         header = _header_of(pair)
-        bicubic_psnr = metrics.psnr(bicubic(pair.lr, header).y, pair.hr.y)
-        psnr = metrics.psnr(upscaler.upscale(pair.lr, header).y, pair.hr.y) if upscaler else bicubic_psnr
+        bicubic_psnr = y_psnr(bicubic(pair.lr, header), pair.hr)
+        psnr = y_psnr(upscaler.upscale(pair.lr, header), pair.hr) if upscaler else bicubic_psnr
         version = upscaler.version if upscaler else None
-        detection = self.detector.update(pair.t, psnr, version)
+        detection = self.detector.update(pair.t, psnr, version, thumbnail(pair.hr))
         if detection.request:
-            self._request(pair, psnr, detection.smoothed, version)
+            self._request(pair, psnr, detection, version)
         return Sample(round(pair.t, 3), pair.seq, round(psnr, 4), round(bicubic_psnr, 4),
-                      None if detection.smoothed is None else round(detection.smoothed, 4), version,
-                      detection.request)
+                      _rounded(detection.smoothed), _rounded(detection.threshold), _rounded(detection.change),
+                      version, detection.request)
 
-    def _request(self, pair: Pair, psnr: float, smoothed: float | None, version: int | None) -> None:
+    def _request(self, pair: Pair, psnr: float, detection: Detection, version: int | None) -> None:
         directory = self.spool.root / REQUESTS_DIR
         directory.mkdir(parents=True, exist_ok=True)
-        request = {"format": "srtools-request/1", "t": pair.t, "pair": pair.seq, "psnr": psnr, "smoothed": smoothed,
-                   "model": version, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        request = {"format": "srtools-request/1", "t": pair.t, "pair": pair.seq, "psnr": psnr,
+                   "smoothed": detection.smoothed, "change": detection.change, "model": version,
+                   "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         write_json_atomic(directory / f"request-{pair.seq:09d}.json", request, tmp_dir=self.spool.tmp_dir)
-        log.info("t=%.2f s: Y-PSNR %.2f dB departs from its trend %.2f dB: training requested", pair.t, psnr,
-                 smoothed)
+        log.info("t=%.2f s: Y-PSNR %.2f dB (trend %.2f dB), picture change %s: scene change, training requested",
+                 pair.t, psnr, detection.smoothed, "n/a" if detection.change is None else f"{detection.change:.2f}")
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 def _header_of(pair: Pair) -> Header:
