@@ -106,7 +106,7 @@ def simulate(mode: str, stream: Stream, work: Path, steps_per_second: int, stop:
     config = WatchConfig(mode=mode, stop=stop,
                          session=TrainConfig(max_seconds=1e9, max_steps=cap, eval_every=2.0))
     trainer = OnlineTrainer(spool, 2, config)
-    monitor = Monitor(spool.root, 2, SceneChangeDetector(threshold_db=1.5, persistence=2))
+    monitor = Monitor(spool.root, 2, SceneChangeDetector())  # sr-monitor's defaults
     server = models.ModelWatcher(spool, archs.UPSCALE, 2, 0.0, upscaler_factory("cpu", "fp32"))
     psnr, bicubic_psnr, versions, monitor_seconds, cpu_seconds = [], [], set(), 0.0, 0.0
     for second, new_pairs in enumerate(stream.pairs):

@@ -51,11 +51,13 @@ def tiled(tiled_workdir, tiled_clip) -> tuple[Path, dict]:
 
 @pytest.fixture(scope="session")
 def tiled_plan(tiled_workdir, tiled, tiled_spool) -> tuple[Path, Path, dict]:
-    """sr-cache (measuring) on the tiled clip, one third of the sets. Returns (plan, profile, JSON)."""
+    """sr-cache (measuring) on the tiled clip, one third of the sets, for a proxy reconstructing one tile at
+    a time (so that caching pays on this tiny clip and the plan has cached sets). Returns (plan, profile,
+    JSON)."""
     tiles, _ = tiled
     profile = tiled_workdir / "profile.json"
     result = run_command("sr-cache", tiles, "--capacity", "33%", "--latencies", LATENCIES, "--spool", tiled_spool,
-                         "--save-profile", profile)
+                         "--save-profile", profile, "--workers", "1")
     assert result.returncode == 0, result.stderr.decode()
     path = tiled_workdir / "plan.json"
     path.write_bytes(result.stdout)
