@@ -205,6 +205,15 @@ class Chromium:
         target = self.call("Target.createTarget", url=url)["targetId"]
         return self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
 
+    def played(self, session: str, beyond: float, timeout: float) -> float:
+        """Wait until the player page's playhead (its #time element, written by its timeupdate handler)
+        passes ``beyond`` seconds, or ``timeout``; the last position seen."""
+        deadline, position = time.monotonic() + timeout, 0.0
+        while position <= beyond and time.monotonic() < deadline:
+            time.sleep(0.25)
+            position = float(self.evaluate(session, '(document.getElementById("time") || {}).textContent || "0"'))
+        return position
+
     def evaluate(self, session: str, expression: str):
         return self.call("Runtime.evaluate", session, expression=expression, returnByValue=True)["result"].get("value")
 

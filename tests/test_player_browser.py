@@ -34,11 +34,7 @@ def test_player_page_plays_the_proxy_stream(tiled, tiled_plan, tiled_spool):
                     "--origin", origin.url, "--spool", tiled_spool) as proxy:
             browser = Chromium()
             page = browser.open(f"{proxy.url}/")
-            deadline, played = time.monotonic() + 60, 0.0
-            while played <= 1.0 and time.monotonic() < deadline:
-                time.sleep(0.25)
-                # What the page itself shows (its timeupdate handler writes currentTime), once loaded.
-                played = float(browser.evaluate(page, '(document.getElementById("time") || {}).textContent || "0"'))
+            played = browser.played(page, beyond=1.0, timeout=60)
             status = browser.evaluate(page, '(document.getElementById("status") || {}).textContent || "not loaded"')
     finally:
         if browser is not None:
@@ -81,10 +77,7 @@ def test_player_page_plays_sr_hls_live_with_audio(tmp_path):
                 time.sleep(0.2)
             browser = Chromium()
             page = browser.open(server.info["player"])
-            deadline, played = time.monotonic() + 30, 0.0
-            while played <= 1.5 and time.monotonic() < deadline:
-                time.sleep(0.25)
-                played = float(browser.evaluate(page, '(document.getElementById("time") || {}).textContent || "0"'))
+            played = browser.played(page, beyond=1.5, timeout=30)
             status = browser.evaluate(page, '(document.getElementById("status") || {}).textContent || "not loaded"')
             audio_bytes = browser.evaluate(page, '(document.getElementById("video") || {}).webkitAudioDecodedByteCount')
         finally:
@@ -113,10 +106,7 @@ def test_the_live_chain_plays_in_the_browser_with_the_source_picture(tmp_path):
             time.sleep(0.2)
         browser = Chromium()
         page = browser.open(f"{live.info['hls']}/")
-        deadline, played = time.monotonic() + 30, 0.0
-        while played <= 1.5 and time.monotonic() < deadline:
-            time.sleep(0.25)
-            played = float(browser.evaluate(page, '(document.getElementById("time") || {}).textContent || "0"'))
+        played = browser.played(page, beyond=1.5, timeout=30)
         audio_bytes = browser.evaluate(page, 'document.getElementById("video").webkitAudioDecodedByteCount')
         box = browser.evaluate(page, 'JSON.stringify(document.getElementById("video").getBoundingClientRect())')
         shot = browser.call("Page.captureScreenshot", page, format="png")["data"]
