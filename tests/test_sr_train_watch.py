@@ -59,8 +59,8 @@ class Watcher:
 
     def stop(self) -> tuple[int, str]:
         self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(20)
-        return code, self.process.stderr.read().decode()
+        _, err = self.process.communicate(timeout=60)  # drains both pipes: a full one would block the trainer
+        return self.process.returncode, err.decode()
 
 
 @pytest.fixture(autouse=True)
