@@ -65,5 +65,8 @@ class BusyError(SrError):
     exit_status = ExitStatus.BUSY
 
 
-class Interrupted(SrError):
+class Interrupted(BaseException):
+    """Raised by the SIGTERM handler. Like KeyboardInterrupt it is no Exception, so no ``except Exception``
+    or ``except SrError`` on its way up (a skipped pair, logging's own error handler) swallows it."""
+
     exit_status = ExitStatus.INTERRUPTED

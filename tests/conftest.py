@@ -7,6 +7,7 @@ import json
 import os
 import select
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -52,6 +53,19 @@ def run_command(name: str, *args, input: bytes | None = None, timeout: float = 3
 def start_command(name: str, *args, **popen_kwargs) -> subprocess.Popen:
     """Start bin/NAME as a real process (pipes as asked in ``popen_kwargs``)."""
     return subprocess.Popen(command_line(name, *args), env=COMMAND_ENV, **popen_kwargs)
+
+
+def stop_command(process: subprocess.Popen, signum: int = signal.SIGTERM, timeout: float = 30) -> tuple[bytes, bytes]:
+    """Signal a start_command() process and collect its pipes; one that outlives ``timeout`` is killed
+    (never left behind) and fails the test."""
+    process.send_signal(signum)
+    try:
+        return process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        _, err = process.communicate()
+        raise AssertionError(f"still running {timeout} s after {signal.Signals(signum).name}: "
+                             f"{err.decode()[-2000:]}") from None
 
 
 def make_clip(path: Path, size: str = "320x180", seconds: float = 2, rate: int = 25,

@@ -56,3 +56,29 @@ def test_man_pages_are_generated_and_current():
         assert (ROOT / "man" / file_name).read_text() == text, f"man/{file_name} is stale: run `make man`"
         if file_name.endswith(".1"):
             assert ".SH EXIT STATUS" in text and ".SH OPTIONS" in text
+
+
+def test_sigterm_is_not_swallowed_by_a_loop_that_skips_errors():
+    """A SIGTERM landing where a command catches and skips its own errors (a damaged pool pair,
+    logging's error handler) still ends the command with status INTERRUPTED."""
+    import os
+    import signal
+
+    import click
+
+    from srtools import cli
+    from srtools.errors import SrError
+
+    @click.command()
+    def skipper():
+        for _ in range(3):
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+            except (SrError, Exception):
+                continue
+
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        assert cli.run(skipper, []) == ExitStatus.INTERRUPTED
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -2,7 +2,6 @@
 
 import json
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ from srtools import archs, models
 from srtools.live.pool import Pool
 from srtools.spool import Spool
 
-from conftest import expect_error, fill_pool, run_command, start_command
+from conftest import expect_error, fill_pool, run_command, start_command, stop_command
 
 pytestmark = pytest.mark.slow
 
@@ -58,8 +57,7 @@ class Watcher:
         raise AssertionError(f"no {event} event within {timeout} s: {self.events}")
 
     def stop(self) -> tuple[int, str]:
-        self.process.send_signal(signal.SIGTERM)
-        _, err = self.process.communicate(timeout=60)  # drains both pipes: a full one would block the trainer
+        _, err = stop_command(self.process, timeout=60)  # drains both pipes: a full one would block the trainer
         return self.process.returncode, err.decode()
 
 

@@ -10,7 +10,7 @@ from srtools import archs, modelfile, models
 from srtools.fsutil import write_json_atomic
 from srtools.spool import Spool
 
-from conftest import Server, expect_error, run_command, start_command
+from conftest import Server, expect_error, run_command, start_command, stop_command
 
 TOKEN = "0123456789abcdef-upload-test-token"
 TOKEN_ENV = {"SRTOOLS_UPLOAD_TOKEN": TOKEN}
@@ -83,8 +83,7 @@ def test_rate_limited_upload_skips_stale_versions(tmp_path):
             publish(push, channels=16, blocks=4)
             done = [json.loads(uploader.stdout.readline()) for _ in range(2)]
         finally:
-            uploader.terminate()
-            _, err = uploader.communicate(timeout=30)
+            _, err = stop_command(uploader)
     assert [(x["version"], x["status"]) for x in done] == [(1, "uploaded"), (3, "uploaded")], err.decode()
     served = Spool(tmp_path / "server")
     assert served.versions("fedsr", 2) == [1, 3] and served.current("fedsr", 2).version == 3
