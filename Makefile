@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 HLS_JS := vendor/hls.min.js
 DEBIAN_PACKAGES := ffmpeg python3 python3-venv
 
-.PHONY: all deps lint test test-fast demo demo-offline man bench clean
+.PHONY: all deps lint test test-fast demo demo-offline man generic-model bench clean
 
 all: $(STAMP) $(HLS_JS)
 
@@ -57,6 +57,10 @@ demo-offline: $(STAMP)
 
 man: $(STAMP)
 	$(BIN)/python -m srtools.manpage man
+
+# Re-train the generic start that ships in srtools/generic/ (about 20 minutes on 2 cores; see srtools/generic.py).
+generic-model: $(STAMP)
+	$(BIN)/python -m srtools.generic
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_inference.py

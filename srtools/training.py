@@ -354,10 +354,15 @@ class Trainer:
     scored on the recipe's held-out data every ``config.eval_every`` compute seconds and when the
     budget is spent. :func:`train` runs one to the end; the online trainer (srtools.live.watchtrain)
     runs slices and stops early by its stopping rule.
+
+    A ``fallback`` (a model of the same shape, e.g. a new F-EDSR, which is exact bicubic) is scored
+    too when training starts from a trained model (generic or warm start): if the start scores lower
+    on this content, the fallback is the best state until training beats it, so the result is never
+    worse than the fallback.
     """
 
     def __init__(self, model: torch.nn.Module, recipe: Recipe, config: TrainConfig,
-                 device: str | torch.device = "cpu"):
+                 device: str | torch.device = "cpu", fallback: torch.nn.Module | None = None):
         self.model, self.recipe, self.config = model, recipe, config
         self.device = torch.device(device)
         torch.manual_seed(config.seed)
@@ -366,8 +371,13 @@ class Trainer:
         self.steps = 0
         start = time.monotonic()
         model.eval()
-        self.best_psnr = recipe.evaluate(model)
+        self.start_psnr = self.best_psnr = recipe.evaluate(model)
         self.best_state = copy.deepcopy(model.state_dict())
+        if fallback is not None:
+            fallback.to(self.device).eval()
+            fallback_psnr = recipe.evaluate(fallback)
+            if fallback_psnr > self.best_psnr:
+                self.best_psnr, self.best_state = fallback_psnr, copy.deepcopy(fallback.state_dict())
         self.seconds = time.monotonic() - start  # scoring the starting point is training compute too
         self._next_eval = self.seconds + config.eval_every
 
@@ -434,9 +444,11 @@ class Trainer:
 
 
 def train(model: torch.nn.Module, recipe: Recipe, config: TrainConfig, device: str | torch.device = "cpu",
-          progress: Callable[[Evaluation], None] | None = None) -> TrainResult:
-    """Train ``model`` in place by ``recipe`` for the budget of ``config`` and return the best state seen."""
-    trainer = Trainer(model, recipe, config, device)
+          progress: Callable[[Evaluation], None] | None = None,
+          fallback: torch.nn.Module | None = None) -> TrainResult:
+    """Train ``model`` in place by ``recipe`` for the budget of ``config`` and return the best state
+    seen (see :class:`Trainer` for ``fallback``)."""
+    trainer = Trainer(model, recipe, config, device, fallback)
     trainer.run(progress=progress)
     return trainer.result()
 

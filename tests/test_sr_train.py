@@ -4,6 +4,7 @@ import json
 import subprocess
 
 import pytest
+import torch
 
 from srtools import modelfile
 from srtools.spool import Spool
@@ -27,11 +28,45 @@ def test_trains_and_publishes(tmp_path, hr_clip):
     assert info.hparams == {"scale": 2, "channels": 4, "blocks": 1, "in_channels": 1}
     assert b"published v1" in result.stderr
 
+    assert summary["start"] == "scratch"  # no generic model ships for 4x1
+
     again = run_command("sr-train", "--spool", tmp_path / "spool", "--hr", hr_clip, "--init", "current",
                         "--max-seconds", "2", "--max-frames", "6")
     assert again.returncode == 0, again.stderr
-    assert json.loads(again.stdout)["version"] == 2
+    assert json.loads(again.stdout)["version"] == 2 and json.loads(again.stdout)["start"] == "current v1"
     assert modelfile.load(Spool(tmp_path / "spool").current("fedsr", 2).path)[1].hparams["channels"] == 4
+
+    # auto (the default) warm-starts from the current model when it is the configuration asked for.
+    auto = run_command("sr-train", "--spool", tmp_path / "spool", "--hr", hr_clip, *TINY)
+    assert auto.returncode == 0, auto.stderr
+    assert json.loads(auto.stdout)["start"] == "current v2"
+
+
+def test_default_configuration_starts_from_the_generic_model(tmp_path, hr_clip):
+    result = run_command("sr-train", "--spool", tmp_path / "spool", "--hr", hr_clip, "--max-seconds", "2",
+                         "--max-frames", "12")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["start"] == "generic" and summary["gain_db"] > 0.1, summary
+
+
+def test_a_start_worse_than_bicubic_is_never_published(tmp_path, hr_clip):
+    """A start that hurts this content (here: noise-damaged weights that a near-zero learning rate cannot
+    repair) loses to the new model scored beside it: the result is never worse than bicubic."""
+    first = run_command("sr-train", "--spool", tmp_path / "spool", "--hr", hr_clip, *TINY)
+    assert first.returncode == 0, first.stderr
+    model, info = modelfile.load(json.loads(first.stdout)["file"])
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for weight in model.parameters():
+            weight.add_(0.3 * torch.randn_like(weight))
+    damaged = tmp_path / "damaged.safetensors"
+    modelfile.save(damaged, model, info)
+    result = run_command("sr-train", "--spool", tmp_path / "spool", "--hr", hr_clip, "--init", damaged,
+                         "--learning-rate", "1e-9", *TINY)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["start"] == str(damaged) and summary["gain_db"] > -0.05, summary
 
 
 def test_frame_aligned_lr_recording_and_yuv_mode(tmp_path, hr_clip):
@@ -57,6 +92,7 @@ def test_scale_three_crops_to_a_multiple(tmp_path):
     (("--hr", "{clip}", "--lr", "{clip}"), 3, b"is not 640x360 / 2"),
     (("--hr", "{clip}", "--init", "current"), 2, b"the spool has no fedsr x2 model yet"),
     (("--hr", "{clip}", "--init", "{clip}"), 4, b"unreadable model file"),
+    (("--hr", "{clip}", "--init", "generic"), 2, b"no generic model ships for this configuration"),
     (("--hr", "{clip}", "--max-seconds", "0"), 2, b"--max-seconds"),
 ])
 def test_bad_arguments(tmp_path, hr_clip, args, code, message):

@@ -38,9 +38,8 @@ class Watcher:
 
     started: list = []
 
-    def __init__(self, spool, *args):
-        self.process = start_command("sr-train", "--watch", "--spool", spool, "--channels", "8", "--blocks", "1",
-                                     "--threads", "1",
+    def __init__(self, spool, *args, size=("--channels", "8", "--blocks", "1")):
+        self.process = start_command("sr-train", "--watch", "--spool", spool, *size, "--threads", "1",
                                      *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.events = []
         Watcher.started.append(self.process)
@@ -81,6 +80,7 @@ def test_once_trains_one_session_publishes_and_ends_cleanly_on_sigterm(spool):
     watcher = Watcher(spool, "--mode", "once", "--max-seconds", "8")
     session = watcher.until("session")
     assert session["reason"] == "once" and session["pairs"] == 20 and session["start_model"] is None
+    assert session["start"] == "bicubic"  # no generic model ships for 8x1
     stopped = watcher.until("stopped")
     assert stopped["reason"] == "budget" and stopped["published"]
     assert current_gain(spool) > 0  # starts as bicubic (gain 0), learns in seconds
@@ -88,6 +88,16 @@ def test_once_trains_one_session_publishes_and_ends_cleanly_on_sigterm(spool):
     code, err = watcher.stop()
     assert code == 130 and "Traceback" not in err
     assert [e["event"] for e in watcher.events].count("session") == 1  # once: idle afterwards
+
+
+def test_the_default_size_starts_from_the_generic_model_and_publishes_it_at_once(spool):
+    watcher = Watcher(spool, "--mode", "once", "--max-seconds", "30", size=())
+    session = watcher.until("session")
+    assert session["start"] == "generic" and session["start_model"] is None and session["start_gain_db"] > 0.2
+    published = watcher.until("published", timeout=10)
+    assert published["steps"] == 0 and published["gain_db"] == session["start_gain_db"]
+    assert current_gain(spool) == published["gain_db"]
+    watcher.stop()
 
 
 def test_a_second_trainer_on_the_same_spool_is_refused(spool):

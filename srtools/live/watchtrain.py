@@ -35,7 +35,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from .. import archs, models
+from .. import archs, generic, modelfile, models
 from ..errors import BusyError, ModelError, SrError
 from ..modelfile import ModelInfo
 from ..spool import Spool
@@ -85,6 +85,7 @@ class WatchConfig:
             first evaluations (a flat curve at 0 dB) would otherwise predict a plateau at once.
         refit_s: compute seconds between two fits of the rule's MLP (a fit costs about a second of
             CPU; the threshold is checked against the last prediction at every evaluation).
+        channels / blocks: F-EDSR's size when there is no current model (None: the defaults).
     """
 
     mode: str = "adaptive"
@@ -97,6 +98,8 @@ class WatchConfig:
     publish_min_db: float = 0.05
     min_steps: int = 100
     refit_s: float = 10.0
+    channels: int | None = None
+    blocks: int | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -141,22 +144,27 @@ class Session:
     def __init__(self, spool: Spool, scale: int, pairs: list[Pair], config: WatchConfig, reason: str,
                  device: torch.device, rng: np.random.Generator, emit: Callable[[Event], None]):
         self.spool, self.scale, self.config, self.emit = spool, scale, config, emit
-        model, self.arch, self.hparams, self.start_version = _starting_model(spool, scale)
+        start = Start.choose(spool, scale, config)
+        self.arch, self.hparams, self.start_version = start.arch, start.hparams, start.version
         planes = PairSet(np.stack([network_planes(p.lr, "y") for p in pairs]),
                          np.stack([network_planes(p.hr, "y") for p in pairs]))
         train_pairs, val_pairs = planes.split()
         recipe = UpscaleRecipe(train_pairs, val_pairs, min(config.patch, *planes.lr.shape[-2:]), device, rng)
-        self.trainer = Trainer(model, recipe, config.session, device)
+        fallback = None if start.kind == "bicubic" else archs.build(self.arch, self.hparams)
+        self.trainer = Trainer(start.model, recipe, config.session, device, fallback)
         self.points: tuple[list[float], list[float]] = ([0.0], [self.trainer.gain_db])
-        self.published_psnr = self.trainer.best_psnr  # what the current model already scores
+        # What the server already has: the current model, or bicubic (a generic start is not published yet).
+        self.published_psnr = recipe.baseline_psnr if self.start_version is None else self.trainer.start_psnr
         self.published: list[int] = []
         self.stop_reason: str | None = None
         self.summary: dict = {}
         self._predicted: float | None = None  # THp of the last fit, at compute second _fitted_at
         self._fitted_at: float | None = None
         emit(Event("session", {"reason": reason, "pairs": len(pairs), "t_first": round(pairs[0].t, 3),
-                               "t_last": round(pairs[-1].t, 3), "start_model": self.start_version,
+                               "t_last": round(pairs[-1].t, 3), "start": start.kind, "start_model": self.start_version,
                                "start_gain_db": round(self.trainer.gain_db, 4)}))
+        if self.trainer.best_psnr >= self.published_psnr + config.publish_min_db:
+            self._publish()  # a generic start that beats bicubic: the server gets it before any training
 
     @property
     def finished(self) -> bool:
@@ -208,23 +216,38 @@ class Session:
                         "gain_db": round(self.trainer.gain_db, 4), "published": self.published, **extra}
 
 
-def _starting_model(spool: Spool, scale: int) -> tuple[torch.nn.Module, str, dict, int | None]:
-    """(model, arch, hparams, version): the spool's current upscaling model, else a new F-EDSR (bicubic)."""
-    try:
-        current = models.load_current(spool, archs.UPSCALE, scale)
-    except ModelError as exc:
-        log.warning("starting from scratch: %s", exc)
-        current = None
-    if current is not None and current[1].color == "y":
-        model, info, version = current
-        return model, info.arch, info.hparams, version
-    if current is not None:
-        log.warning("starting from scratch: the current model v%d is a %s model; online training trains luma",
-                    current[2], current[1].color)
-    arch = archs.for_task(archs.UPSCALE)[0]
-    hparams = {"scale": scale, "channels": archs.default_hparam(arch, "channels"),
-               "blocks": archs.default_hparam(arch, "blocks"), "in_channels": 1}
-    return archs.build(arch, hparams), arch, hparams, None
+@dataclasses.dataclass
+class Start:
+    """What a session starts from: the spool's current upscaling model, else the generic F-EDSR
+    (srtools.generic) when one ships for the scale, else a new F-EDSR (bicubic)."""
+
+    model: torch.nn.Module
+    arch: str
+    hparams: dict
+    version: int | None  # the current model's, else None
+    kind: str  # "current", "generic" or "bicubic"
+
+    @classmethod
+    def choose(cls, spool: Spool, scale: int, config: WatchConfig) -> Start:
+        try:
+            current = models.load_current(spool, archs.UPSCALE, scale)
+        except ModelError as exc:
+            log.warning("not starting from the current model: %s", exc)
+            current = None
+        if current is not None and current[1].color == "y":
+            model, info, version = current
+            return cls(model, info.arch, info.hparams, version, "current")
+        if current is not None:
+            log.warning("not starting from the current model v%d: a %s model; online training trains luma",
+                        current[2], current[1].color)
+        arch = archs.for_task(archs.UPSCALE)[0]
+        hparams = {"scale": scale, "channels": config.channels or archs.default_hparam(arch, "channels"),
+                   "blocks": archs.default_hparam(arch, "blocks") if config.blocks is None else config.blocks,
+                   "in_channels": 1}
+        path = generic.find(arch, hparams, scale, "y")
+        if path is not None:
+            return cls(modelfile.load(path, scale=scale, arch=arch)[0], arch, hparams, None, "generic")
+        return cls(archs.build(arch, hparams), arch, hparams, None, "bicubic")
 
 
 class OnlineTrainer:

@@ -1,0 +1,139 @@
+"""The generic start: small F-EDSR models trained by the project, fine-tuned on each stream.
+
+A cold start from bicubic spends its first minutes learning what all video shares (edges
+sharpened, x264's blocking and ringing undone) before it learns anything about the stream. A
+generic model has learnt that already, so the time budget goes to the stream's own content.
+
+Reproducible from pinned inputs, fetched at build time, never at run time: ``make generic-model``
+(``python -m srtools.generic``) downloads the scikit-image wheel (pinned; read as a zip, not
+installed) for the natural photographs it ships (public domain or CC0: astronaut, coffee, moon,
+rocket, ...), pans a 192x192 window over each (and over a half-size copy of the large ones) to
+make short clips, degrades them exactly as sr-train does (area downscale + libx264 CRF 23), and
+trains the default F-EDSR with sr-train's recipe for a fixed number of steps. None of the clips
+the project measures on is among the photographs. The weights ship in ``srtools/generic/``,
+one file per configuration, named by :func:`file_name`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from . import archs, degrade, ffmpeg, fsutil, modelfile
+from .training import PairSet, TrainConfig, UpscaleRecipe, load_pairs, train
+
+log = logging.getLogger("srtools.generic")
+
+GENERIC_DIR = Path(__file__).parent / "generic"
+WHEEL = "scikit-image==0.26.0"
+PHOTOS = ("astronaut.png", "brick.png", "camera.png", "cell.png", "chelsea.png", "clock_motion.png", "coffee.png",
+          "coins.png", "grass.png", "gravel.png", "hubble_deep_field.jpg", "ihc.png", "moon.png",
+          "motorcycle_left.png", "motorcycle_right.png", "retina.jpg", "rocket.jpg")
+WINDOW = 192  # HR pixels: fits the smallest photograph (300x451)
+CLIP_SECONDS, FPS = 4, 25
+
+
+def file_name(arch: str, hparams: dict, scale: int, color: str) -> str:
+    """The generic model file for one configuration, e.g. ``fedsr-x2-y-16x4.safetensors``."""
+    return f"{arch}-x{scale}-{color}-{hparams.get('channels')}x{hparams.get('blocks')}.safetensors"
+
+
+def find(arch: str, hparams: dict, scale: int, color: str) -> Path | None:
+    """The shipped generic model of exactly this configuration, or None."""
+    path = GENERIC_DIR / file_name(arch, hparams, scale, color)
+    return path if path.is_file() else None
+
+
+def read_photos(wheel: Path) -> dict[str, np.ndarray]:
+    """The photographs of :data:`PHOTOS` from the scikit-image wheel, as BGR uint8 arrays."""
+    with zipfile.ZipFile(wheel) as archive:
+        return {name: cv2.imdecode(np.frombuffer(archive.read(f"skimage/data/{name}"), np.uint8), cv2.IMREAD_COLOR)
+                for name in PHOTOS}
+
+
+def pan_clip(photo: np.ndarray, path: Path) -> None:
+    """A CLIP_SECONDS clip of a WINDOW-pixel square panned over ``photo`` on a Lissajous path (so
+    x264 sees real motion, in both directions), lightly compressed like a camera's recording."""
+    cv2.imwrite(str(path.with_suffix(".png")), photo)
+    x = f"(iw-{WINDOW})*(0.5+0.5*sin(1.7*t))"
+    y = f"(ih-{WINDOW})*(0.5+0.5*sin(1.1*t+1))"
+    ffmpeg.run(["-loop", "1", "-framerate", str(FPS), "-t", str(CLIP_SECONDS), "-i", str(path.with_suffix(".png")),
+                "-vf", f"crop={WINDOW}:{WINDOW}:'{x}':'{y}',format=yuv420p", "-c:v", "libx264", "-crf", "12",
+                "-preset", "veryfast", str(path)])
+
+
+def training_pairs(photos: dict[str, np.ndarray], workdir: Path, scale: int, frames_per_clip: int) -> PairSet:
+    """(LR, HR) luma pairs from pan clips of every photograph and of half-size copies of the large ones."""
+    variants = []
+    for name, photo in photos.items():
+        variants.append((name, photo))
+        if min(photo.shape[:2]) >= 2 * WINDOW:
+            half = cv2.resize(photo, (photo.shape[1] // 2, photo.shape[0] // 2), interpolation=cv2.INTER_AREA)
+            variants.append((f"half-{name}", half))
+    lr_planes, hr_planes = [], []
+    for name, photo in variants:
+        hr_path, lr_path = workdir / f"{Path(name).stem}.mp4", workdir / f"{Path(name).stem}-lr.mp4"
+        pan_clip(photo, hr_path)
+        degrade.make_lr(str(hr_path), str(lr_path), scale)
+        pairs, _ = load_pairs(str(hr_path), str(lr_path), scale, "y", frames_per_clip, {}, {})
+        lr_planes.append(pairs.lr)
+        hr_planes.append(pairs.hr)
+        log.info("%s: %d pairs", name, len(pairs))
+    return PairSet(np.concatenate(lr_planes), np.concatenate(hr_planes))
+
+
+def download_wheel(cache: Path) -> Path:
+    cache.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check", "--no-deps",
+                    "--only-binary", ":all:", "-d", str(cache), WHEEL], check=True)
+    return next(cache.glob(f"{WHEEL.split('==')[0].replace('-', '_')}-{WHEEL.split('==')[1]}-*.whl"))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Train a generic F-EDSR model (see srtools.generic).")
+    parser.add_argument("--steps", type=int, default=20000)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--channels", type=int, default=archs.default_hparam("fedsr", "channels"))
+    parser.add_argument("--blocks", type=int, default=archs.default_hparam("fedsr", "blocks"))
+    parser.add_argument("--scale", type=int, default=2)
+    parser.add_argument("--frames-per-clip", type=int, default=25)
+    parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "srtools")
+    parser.add_argument("--out", type=Path, default=GENERIC_DIR)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
+    torch.set_num_threads(args.threads)
+    photos = read_photos(download_wheel(args.cache))
+    with tempfile.TemporaryDirectory(prefix="srtools-generic-") as tmp:
+        pairs = training_pairs(photos, Path(tmp), args.scale, args.frames_per_clip)
+    train_pairs, val_pairs = pairs.split(max_val=32)
+    hparams = {"scale": args.scale, "channels": args.channels, "blocks": args.blocks, "in_channels": 1}
+    model = archs.build("fedsr", hparams)
+    recipe = UpscaleRecipe(train_pairs, val_pairs, 32, torch.device("cpu"), np.random.default_rng(0))
+    config = TrainConfig(max_seconds=math.inf, max_steps=args.steps, batch=args.batch, eval_every=60.0)
+    result = train(model, recipe, config, "cpu",
+                   lambda e: log.info("step %d: held-out %+.3f dB over bicubic", e.step, e.psnr - recipe.baseline_psnr))
+    info = modelfile.ModelInfo(arch="fedsr", hparams=hparams, scale=args.scale, color="y",
+                               source=f"generic: {len(PHOTOS)} photographs of {WHEEL}", created="",
+                               val_psnr_db=round(result.val_psnr_db, 4), gain_db=round(result.gain_db, 4),
+                               train_seconds=round(result.seconds, 1), steps=result.steps)
+    args.out.mkdir(parents=True, exist_ok=True)
+    out = args.out / file_name("fedsr", hparams, args.scale, "y")
+    fsutil.write_atomic(out, lambda tmp: modelfile.save(tmp, model, info))
+    log.info("wrote %s: %d pairs, held-out %+.3f dB over bicubic after %d steps (%.0f s)", out, len(pairs),
+             result.gain_db, result.steps, result.seconds)
+
+
+if __name__ == "__main__":
+    main()
