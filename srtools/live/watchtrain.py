@@ -219,7 +219,7 @@ class Session:
 @dataclasses.dataclass
 class Start:
     """What a session starts from: the spool's current upscaling model, else the generic F-EDSR
-    (srtools.generic) when one ships for the scale, else a new F-EDSR (bicubic)."""
+    (srtools.generic) when one ships for the size asked for, else a new F-EDSR (bicubic)."""
 
     model: torch.nn.Module
     arch: str
@@ -241,9 +241,9 @@ class Start:
             log.warning("not starting from the current model v%d: a %s model; online training trains luma",
                         current[2], current[1].color)
         arch = archs.for_task(archs.UPSCALE)[0]
-        hparams = {"scale": scale, "channels": config.channels or archs.default_hparam(arch, "channels"),
-                   "blocks": archs.default_hparam(arch, "blocks") if config.blocks is None else config.blocks,
-                   "in_channels": 1}
+        size = {name: archs.default_hparam(arch, name) if value is None else value
+                for name, value in (("channels", config.channels), ("blocks", config.blocks))}
+        hparams = {"scale": scale, **size, "in_channels": 1}
         path = generic.find(arch, hparams, scale, "y")
         if path is not None:
             return cls(modelfile.load(path, scale=scale, arch=arch)[0], arch, hparams, None, "generic")
