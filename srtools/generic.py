@@ -6,12 +6,12 @@ generic model has learnt that already, so the time budget goes to the stream's o
 
 Reproducible from pinned inputs, fetched at build time, never at run time: ``make generic-model``
 (``python -m srtools.generic``) downloads the scikit-image wheel (pinned; read as a zip, not
-installed) for the natural photographs it ships (public domain or CC0: astronaut, coffee, moon,
-rocket, ...), pans a 192x192 window over each (and over a half-size copy of the large ones) to
-make short clips, degrades them exactly as sr-train does (area downscale + libx264 CRF 23), and
-trains the default F-EDSR with sr-train's recipe for a fixed number of steps. None of the clips
-the project measures on is among the photographs. The weights ship in ``srtools/generic/``,
-one file per configuration, named by :func:`file_name`.
+installed) for the natural photographs it ships (astronaut, coffee, moon, rocket, ...; sources
+and licences in scikit-image's data documentation), pans a 192x192 window over each (and over a
+half-size copy of the large ones) to make short clips, degrades them exactly as sr-train does
+(area downscale + libx264 CRF 23), and trains the default F-EDSR with sr-train's recipe for a
+fixed number of steps. None of the clips the project measures on is among the photographs. The
+weights ship in ``srtools/generic/``, one file per configuration, named by :func:`file_name`.
 """
 
 from __future__ import annotations
