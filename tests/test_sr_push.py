@@ -17,7 +17,7 @@ from srtools.errors import ExitStatus
 from srtools.live.chain import port_listening
 from srtools.live.pool import Pool
 
-from conftest import expect_error, free_port, run_command, start_command
+from conftest import expect_error, free_port, run_command, start_command, stop_command
 
 AV_SOURCE = "testsrc2=size=320x180:rate=25{duration}[out0];sine=frequency=440:sample_rate=48000{duration}[out1]"
 
@@ -253,8 +253,7 @@ def test_a_signal_stops_ffmpeg_cleanly(tmp_path, signum):
     wait_for_pairs(spool, 4, push)  # a second of live stream
     pids = children(push.pid)
     assert len(pids) == 2
-    push.send_signal(signum)
-    stdout, stderr = push.communicate(timeout=30)
+    stdout, stderr = stop_command(push, signum)
     assert push.returncode == ExitStatus.INTERRUPTED
     assert stderr.decode().splitlines()[-1].startswith("sr-push: interrupted")
     summary = json.loads(stdout)
