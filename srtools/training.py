@@ -171,7 +171,7 @@ def _augment(*tensors: torch.Tensor, rng: np.random.Generator) -> list[torch.Ten
 
 def bicubic_psnr(pairs: PairSet) -> float:
     """Mean per-frame Y-PSNR of OpenCV bicubic upscaling, the baseline gains are measured against."""
-    return float(np.mean([metrics.psnr(resize_plane(lr[0], *hr[0].shape), hr[0])
+    return float(np.mean([metrics.bounded_psnr(resize_plane(lr[0], *hr[0].shape), hr[0])
                           for lr, hr in zip(pairs.lr, pairs.hr)]))
 
 
@@ -215,7 +215,7 @@ class UpscaleRecipe:
 
     @torch.inference_mode()
     def evaluate(self, model: torch.nn.Module) -> float:
-        scores = [metrics.psnr(to_plane(model(to_unit(lr, self.device)[None])[0, 0]), hr[0])
+        scores = [metrics.bounded_psnr(to_plane(model(to_unit(lr, self.device)[None])[0, 0]), hr[0])
                   for lr, hr in zip(self.val_pairs.lr, self.val_pairs.hr)]
         return float(np.mean(scores))
 
@@ -258,7 +258,7 @@ class RefineRecipe:
         self.val_windows = [(i, y, x) for i in self.val_idx
                             for y, x in ((0, 0), (h - crop, w - crop), ((h - crop) // 2, (w - crop) // 2))]
         self.val_crop = crop
-        self.baseline_psnr = float(np.mean([metrics.psnr(self._crop(upscaled, i, y, x, crop),
+        self.baseline_psnr = float(np.mean([metrics.bounded_psnr(self._crop(upscaled, i, y, x, crop),
                                                          self._crop(hr, i, y, x, crop))
                                             for i, y, x in self.val_windows]))
 
@@ -272,9 +272,9 @@ class RefineRecipe:
         y, x, p = self.positions[:, 0], self.positions[:, 1], self.patch
         return integral[y + p, x + p] - integral[y, x + p] - integral[y + p, x] + integral[y, x]
 
-    def window(self, i: int) -> np.ndarray:
-        """(2k+1, 1, H, W) frames i-k .. i+k, the ends repeated."""
-        return self.upscaled[np.clip(np.arange(i - self.k, i + self.k + 1), 0, len(self.upscaled) - 1)]
+    def window_indices(self, i: int) -> np.ndarray:
+        """Indices of frames i-k .. i+k, the ends repeated."""
+        return np.clip(np.arange(i - self.k, i + self.k + 1), 0, len(self.upscaled) - 1)
 
     def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         weighted = np.searchsorted(self.cdf, self.rng.random(size // 2))
@@ -284,7 +284,7 @@ class RefineRecipe:
         p = self.patch
         inputs, targets = [], []
         for f, (y, x) in zip(self.train_idx[frame], self.positions[pos]):
-            inputs.append(self.window(f)[..., y:y + p, x:x + p])
+            inputs.append(self.upscaled[self.window_indices(f), :, y:y + p, x:x + p])
             targets.append(self.hr[f, :, y:y + p, x:x + p])
         inputs_t, targets_t = _augment(to_unit(np.stack(inputs), self.device), to_unit(np.stack(targets), self.device),
                                        rng=self.rng)
@@ -299,8 +299,8 @@ class RefineRecipe:
         c = self.val_crop
         scores = []
         for i, y, x in self.val_windows:
-            window = to_unit(self.window(i)[..., y:y + c, x:x + c], self.device)[None]
-            scores.append(metrics.psnr(to_plane(model(window)[0, 0]), self._crop(self.hr, i, y, x, c)))
+            window = to_unit(self.upscaled[self.window_indices(i), :, y:y + c, x:x + c], self.device)[None]
+            scores.append(metrics.bounded_psnr(to_plane(model(window)[0, 0]), self._crop(self.hr, i, y, x, c)))
         return float(np.mean(scores))
 
 

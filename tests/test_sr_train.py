@@ -130,6 +130,22 @@ def test_tcsr_on_the_upscalers_output(tmp_path, hr_clip):
     assert Spool(spool).current("fedsr", 2).version == 1  # the upscaler is untouched
 
 
+def test_scores_stay_finite_when_the_output_equals_the_target(tmp_path):
+    """On a flat clip bicubic, and so the new F-EDSR and TCSR, reproduce the HR frames exactly:
+    identical planes count as 99 dB, and the summary stays strict JSON (no Infinity or NaN)."""
+    flat = make_clip(tmp_path / "flat.mp4", source="color", seconds=1)
+    spool = tmp_path / "spool"
+
+    def reject(constant):
+        raise AssertionError(f"{constant} in the summary")
+
+    for arch in (("--arch", "fedsr"), ("--arch", "tcsr", "--patch", "16", "--batch", "4")):
+        result = run_command("sr-train", "--spool", spool, "--hr", flat, *TINY, *arch)
+        assert result.returncode == 0, result.stderr
+        summary = json.loads(result.stdout, parse_constant=reject)
+        assert summary["val_psnr_db"] == summary["baseline_psnr_db"] == 99.0 and summary["gain_db"] == 0
+
+
 @pytest.mark.parametrize("args,message", [
     (("--arch", "tcsr", "--color", "yuv"), b"refines luma only"),
     (("--neighbours", "2"), b"--neighbours is for tcsr"),

@@ -30,7 +30,6 @@ from .pool import Pair, Pool
 log = logging.getLogger("srtools.monitor")
 REQUESTS_DIR = "requests"
 THUMBNAIL = (16, 9)  # columns, rows: cells of 40x40 pixels at 640x360, coarse enough to tolerate motion
-IDENTICAL_DB = 99.0  # the Y-PSNR of identical planes (infinite) as written and tracked
 
 
 def thumbnail(frame: Frame) -> np.ndarray:
@@ -39,7 +38,7 @@ def thumbnail(frame: Frame) -> np.ndarray:
 
 
 def y_psnr(a: Frame, b: Frame) -> float:
-    return min(metrics.psnr(a.y, b.y), IDENTICAL_DB)
+    return metrics.bounded_psnr(a.y, b.y)
 
 
 @dataclasses.dataclass
