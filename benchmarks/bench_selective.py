@@ -11,6 +11,8 @@ The LR frames after the training section are fed at --fps in real time through s
 - oracle: the same for the blocks with the largest true gain, as many per frame as selective had;
 - ours/oracle: the ratio of the two; late: frames written after their deadline; fps: output rate.
 
+With --share S the input is not paced: every frame computes S of the blocks (no timing, so
+block choices and reuse settings compare without the machine's noise; the first frame is whole).
 With --input-size 640x360 the clip itself is the LR input (no HR exists at 1280x720): "kept" is
 then the share of full-frame SR's correction energy (||SR - bicubic||^2) that selective output has.
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import math
 import sys
 import tempfile
 import time
@@ -64,6 +67,21 @@ def paced(frames, fps):
         yield frame
 
 
+def fixed_share(stage: Recording, upscaler: ModelUpscaler, frames: list, share: float) -> None:
+    """Every frame through ``stage`` computing ``share`` of its blocks, whatever the time."""
+    first = upscaler.upscale(frames[0], stage.out_header)
+    stage._start(upscaler, frames[0])
+    stage._remember_full(frames[0], first)
+    stage.outputs.append(first)
+    stage.covered.append(len(stage.grid))
+    for frame in frames[1:]:
+        stage.block_cost, stage.overhead, stage._stop_at = 1.0, 0.0, math.inf  # blocks cost 1 "second"
+        before = stage.blocks_run + stage.blocks_reused
+        out, _ = stage._selective(frame, upscaler, round(share * len(stage.grid)) + 0.5)
+        stage.outputs.append(out)
+        stage.covered.append(stage.blocks_run + stage.blocks_reused - before)
+
+
 def block_gain(stage: Recording, hr: np.ndarray, full: np.ndarray, bic: np.ndarray) -> np.ndarray:
     """(B,) true gain (bicubic SSE - full-frame SR SSE against HR) of each x2 block of one frame."""
     gains = []
@@ -80,9 +98,13 @@ def main() -> None:
     parser.add_argument("--model", help="a trained x2 model file (else one is trained here)")
     parser.add_argument("--train-seconds", type=float, default=180)
     parser.add_argument("--frames", type=int, default=200)
+    parser.add_argument("--start", type=float, default=10, help="second of the clip the test frames start at")
     parser.add_argument("--fps", type=float, default=25)
     parser.add_argument("--block", type=int, default=32)
     parser.add_argument("--reuse-threshold", type=float, default=2.0)
+    parser.add_argument("--stale-levels", type=float, default=Recording.STALE_LEVELS,
+                        help="largest change for a stale correction (set to --reuse-threshold: none)")
+    parser.add_argument("--share", type=float, help="unpaced: compute this share of the blocks of every frame")
     parser.add_argument("--input-size", default="320x180", help="320x180 (HR known) or 640x360 (no HR)")
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -102,7 +124,7 @@ def main() -> None:
             print(f"model trained {args.train_seconds:.0f} s: {result.steps} steps, {result.gain_db:+.2f} dB held out")
         size = f"scale={2 * width}:{2 * height}:flags=area"
         if (width, height) == (320, 180):
-            hr_header, hr_frames = video.read_all(args.clip, vf=size, start=10, duration=args.frames / 25 + 1)
+            hr_header, hr_frames = video.read_all(args.clip, vf=size, start=args.start, duration=args.frames / 25 + 1)
             lr_path = f"{tmp}/lr.mp4"
             hr_y4m = f"{tmp}/hr.y4m"
             with open(hr_y4m, "wb") as f:
@@ -112,7 +134,7 @@ def main() -> None:
             degrade.make_lr(hr_y4m, lr_path, 2)
             _, lr_frames = video.read_all(lr_path)
         else:
-            _, lr_frames = video.read_all(args.clip, vf=f"scale={width}:{height}:flags=area", start=10,
+            _, lr_frames = video.read_all(args.clip, vf=f"scale={width}:{height}:flags=area", start=args.start,
                                           duration=args.frames / 25 + 1)
             hr_frames = None
         lr_frames = lr_frames[:args.frames]
@@ -123,10 +145,14 @@ def main() -> None:
         full = [upscaler.upscale(f, out_header).y for f in lr_frames]
         bic = [bicubic(f, out_header).y for f in lr_frames]
         stage = Recording(out_header, block=args.block, reuse_threshold=args.reuse_threshold)
+        stage.STALE_LEVELS = args.stale_levels
         stats = filter.Stats()
         started = time.monotonic()
-        filter.run(paced(lr_frames, args.fps), args.fps, y4m.Writer(io.BytesIO(), out_header), stage, upscaler,
-                   realtime=True, stats=stats)
+        if args.share is None:
+            filter.run(paced(lr_frames, args.fps), args.fps, y4m.Writer(io.BytesIO(), out_header), stage, upscaler,
+                       realtime=True, stats=stats)
+        else:
+            fixed_share(stage, upscaler, lr_frames, args.share)
         fps = len(lr_frames) / (time.monotonic() - started)
         ours = [o.y for o in stage.outputs]
         if hr_frames is not None:
@@ -153,15 +179,16 @@ def main() -> None:
             kept, oracle_kept = 1 - distance(ours, full) / distance(full, bic), float("nan")
             detail = "no HR: kept = share of full-frame correction energy"
         share = float(np.mean(stage.covered)) / len(stage.grid)
-        print(f"{'clip':<28} {'input':>8} {'share':>6} {'kept':>6} {'oracle':>7} {'ours/oracle':>11} "
+        computed = stage.blocks_run / stage.blocks_total if stage.blocks_total else 1.0
+        print(f"{'clip':<28} {'input':>8} {'share':>6} {'computed':>8} {'kept':>6} {'oracle':>7} {'ours/oracle':>11} "
               f"{'late':>5} {'fps':>5} {'whole':>6}")
         whole = sum(c == len(stage.grid) for c in stage.covered)
-        print(f"{Path(args.clip).name[:28]:<28} {args.input_size:>8} {share:>6.0%} {kept:>6.0%} {oracle_kept:>7.0%} "
-              f"{kept / oracle_kept:>11.2f} {stats.late:>5} "
-              f"{fps:>5.1f} {whole:>6}")
-        print(f"\n{len(lr_frames)} frames paced at {args.fps:g} fps, block {args.block}, reuse threshold "
-              f"{args.reuse_threshold:g}; {detail}; {stats.engine_frames} frames with network output; "
-              f"{time.strftime('%Y-%m-%d %H:%M')}")
+        print(f"{Path(args.clip).name[:28]:<28} {args.input_size:>8} {share:>6.0%} {computed:>8.0%} {kept:>6.0%} "
+              f"{oracle_kept:>7.0%} {kept / oracle_kept:>11.2f} {stats.late:>5} {fps:>5.1f} {whole:>6}")
+        pacing = (f"paced at {args.fps:g} fps, {stats.engine_frames} with network output" if args.share is None
+                  else f"unpaced, {args.share:.0%} of the blocks computed")
+        print(f"\n{len(lr_frames)} frames {pacing}; block {args.block}, reuse threshold {args.reuse_threshold:g}, "
+              f"stale corrections up to {args.stale_levels:g}; {detail}; {time.strftime('%Y-%m-%d %H:%M')}")
 
 
 if __name__ == "__main__":

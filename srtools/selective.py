@@ -6,15 +6,20 @@ inward at the frame's edges so that every window has the same size (one batched 
 edges are either the frame's edges or at least a halo away from the block. The network's output
 for a block is then the same as the full frame's (to float rounding): no seams between blocks.
 
-Which blocks: the ones whose correction (the network's output minus bicubic, mean squared, over
-the block) was largest the last time they went through the network, that correction weighted up
-with its age so that every block is looked at again; blocks never seen yet come first. What the
-network corrects much is where it gains much (benchmarks/bench_selective.py measures how much of
-an oracle's choice this keeps).
+Temporal reuse: each block remembers the network's *correction* (its output minus bicubic) from
+its last pass, with the low-res window it was computed on. A block whose window has not changed
+since (no pixel by more than ``reuse_threshold`` levels: x264 leaves static areas nearly
+bit-exact, while a mean over the window would hide a moving edge) is not computed again: it takes
+bicubic of the current frame plus that correction. A block that did change, by up to
+:attr:`SelectiveUpscaleStage.STALE_LEVELS`, and that the deadline leaves out takes the same
+slightly stale correction rather than bicubic alone, which measured better on static-camera and
+moving-camera clips (benchmarks/bench_selective.py). Reusing the correction rather than the pixels
+keeps the current frame's own low frequencies, so small changes do not freeze.
 
-Temporal reuse: a block whose low-res window has not changed since its last pass (no pixel by more
-than ``reuse_threshold`` levels: x264 leaves static areas nearly bit-exact, while a mean over the
-window would hide a moving edge) takes its previous output instead of being computed again.
+Which blocks: the most detailed, by the energy of the Laplacian of the current low-res block, which
+tracks where the network corrects much even when the camera moves (a block's past correction does
+not); a block that could fall back on a stale correction is ranked down in proportion to how
+little it changed, since computing it gains only what the stale correction misses.
 
 How many: the measured time per block (a moving average over batched calls) sets how many fit
 the time left before the frame is due, after the bicubic and composition work.
@@ -26,6 +31,7 @@ import dataclasses
 import math
 import time
 
+import cv2
 import numpy as np
 import torch
 
@@ -103,9 +109,11 @@ class SelectiveUpscaleStage:
             output is reused; 0 turns reuse off.
     """
 
-    AGE_WEIGHT = 0.05  # a block's score grows by 5% per frame it was not computed
     USABLE = 0.65  # share of the time left before the deadline that the network may take
+    STOP_AT = 0.85  # no batch of blocks starts that would end after this share of the time left
+    CALLS = 3  # batched calls per frame: between them, a slow spell the estimates missed is caught
     STARVED_PROBE = 8  # frames without any block before one block runs to re-measure
+    STALE_LEVELS = 16  # largest window change (levels) for a stale correction over bicubic alone
 
     def __init__(self, out_header: Header, block: int = 32, reuse_threshold: float = 2.0):
         self.out_header, self.block, self.reuse_threshold = out_header, block, reuse_threshold
@@ -115,6 +123,7 @@ class SelectiveUpscaleStage:
         self._engine: ModelUpscaler | None = None
         self.full_cost = math.inf
         self.try_whole = False
+        self._stop_at = math.inf
 
     @property
     def probes(self) -> int:
@@ -134,6 +143,7 @@ class SelectiveUpscaleStage:
             return self._whole_or_bicubic(frame, engine, time_left)
         if engine is not self._engine:
             self._start(engine, frame)
+        self._stop_at = time.perf_counter() + self.STOP_AT * time_left
         time_left *= self.USABLE  # writing the frame, and the estimates' noise, need the rest
         if self.full_cost <= time_left or self.try_whole:
             start = time.perf_counter()
@@ -166,11 +176,9 @@ class SelectiveUpscaleStage:
         h, w = frame.y.shape
         self.grid = BlockGrid.build(h, w, self.block, engine.model.receptive_radius())
         n = len(self.grid)
-        self.score = np.full(n, np.inf)  # never computed: first in line
-        self.age = np.zeros(n)
         self.has_output = np.zeros(n, dtype=bool)
         self.references = np.zeros((n, *self.grid.window), np.uint8)  # each block's window when computed
-        self.cached = np.zeros((h * engine.info.scale, w * engine.info.scale), np.uint8)
+        self.correction = np.zeros((h * engine.info.scale, w * engine.info.scale), np.int16)  # network - bicubic
         self.starved = 0
         self.full_cost = engine.cost if engine.cost is not None else math.inf
         self.frame_in_windows = h * w / (self.grid.window[0] * self.grid.window[1])
@@ -184,16 +192,32 @@ class SelectiveUpscaleStage:
         return np.stack([luma[wy:wy + wh, wx:wx + ww] for wy, wx in self.grid.windows[chosen]])
 
     def _remember_full(self, frame: Frame, out: Frame) -> None:
-        """A whole frame went through the network: every block's output is cached and scored."""
-        s = self._engine.info.scale
-        bic = resize_plane(frame.y, *out.y.shape).astype(np.float32)
-        correction = (out.y.astype(np.float32) - bic) ** 2
-        for b, (y0, y1, x0, x1) in enumerate(self.grid.blocks):
-            self.score[b] = correction[s * y0:s * y1, s * x0:s * x1].mean()
-        self.age[:] = 0
-        self.cached[:] = out.y
+        """A whole frame went through the network: every block's correction is remembered."""
+        self.correction[:] = out.y.astype(np.int16) - resize_plane(frame.y, *out.y.shape)
         self.references[:] = self._windows(frame.y)
         self.has_output[:] = True
+
+    def _priority(self, luma: np.ndarray, candidates: np.ndarray, difference: np.ndarray) -> np.ndarray:
+        """How much computing each candidate block now is expected to gain, higher first (see the
+        module docstring): Laplacian energy of the block, scaled down by how little it changed."""
+        laplacian = cv2.Laplacian(luma, cv2.CV_32F)
+        sums = cv2.integral(laplacian * laplacian, sdepth=cv2.CV_64F)
+        y0, y1, x0, x1 = self.grid.blocks[candidates].T
+        energy = (sums[y1, x1] - sums[y0, x1] - sums[y1, x0] + sums[y0, x0]) / ((y1 - y0) * (x1 - x0))
+        return energy * np.minimum(1.0, difference[candidates] / self.STALE_LEVELS)
+
+    def _run_blocks(self, engine: ModelUpscaler, luma: np.ndarray,
+                    chosen: np.ndarray) -> tuple[np.ndarray, list[torch.Tensor]]:
+        """The network on ``chosen`` in up to :attr:`CALLS` batched calls, skipping the rest once a call
+        would end past the stop time: (the blocks computed, their outputs)."""
+        outputs: list[torch.Tensor] = []
+        per_block, start = self.block_cost, time.perf_counter()
+        for batch in np.array_split(chosen, min(self.CALLS, len(chosen))):
+            if outputs and time.perf_counter() + per_block * len(batch) > self._stop_at:
+                break
+            outputs += upscale_blocks(engine, luma, self.grid, batch)
+            per_block = (time.perf_counter() - start) / len(outputs)
+        return chosen[:len(outputs)], outputs
 
     def _selective(self, frame: Frame, engine: ModelUpscaler, time_left: float) -> tuple[Frame, int]:
         """Bicubic, reused blocks, then as many of the best other blocks as fit; (frame, blocks computed)."""
@@ -201,16 +225,14 @@ class SelectiveUpscaleStage:
         s = engine.info.scale
         out = bicubic(frame, self.out_header)
         luma = out.planes[0]
-        reuse = np.zeros(len(self.grid), dtype=bool)
+        # How much each block's window changed since its correction was computed (inf: never computed).
+        difference = np.full(len(self.grid), np.inf)
         if self.reuse_threshold > 0 and self.has_output.any():
-            difference = np.abs(self._windows(frame.y).astype(np.int16) - self.references).max(axis=(1, 2))
-            reuse = self.has_output & (difference <= self.reuse_threshold)
-        for b in np.flatnonzero(reuse):
-            y0, y1, x0, x1 = self.grid.blocks[b]
-            luma[s * y0:s * y1, s * x0:s * x1] = self.cached[s * y0:s * y1, s * x0:s * x1]
+            changed = np.abs(self._windows(frame.y).astype(np.int16) - self.references).max(axis=(1, 2))
+            difference[self.has_output] = changed[self.has_output]
+        reuse = difference <= self.reuse_threshold
         candidates = np.flatnonzero(~reuse)
-        priority = self.score[candidates] * (1 + self.AGE_WEIGHT * self.age[candidates])
-        order = candidates[np.argsort(-priority, kind="stable")]
+        order = candidates[np.argsort(-self._priority(frame.y, candidates, difference), kind="stable")]
         spare = time_left - self.overhead - (time.perf_counter() - start)
         fit = int(max(0.0, spare) // self.block_cost)
         # Blocks cost what the same pixels cost in a whole frame: when a whole frame's worth of them
@@ -222,22 +244,29 @@ class SelectiveUpscaleStage:
             if probing:  # re-measure: the machine may have time again
                 fit = 1
         chosen = order[:fit]
-        self.age += 1
         if len(chosen):
             self.starved = 0
             run_start = time.perf_counter()
-            outputs = upscale_blocks(engine, frame.y, self.grid, chosen)
+            chosen, outputs = self._run_blocks(engine, frame.y, chosen)
             took = (time.perf_counter() - run_start) / len(chosen)
             self.block_cost = _updated(self.block_cost, took, trust=probing)
             for b, tensor in zip(chosen, outputs):
                 y0, y1, x0, x1 = self.grid.blocks[b]
                 region = (slice(s * y0, s * y1), slice(s * x0, s * x1))
                 sr = to_plane(tensor)
-                self.score[b] = float(((sr.astype(np.float32) - luma[region]) ** 2).mean())
-                luma[region] = self.cached[region] = sr
-            self.age[chosen] = 0
+                self.correction[region] = sr.astype(np.int16) - luma[region]
+                luma[region] = sr
             self.references[chosen] = self._windows(frame.y, chosen)
             self.has_output[chosen] = True
+        # Blocks not computed this frame whose window changed little still take their last correction:
+        # bicubic plus a correction slightly out of date beats bicubic alone.
+        stale = difference <= self.STALE_LEVELS
+        stale[chosen] = False
+        reuse |= stale
+        for b in np.flatnonzero(reuse):
+            y0, y1, x0, x1 = self.grid.blocks[b]
+            region = (slice(s * y0, s * y1), slice(s * x0, s * x1))
+            luma[region] = np.clip(luma[region] + self.correction[region], 0, 255)
         self.blocks_run += len(chosen)
         self.blocks_reused += int(reuse.sum())
         self.blocks_total += len(self.grid)

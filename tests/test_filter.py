@@ -4,6 +4,7 @@ that recovers after a slow period, frames kept in order."""
 import io
 import math
 import time
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import torch
 
 from srtools import archs, filter, modelfile, y4m
 from srtools.selective import BlockGrid, SelectiveUpscaleStage, upscale_blocks
-from srtools.upscale import ModelUpscaler
+from srtools.upscale import ModelUpscaler, bicubic
 
 FPS = 25
 HEADER = y4m.Header(64, 36, FPS)
@@ -168,19 +169,26 @@ def test_error_in_the_source_reaches_the_caller():
         filter.run(broken(), FPS, y4m.Writer(io.BytesIO(), stage.out_header), stage, None)
 
 
-def test_unchanged_blocks_reuse_their_output_changed_ones_are_recomputed():
+def selective_stage() -> tuple[SelectiveUpscaleStage, ModelUpscaler, Callable]:
+    """A stage on blocks (reuse threshold 2) and a function running one frame through it, where the
+    whole frame does not fit but every block does (``blocks_fit`` False: none does)."""
     upscaler = tiny_upscaler()
     upscaler.warm_up(HEADER)
     stage = SelectiveUpscaleStage(HEADER.resized(128, 72), block=16, reuse_threshold=2)
-    frame = numbered(0)
-    stage._start(upscaler, frame)
+    stage._start(upscaler, numbered(0))
 
-    def selective(frame):
-        """One frame where the whole frame does not fit but every block does."""
-        stage.full_cost, stage.block_cost = math.inf, SelectiveUpscaleStage.USABLE / (1.2 * len(stage.grid))
-        stage.try_whole = False
+    def selective(frame, blocks_fit=True):
+        stage.full_cost, stage.try_whole = math.inf, False
+        stage.block_cost = SelectiveUpscaleStage.USABLE / (1.2 * len(stage.grid)) if blocks_fit else math.inf
         [out], _ = stage.process(frame, upscaler, time_left=1.0)
         return out
+
+    return stage, upscaler, selective
+
+
+def test_unchanged_blocks_reuse_their_output_changed_ones_are_recomputed():
+    stage, upscaler, selective = selective_stage()
+    frame = numbered(0)
 
     first = selective(frame)
     whole = upscaler.upscale(frame, stage.out_header)
@@ -196,3 +204,35 @@ def test_unchanged_blocks_reuse_their_output_changed_ones_are_recomputed():
     wh, ww = stage.grid.window
     touching = sum(wy <= 30 < wy + wh and wx <= 60 < wx + ww for wy, wx in windows)
     assert recomputed == touching and 0 < touching < len(stage.grid)
+
+
+def test_blocks_left_out_take_their_last_correction_when_they_changed_little():
+    stage, _, selective = selective_stage()
+    frame = numbered(0)
+    correction = selective(frame).y.astype(int) - bicubic(frame, stage.out_header).y
+
+    def shifted(levels):
+        return y4m.Frame([np.clip(frame.y.astype(int) + levels, 0, 255).astype(np.uint8), *frame.planes[1:]])
+
+    # Brighter by 8 levels (within STALE_LEVELS), and no time for any block: bicubic + the old correction.
+    brighter = shifted(8)
+    out = selective(brighter, blocks_fit=False)
+    expected = np.clip(bicubic(brighter, stage.out_header).y + correction, 0, 255)
+    assert np.array_equal(out.y, expected) and not np.array_equal(out.y, bicubic(brighter, stage.out_header).y)
+    assert stage.blocks_reused == len(stage.grid)
+    # Changed by more than STALE_LEVELS: bicubic alone, a fallback.
+    far = shifted(SelectiveUpscaleStage.STALE_LEVELS + 24)
+    fallbacks = stage.fallbacks
+    assert np.array_equal(selective(far, blocks_fit=False).y, bicubic(far, stage.out_header).y)
+    assert stage.fallbacks == fallbacks + 1
+
+
+def test_a_slow_spell_the_estimates_missed_stops_the_blocks_before_the_deadline():
+    stage, upscaler, _ = selective_stage()
+    upscaler.model = SlowDown(upscaler.model)
+    upscaler.model.slow = True  # a block now takes about 14 ms; the stage still expects 1 ms
+    stage.full_cost, stage.block_cost = math.inf, 0.001
+    start = time.perf_counter()
+    stage.process(numbered(0), upscaler, time_left=0.1)
+    assert time.perf_counter() - start < 0.1
+    assert 0 < stage.blocks_run < len(stage.grid)

@@ -33,8 +33,9 @@ log = logging.getLogger("srtools.serve")
 @click.option("--block", type=click.IntRange(8, 256), default=32, show_default=True, metavar="PIXELS",
               help="Selective SR block size in input pixels.")
 @click.option("--reuse-threshold", type=click.FloatRange(0, 255), default=2.0, show_default=True, metavar="LEVELS",
-              help="Selective SR reuses a block's previous output while no input pixel of its window changed by "
-                   "more than this many luma levels; 0 recomputes every block.")
+              help="Selective SR reuses a block's last correction (network minus bicubic) on the current bicubic "
+                   "while no input pixel of its window changed by more than this many luma levels; 0 "
+                   "recomputes every block and leaves blocks that do not fit bicubic.")
 @click.option("--poll-interval", type=click.FloatRange(0.05, 60), default=0.5, show_default=True,
               metavar="SECONDS", help="How often the spool is checked for a new model.")
 def command(input: str, output: str, spool: str | None, model_path: str | None, scale: int, device: str,
