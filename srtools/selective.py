@@ -22,7 +22,10 @@ not); a block that could fall back on a stale correction is ranked down in propo
 little it changed, since computing it gains only what the stale correction misses.
 
 How many: the measured time per block (a moving average over batched calls) sets how many fit
-the time left before the frame is due, after the bicubic and composition work.
+the time left before the frame is due, after the bicubic and composition work. They run in up to
+:attr:`SelectiveUpscaleStage.CALLS` batched calls, and a call that would end past
+:attr:`SelectiveUpscaleStage.STOP_AT` of the time left is skipped: a slow spell the estimates
+missed costs blocks, not a late frame.
 """
 
 from __future__ import annotations
@@ -105,8 +108,9 @@ class SelectiveUpscaleStage:
     Args:
         out_header: the output stream's header (input size x scale).
         block: block size in low-res pixels.
-        reuse_threshold: largest luma change (levels) of a block's window under which its previous
-            output is reused; 0 turns reuse off.
+        reuse_threshold: largest luma change (levels) of a block's window under which its last
+            correction is reused instead of computing the block; 0 turns reuse off, stale
+            corrections included.
     """
 
     USABLE = 0.65  # share of the time left before the deadline that the network may take
@@ -119,7 +123,8 @@ class SelectiveUpscaleStage:
         self.out_header, self.block, self.reuse_threshold = out_header, block, reuse_threshold
         self.gate = CostGate()
         self.fallbacks = 0  # frames with no network output at all
-        self.blocks_run = self.blocks_reused = self.blocks_total = 0
+        # Blocks computed, blocks that took a remembered correction (exact or stale), stale ones alone.
+        self.blocks_run = self.blocks_reused = self.blocks_stale = self.blocks_total = 0
         self._engine: ModelUpscaler | None = None
         self.full_cost = math.inf
         self.try_whole = False
@@ -131,7 +136,7 @@ class SelectiveUpscaleStage:
 
     @property
     def share(self) -> float:
-        """Share of blocks with network output (computed or reused) over the selective frames so far."""
+        """Share of blocks with network output (computed or a correction reused) over the selective frames."""
         return (self.blocks_run + self.blocks_reused) / self.blocks_total if self.blocks_total else 1.0
 
     def process(self, frame: Frame, engine: ModelUpscaler | None, time_left: float) -> tuple[list[Frame], int]:
@@ -206,6 +211,11 @@ class SelectiveUpscaleStage:
         energy = (sums[y1, x1] - sums[y0, x1] - sums[y1, x0] + sums[y0, x0]) / ((y1 - y0) * (x1 - x0))
         return energy * np.minimum(1.0, difference[candidates] / self.STALE_LEVELS)
 
+    def _region(self, b: int, scale: int) -> tuple[slice, slice]:
+        """Block ``b`` in the output plane."""
+        y0, y1, x0, x1 = self.grid.blocks[b]
+        return slice(scale * y0, scale * y1), slice(scale * x0, scale * x1)
+
     def _run_blocks(self, engine: ModelUpscaler, luma: np.ndarray,
                     chosen: np.ndarray) -> tuple[np.ndarray, list[torch.Tensor]]:
         """The network on ``chosen`` in up to :attr:`CALLS` batched calls, skipping the rest once a call
@@ -220,39 +230,41 @@ class SelectiveUpscaleStage:
         return chosen[:len(outputs)], outputs
 
     def _selective(self, frame: Frame, engine: ModelUpscaler, time_left: float) -> tuple[Frame, int]:
-        """Bicubic, reused blocks, then as many of the best other blocks as fit; (frame, blocks computed)."""
+        """Bicubic, then as many of the best changed blocks as fit, then the remembered corrections of
+        the unchanged blocks and of the slightly changed ones left out; (frame, any network output)."""
         start = time.perf_counter()
         s = engine.info.scale
         out = bicubic(frame, self.out_header)
         luma = out.planes[0]
-        # How much each block's window changed since its correction was computed (inf: never computed).
+        # How much each block's window changed since its correction was computed (inf: never computed,
+        # or reuse off).
         difference = np.full(len(self.grid), np.inf)
         if self.reuse_threshold > 0 and self.has_output.any():
             changed = np.abs(self._windows(frame.y).astype(np.int16) - self.references).max(axis=(1, 2))
             difference[self.has_output] = changed[self.has_output]
         reuse = difference <= self.reuse_threshold
         candidates = np.flatnonzero(~reuse)
-        order = candidates[np.argsort(-self._priority(frame.y, candidates, difference), kind="stable")]
         spare = time_left - self.overhead - (time.perf_counter() - start)
         fit = int(max(0.0, spare) // self.block_cost)
         # Blocks cost what the same pixels cost in a whole frame: when a whole frame's worth of them
         # would fit, try a whole frame next (the only way back after a slow spell raised full_cost).
         self.try_whole = self.block_cost * self.frame_in_windows <= time_left
-        probing = fit == 0 and len(order) > 0 and self.starved + 1 >= self.STARVED_PROBE
-        if fit == 0 and len(order):
+        probing = fit == 0 and len(candidates) > 0 and self.starved + 1 >= self.STARVED_PROBE
+        if fit == 0 and len(candidates):
             self.starved += 1
             if probing:  # re-measure: the machine may have time again
                 fit = 1
-        chosen = order[:fit]
+        if 0 < fit < len(candidates):
+            candidates = candidates[np.argsort(-self._priority(frame.y, candidates, difference), kind="stable")]
+        chosen = candidates[:fit]
         if len(chosen):
             self.starved = 0
             run_start = time.perf_counter()
             chosen, outputs = self._run_blocks(engine, frame.y, chosen)
             took = (time.perf_counter() - run_start) / len(chosen)
-            self.block_cost = _updated(self.block_cost, took, trust=probing)
+            self.block_cost = took if probing else self.block_cost + 0.3 * (took - self.block_cost)
             for b, tensor in zip(chosen, outputs):
-                y0, y1, x0, x1 = self.grid.blocks[b]
-                region = (slice(s * y0, s * y1), slice(s * x0, s * x1))
+                region = self._region(b, s)
                 sr = to_plane(tensor)
                 self.correction[region] = sr.astype(np.int16) - luma[region]
                 luma[region] = sr
@@ -260,15 +272,15 @@ class SelectiveUpscaleStage:
             self.has_output[chosen] = True
         # Blocks not computed this frame whose window changed little still take their last correction:
         # bicubic plus a correction slightly out of date beats bicubic alone.
-        stale = difference <= self.STALE_LEVELS
+        stale = (difference <= self.STALE_LEVELS) & ~reuse
         stale[chosen] = False
         reuse |= stale
         for b in np.flatnonzero(reuse):
-            y0, y1, x0, x1 = self.grid.blocks[b]
-            region = (slice(s * y0, s * y1), slice(s * x0, s * x1))
+            region = self._region(b, s)
             luma[region] = np.clip(luma[region] + self.correction[region], 0, 255)
         self.blocks_run += len(chosen)
         self.blocks_reused += int(reuse.sum())
+        self.blocks_stale += int(stale.sum())
         self.blocks_total += len(self.grid)
         if not len(chosen) and not reuse.any():
             self.fallbacks += 1

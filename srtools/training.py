@@ -259,7 +259,7 @@ class RefineRecipe:
                             for y, x in ((0, 0), (h - crop, w - crop), ((h - crop) // 2, (w - crop) // 2))]
         self.val_crop = crop
         self.baseline_psnr = float(np.mean([metrics.bounded_psnr(self._crop(upscaled, i, y, x, crop),
-                                                         self._crop(hr, i, y, x, crop))
+                                                                 self._crop(hr, i, y, x, crop))
                                             for i, y, x in self.val_windows]))
 
     @staticmethod

@@ -73,8 +73,8 @@ def command(input: str, output: str, spool: str | None, model_path: str | None, 
         filter.run(reader, float(in_header.fps), writer, stage, upscaler, watcher=watcher, realtime=realtime,
                    stats=filter.Stats(path=stats_path))
         if realtime and stage.blocks_total:
-            log.info("selective SR: %.0f%% of blocks by the network (%d computed, %d reused)", 100 * stage.share,
-                     stage.blocks_run, stage.blocks_reused)
+            log.info("selective SR: %.0f%% of blocks by the network (%d computed, %d reused, %d of them stale)",
+                     100 * stage.share, stage.blocks_run, stage.blocks_reused, stage.blocks_stale)
 
 
 main = cli.entry_point(command)
