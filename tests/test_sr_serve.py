@@ -244,7 +244,7 @@ def test_realtime_share_drops_while_another_process_loads_the_cpu(tmp_path):
     """Paced 25 fps input: whole frames while the CPU is free, blocks while three busy processes take it,
     whole frames again after; every frame out, in order."""
     header = y4m.Header(160, 90, 25)
-    # The widest model whose whole frame takes at most 40% of the frame time on this machine (machines
+    # The widest model whose whole frame takes at most 25% of the frame time on this machine (machines
     # differ by 4x): whole frames fit while the CPU is free, and not while it is loaded.
     for channels in (32, 24, 20, 16, 12, 8):
         hparams = {"scale": 2, "channels": channels, "blocks": 4}
@@ -253,7 +253,7 @@ def test_realtime_share_drops_while_another_process_loads_the_cpu(tmp_path):
         torch.nn.init.normal_(model.tail.weight, std=0.05)  # output far from bicubic on texture
         upscaler = ModelUpscaler(model.eval(), modelfile.ModelInfo("fedsr", hparams, 2))
         upscaler.warm_up(header)
-        if upscaler.cost <= 0.4 / header.fps:
+        if upscaler.cost <= 0.25 / header.fps:
             break
     Spool(tmp_path, create=True).publish(model, modelfile.ModelInfo("fedsr", hparams, 2))
     rng = np.random.default_rng(0)
@@ -284,7 +284,7 @@ def test_realtime_share_drops_while_another_process_loads_the_cpu(tmp_path):
             hog.wait()
     serve.stdin.close()
     reader.join(timeout=60)
-    stderr = serve.stderr.read().decode()
+    stderr = serve.stderr.read().decode() + f"(test: {channels} channels, {1e3 * upscaler.cost:.1f} ms per frame)"
     assert serve.wait(timeout=30) == 0, stderr
     assert len(outputs) == 150
     out_header = header.resized(320, 180)
