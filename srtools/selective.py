@@ -12,9 +12,10 @@ since (no pixel by more than ``reuse_threshold`` levels: x264 leaves static area
 bit-exact, while a mean over the window would hide a moving edge) is not computed again: it takes
 bicubic of the current frame plus that correction. A block that did change, by up to
 :attr:`SelectiveUpscaleStage.STALE_LEVELS`, and that the deadline leaves out takes the same
-slightly stale correction rather than bicubic alone, which measured better on static-camera and
-moving-camera clips (benchmarks/bench_selective.py). Reusing the correction rather than the pixels
-keeps the current frame's own low frequencies, so small changes do not freeze.
+slightly stale correction rather than bicubic alone: much better on static-camera clips, a few
+hundredths of a dB worse on a moving camera (benchmarks/bench_selective.py, README). Reusing the
+correction rather than the pixels keeps the current frame's own low frequencies, so small changes
+do not freeze.
 
 Which blocks: the most detailed, by the energy of the Laplacian of the current low-res block, which
 tracks where the network corrects much even when the camera moves (a block's past correction does
