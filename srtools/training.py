@@ -220,6 +220,11 @@ class UpscaleRecipe:
         return float(np.mean(scores))
 
 
+def window_indices(i: int, k: int, n: int) -> np.ndarray:
+    """Indices of frames i-k .. i+k of a sequence of n, the ends repeated (as sr-tcsr does)."""
+    return np.clip(np.arange(i - k, i + k + 1), 0, n - 1)
+
+
 class RefineRecipe:
     """TCSR on consecutive frames: windows of 2k+1 upscaled frames -> the HR middle frame.
 
@@ -262,6 +267,10 @@ class RefineRecipe:
                                                                  self._crop(hr, i, y, x, crop))
                                             for i, y, x in self.val_windows]))
 
+    def _window(self, i: int, y: int, x: int, size: int) -> np.ndarray:
+        """(2k+1, 1, size, size): upscaled frames i-k .. i+k cropped at (y, x), the ends repeated."""
+        return self.upscaled[window_indices(i, self.k, len(self.upscaled)), :, y:y + size, x:x + size]
+
     @staticmethod
     def _crop(frames: np.ndarray, i: int, y: int, x: int, size: int) -> np.ndarray:
         return frames[i, 0, y:y + size, x:x + size]
@@ -272,10 +281,6 @@ class RefineRecipe:
         y, x, p = self.positions[:, 0], self.positions[:, 1], self.patch
         return integral[y + p, x + p] - integral[y, x + p] - integral[y + p, x] + integral[y, x]
 
-    def window_indices(self, i: int) -> np.ndarray:
-        """Indices of frames i-k .. i+k, the ends repeated."""
-        return np.clip(np.arange(i - self.k, i + self.k + 1), 0, len(self.upscaled) - 1)
-
     def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         weighted = np.searchsorted(self.cdf, self.rng.random(size // 2))
         uniform = self.rng.integers(0, len(self.cdf), size - size // 2)
@@ -284,7 +289,7 @@ class RefineRecipe:
         p = self.patch
         inputs, targets = [], []
         for f, (y, x) in zip(self.train_idx[frame], self.positions[pos]):
-            inputs.append(self.upscaled[self.window_indices(f), :, y:y + p, x:x + p])
+            inputs.append(self._window(f, y, x, p))
             targets.append(self.hr[f, :, y:y + p, x:x + p])
         inputs_t, targets_t = _augment(to_unit(np.stack(inputs), self.device), to_unit(np.stack(targets), self.device),
                                        rng=self.rng)
@@ -299,7 +304,7 @@ class RefineRecipe:
         c = self.val_crop
         scores = []
         for i, y, x in self.val_windows:
-            window = to_unit(self.upscaled[self.window_indices(i), :, y:y + c, x:x + c], self.device)[None]
+            window = to_unit(self._window(i, y, x, c), self.device)[None]
             scores.append(metrics.bounded_psnr(to_plane(model(window)[0, 0]), self._crop(self.hr, i, y, x, c)))
         return float(np.mean(scores))
 
