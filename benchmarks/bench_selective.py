@@ -9,7 +9,8 @@ The LR frames after the training section are fed at --fps in real time through s
 - share: blocks with network output (computed or reused) / all blocks;
 - kept: (Y-PSNR of the selective output - bicubic) / (full-frame SR - bicubic), per clip;
 - oracle: the same for the blocks with the largest true gain, as many per frame as selective had;
-- ours/oracle: the ratio of the two; late: frames written after their deadline; fps: output rate.
+- ours/oracle: the ratio of the two; late: frames written more than --latency frame intervals after
+  their slot started (srtools.filter.Deadline); lag: the longest any frame took, in ms; fps: output rate.
 
 With --share S the input is not paced: every frame computes S of the blocks (no timing, so
 block choices and reuse settings compare without the machine's noise; the first frame is whole).
@@ -36,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from srtools import archs, degrade, filter, metrics, modelfile, video, y4m  # noqa: E402
-from srtools.selective import SelectiveUpscaleStage  # noqa: E402
+from srtools.selective import BlockGrid, SelectiveUpscaleStage  # noqa: E402
 from srtools.training import TrainConfig, UpscaleRecipe, load_pairs, train  # noqa: E402
 from srtools.upscale import ModelUpscaler, bicubic  # noqa: E402
 
@@ -44,11 +45,19 @@ MEDIA = ROOT.parent / "shared" / "media"
 
 
 class Recording(SelectiveUpscaleStage):
-    """Keeps every output frame and how many blocks it covered."""
+    """Keeps every output frame and how many blocks it covered; with ``block_energy`` set (one (B,) array
+    per frame), ranks blocks by it instead of the stage's own predictor."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.outputs, self.covered = [], []
+        self.block_energy: list[np.ndarray] | None = None
+
+    def _priority(self, luma, candidates, difference):
+        if self.block_energy is None:
+            return super()._priority(luma, candidates, difference)
+        energy = self.block_energy[len(self.outputs)][candidates]
+        return energy * np.minimum(1.0, difference[candidates] / self.STALE_LEVELS)
 
     def process(self, frame, engine, time_left):
         before = self.blocks_run + self.blocks_reused
@@ -82,14 +91,20 @@ def fixed_share(stage: Recording, upscaler: ModelUpscaler, frames: list, share: 
         stage.covered.append(stage.blocks_run + stage.blocks_reused - before)
 
 
-def block_gain(stage: Recording, hr: np.ndarray, full: np.ndarray, bic: np.ndarray) -> np.ndarray:
+def block_gain(grid: BlockGrid, hr: np.ndarray, full: np.ndarray, bic: np.ndarray) -> np.ndarray:
     """(B,) true gain (bicubic SSE - full-frame SR SSE against HR) of each x2 block of one frame."""
     gains = []
-    for y0, y1, x0, x1 in stage.grid.blocks:
+    for y0, y1, x0, x1 in grid.blocks:
         region = (slice(2 * y0, 2 * y1), slice(2 * x0, 2 * x1))
         h, f, b = (a[region].astype(np.float64) for a in (hr, full, bic))
         gains.append(((b - h) ** 2).sum() - ((f - h) ** 2).sum())
     return np.array(gains)
+
+
+def correction_energy(grid: BlockGrid, full: np.ndarray, bic: np.ndarray) -> np.ndarray:
+    """(B,) mean squared correction (full-frame SR - bicubic) of each x2 block of one frame."""
+    difference = (full.astype(np.float64) - bic) ** 2
+    return np.array([difference[2 * y0:2 * y1, 2 * x0:2 * x1].mean() for y0, y1, x0, x1 in grid.blocks])
 
 
 def main() -> None:
@@ -101,10 +116,15 @@ def main() -> None:
     parser.add_argument("--start", type=float, default=10, help="second of the clip the test frames start at")
     parser.add_argument("--fps", type=float, default=25)
     parser.add_argument("--block", type=int, default=32)
+    parser.add_argument("--latency", type=int, default=2, help="frames a frame may take until written (sr-serve's)")
     parser.add_argument("--reuse-threshold", type=float, default=2.0)
     parser.add_argument("--stale-levels", type=float, default=Recording.STALE_LEVELS,
                         help="largest change for a stale correction (set to --reuse-threshold: none)")
     parser.add_argument("--share", type=float, help="unpaced: compute this share of the blocks of every frame")
+    parser.add_argument("--rank", choices=("laplacian", "correction"), default="laplacian",
+                        help="block ranking: sr-serve's (Laplacian energy of the LR block) or the energy of the "
+                             "correction full-frame SR makes there (known only after running it: a bound for "
+                             "predictors that see no HR)")
     parser.add_argument("--input-size", default="320x180", help="320x180 (HR known) or 640x360 (no HR)")
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -144,13 +164,16 @@ def main() -> None:
         upscaler.warm_up(lr_header)
         full = [upscaler.upscale(f, out_header).y for f in lr_frames]
         bic = [bicubic(f, out_header).y for f in lr_frames]
-        stage = Recording(out_header, block=args.block, reuse_threshold=args.reuse_threshold)
+        stage = Recording(out_header, block=args.block, reuse_threshold=args.reuse_threshold, latency=args.latency)
         stage.STALE_LEVELS = args.stale_levels
+        if args.rank == "correction":
+            grid = BlockGrid.build(height, width, args.block, model.receptive_radius())
+            stage.block_energy = [correction_energy(grid, f, b) for f, b in zip(full, bic)]
         stats = filter.Stats()
         started = time.monotonic()
         if args.share is None:
             filter.run(paced(lr_frames, args.fps), args.fps, y4m.Writer(io.BytesIO(), out_header), stage, upscaler,
-                       realtime=True, stats=stats)
+                       realtime=True, latency=args.latency, stats=stats)
         else:
             fixed_share(stage, upscaler, lr_frames, args.share)
         fps = len(lr_frames) / (time.monotonic() - started)
@@ -159,7 +182,7 @@ def main() -> None:
             hr = [f.y for f in hr_frames[:len(ours)]]
             oracle = []
             for h, f, b, n in zip(hr, full, bic, stage.covered):
-                gain = block_gain(stage, h, f, b)
+                gain = block_gain(stage.grid, h, f, b)
                 out = b.copy()
                 for index in np.argsort(-gain)[:n]:
                     y0, y1, x0, x1 = stage.grid.blocks[index]
@@ -181,13 +204,15 @@ def main() -> None:
         share = float(np.mean(stage.covered)) / len(stage.grid)
         computed = stage.blocks_run / stage.blocks_total if stage.blocks_total else 1.0
         print(f"{'clip':<28} {'input':>8} {'share':>6} {'computed':>8} {'kept':>6} {'oracle':>7} {'ours/oracle':>11} "
-              f"{'late':>5} {'fps':>5} {'whole':>6}")
+              f"{'late':>5} {'lag':>5} {'fps':>5} {'whole':>6}")
         whole = sum(c == len(stage.grid) for c in stage.covered)
         print(f"{Path(args.clip).name[:28]:<28} {args.input_size:>8} {share:>6.0%} {computed:>8.0%} {kept:>6.0%} "
-              f"{oracle_kept:>7.0%} {kept / oracle_kept:>11.2f} {stats.late:>5} {fps:>5.1f} {whole:>6}")
+              f"{oracle_kept:>7.0%} {kept / oracle_kept:>11.2f} {stats.late:>5} {1e3 * stats.worst_lag:>5.0f} "
+              f"{fps:>5.1f} {whole:>6}")
         pacing = (f"paced at {args.fps:g} fps, {stats.engine_frames} with network output" if args.share is None
                   else f"unpaced, {args.share:.0%} of the blocks computed")
-        print(f"\n{len(lr_frames)} frames {pacing}; block {args.block}, reuse threshold {args.reuse_threshold:g}, "
+        print(f"\n{len(lr_frames)} frames {pacing}; blocks ranked by {args.rank}, block {args.block}, "
+              f"reuse threshold {args.reuse_threshold:g}, "
               f"stale corrections up to {args.stale_levels:g}; {detail}; {time.strftime('%Y-%m-%d %H:%M')}")
 
 

@@ -107,7 +107,8 @@ precision_option = click.option(
 stats_option = click.option(
     "--stats", "stats_path", type=click.Path(dir_okay=False), metavar="FILE",
     help="Also publish the counters logged every 10 s and at the end as JSON to FILE (replaced atomically): "
-         "frames, seconds, model, swaps, engine_frames, fallbacks, probes, late.")
+         "frames, seconds, model, swaps, engine_frames, fallbacks, probes, late, worst_lag_ms (real time: the "
+         "longest a frame took from the start of its slot until written).")
 
 
 def spool_option(required: bool = True) -> Callable:

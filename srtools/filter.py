@@ -58,7 +58,8 @@ def measure_cost(call: Callable[[], object], warm_up: int = 2, timed: int = 3) -
 
 
 class Prefetcher(threading.Thread):
-    """Reads frames ahead on a thread, so decoding and pipe reads overlap with the network."""
+    """Reads frames ahead on a thread, so decoding and pipe reads overlap with the network; each frame
+    comes with the :func:`time.monotonic` time it arrived (read from the input), for its deadline."""
 
     _END = object()
 
@@ -71,12 +72,12 @@ class Prefetcher(threading.Thread):
     def run(self) -> None:
         try:
             for frame in self.frames:
-                self.queue.put(frame)
+                self.queue.put((frame, time.monotonic()))
         except BaseException as exc:  # re-raised in the frame loop
             self.error = exc
         self.queue.put(self._END)
 
-    def __iter__(self) -> Iterator[y4m.Frame]:
+    def __iter__(self) -> Iterator[tuple[y4m.Frame, float]]:
         while (item := self.queue.get()) is not self._END:
             yield item
         if self.error is not None:
@@ -86,34 +87,43 @@ class Prefetcher(threading.Thread):
 class Deadline:
     """Frame deadlines at the input frame rate, and the frames that missed them.
 
-    Frame n is due one frame interval after frame n-1 was due, or after it arrived when the input
-    itself is late (a late input is not our lateness). Outside real time nothing is due.
+    Each frame has a *slot*, one frame interval long, that starts when the previous frame's slot
+    ends, or when the frame arrived if that is later (a late input is not our lateness). The stage
+    plans to finish a frame by the end of its slot; a frame is *late* when it is written more than
+    ``latency`` intervals after its slot started. Time a frame takes beyond its slot comes out of
+    the next frames' slots, so a latency above one absorbs a slow frame without letting the output
+    drift behind the input. Outside real time nothing is due.
 
     Args:
         fps: the input frame rate.
         realtime: apply deadlines at all.
+        latency: frame intervals a frame may take from the start of its slot until it is written.
     """
 
-    def __init__(self, fps: float, realtime: bool):
+    def __init__(self, fps: float, realtime: bool, latency: int = 1):
         self.interval = 1.0 / fps
         self.realtime = realtime
+        self.latency = latency
         self.late = 0
-        self._due: float | None = None  # when the current frame's interval starts
-        self._deadline = math.inf
+        self.worst_lag = 0.0  # seconds, the longest a frame took from the start of its slot to output
+        self._slot = -math.inf  # when the current frame's slot started
 
-    def begin(self, now: float) -> float:
-        """A frame arrived at ``now``: the seconds left until it is due (infinite outside real time)."""
+    def begin(self, arrived: float, now: float) -> float:
+        """A frame that arrived at ``arrived`` is taken at ``now``: the seconds left until its slot ends
+        (negative when earlier frames overran it; infinite outside real time)."""
         if not self.realtime:
             return math.inf
-        self._due = now if self._due is None else max(self._due, now)
-        self._deadline = self._due + self.interval
-        return self._deadline - now
+        self._slot = max(self._slot + self.interval, arrived)
+        return self._slot + self.interval - now
 
     def end(self, now: float) -> None:
         """The frame was written at ``now``."""
-        if now > self._deadline:
+        if not self.realtime:
+            return
+        lag = now - self._slot
+        self.worst_lag = max(self.worst_lag, lag)
+        if lag > self.latency * self.interval:
             self.late += 1
-        self._due = self._deadline
 
 
 class CostGate:
@@ -168,6 +178,7 @@ class Stats:
     def __init__(self, fallback_name: str = "bicubic fallbacks", engine_name: str = "through the model",
                  path: str | None = None) -> None:
         self.frames = self.engine_frames = self.swaps = self.late = 0
+        self.worst_lag = 0.0
         self.fallback_name, self.engine_name = fallback_name, engine_name
         self.path = path  # where report() also publishes the counters as JSON
         self.start = time.monotonic()
@@ -176,7 +187,7 @@ class Stats:
         elapsed = time.monotonic() - self.start
         return {"frames": self.frames, "seconds": round(elapsed, 2), "model": engine.label if engine else None,
                 "swaps": self.swaps, "engine_frames": self.engine_frames, "fallbacks": stage.fallbacks,
-                "probes": stage.probes, "late": deadline.late}
+                "probes": stage.probes, "late": deadline.late, "worst_lag_ms": round(1e3 * deadline.worst_lag, 1)}
 
     def report(self, engine: Engine | None, deadline: Deadline, stage: Stage) -> None:
         """Log the counters, and publish them to ``path`` (atomically) when there is one."""
@@ -191,12 +202,13 @@ class Stats:
                 f"{engine.label if engine else 'none'}, {self.swaps} swaps, {stage.fallbacks} {self.fallback_name}, "
                 f"{self.engine_frames} {self.engine_name}")
         if deadline.realtime:
-            text += f", {stage.probes} probes, {deadline.late} late"
+            text += (f", {stage.probes} probes, {deadline.late} late (worst lag {1e3 * deadline.worst_lag:.0f} ms, "
+                     f"{deadline.latency} frames allowed)")
         return text
 
 
 def run(frames: Iterable[y4m.Frame], fps: float, writer: y4m.Writer, stage: Stage, engine: Engine | None, *,
-        watcher=None, realtime: bool = False, stats: Stats | None = None,
+        watcher=None, realtime: bool = False, latency: int = 1, stats: Stats | None = None,
         report_every: float = 10.0) -> Engine | None:
     """Run ``stage`` over ``frames`` and write its output; returns the engine in use at the end.
 
@@ -208,21 +220,22 @@ def run(frames: Iterable[y4m.Frame], fps: float, writer: y4m.Writer, stage: Stag
         engine: the engine to start with (None: the cheap path until the watcher has one).
         watcher: a :class:`srtools.models.ModelWatcher` offering newer engines, or None.
         realtime: give each frame a deadline at the input frame rate.
+        latency: frame intervals each frame may take until written (see :class:`Deadline`).
         stats: counters to fill (a final line is logged even when the loop is interrupted).
     """
     stats = stats or Stats()
-    deadline = Deadline(fps, realtime)
+    deadline = Deadline(fps, realtime, latency)
     prefetcher = Prefetcher(frames)
     prefetcher.start()
     next_report = stats.start + report_every
     try:
-        for frame in prefetcher:
+        for frame, arrived in prefetcher:
             if watcher is not None and watcher.latest not in (None, engine):
                 engine = watcher.latest
                 stats.swaps += 1
                 log.info("frame %d: switched to model %s", stats.frames, engine.label)
             now = time.monotonic()
-            out, ran = stage.process(frame, engine, deadline.begin(now))
+            out, ran = stage.process(frame, engine, deadline.begin(arrived, now))
             for item in out:
                 writer.write(item)
             writer.flush()
@@ -238,6 +251,6 @@ def run(frames: Iterable[y4m.Frame], fps: float, writer: y4m.Writer, stage: Stag
         stats.engine_frames += ran
         writer.flush()
     finally:
-        stats.late = deadline.late
+        stats.late, stats.worst_lag = deadline.late, deadline.worst_lag
         stats.report(engine, deadline, stage)
     return engine

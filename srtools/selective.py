@@ -23,10 +23,13 @@ not); a block that could fall back on a stale correction is ranked down in propo
 little it changed, since computing it gains only what the stale correction misses.
 
 How many: the measured time per block (a moving average over batched calls) sets how many fit
-the time left before the frame is due, after the bicubic and composition work. They run in up to
-:attr:`SelectiveUpscaleStage.CALLS` batched calls, and a call that would end past
-:attr:`SelectiveUpscaleStage.STOP_AT` of the time left is skipped: a slow spell the estimates
-missed costs blocks, not a late frame.
+the time left in the frame's slot (:class:`srtools.filter.Deadline`), after the bicubic and
+composition work. With a latency of one frame, a third of the slot stays unused as a margin; with
+two or more, the network takes nearly all of it, since a frame that overruns its slot is not late
+yet and the next frames' slots pay the overrun back (on this project's 2-core machine: twice the
+blocks, README). The blocks run in up to :attr:`SelectiveUpscaleStage.CALLS` batched calls, and a
+call that would end past :attr:`SelectiveUpscaleStage.STOP_AT` of the time until the frame is late
+is skipped: a slow spell the estimates missed costs blocks, not a late frame.
 """
 
 from __future__ import annotations
@@ -112,16 +115,21 @@ class SelectiveUpscaleStage:
         reuse_threshold: largest luma change (levels) of a block's window under which its last
             correction is reused instead of computing the block; 0 turns reuse off, stale
             corrections included.
+        latency: the frame intervals a frame may take before it is late (:class:`srtools.filter.Deadline`).
     """
 
-    USABLE = 0.65  # share of the time left before the deadline that the network may take
-    STOP_AT = 0.85  # no batch of blocks starts that would end after this share of the time left
+    # Share of the time left in the frame's slot that the network may take: writing the frame and the
+    # estimates' noise need the rest, or, with a latency of 2 frames or more, come out of later slots.
+    USABLE, USABLE_NO_SLACK = 0.9, 0.65
+    STOP_AT = 0.85  # no batch of blocks starts that would end after this share of the time until the frame is late
     CALLS = 3  # batched calls per frame: between them, a slow spell the estimates missed is caught
     STARVED_PROBE = 8  # frames without any block before one block runs to re-measure
     STALE_LEVELS = 16  # largest window change (levels) for a stale correction over bicubic alone
 
-    def __init__(self, out_header: Header, block: int = 32, reuse_threshold: float = 2.0):
+    def __init__(self, out_header: Header, block: int = 32, reuse_threshold: float = 2.0, latency: int = 1):
         self.out_header, self.block, self.reuse_threshold = out_header, block, reuse_threshold
+        self.usable = self.USABLE if latency > 1 else self.USABLE_NO_SLACK
+        self.slack = (latency - 1) / float(out_header.fps)  # beyond the slot, until the frame is late
         self.gate = CostGate()
         self.fallbacks = 0  # frames with no network output at all
         # Blocks computed, blocks that took a remembered correction (exact or stale), stale ones alone.
@@ -149,13 +157,15 @@ class SelectiveUpscaleStage:
             return self._whole_or_bicubic(frame, engine, time_left)
         if engine is not self._engine:
             self._start(engine, frame)
-        self._stop_at = time.perf_counter() + self.STOP_AT * time_left
-        time_left *= self.USABLE  # writing the frame, and the estimates' noise, need the rest
+        self._stop_at = time.perf_counter() + self.STOP_AT * (time_left + self.slack)
+        time_left *= self.usable
         if self.full_cost <= time_left or self.try_whole:
             start = time.perf_counter()
             out = engine.upscale(frame, self.out_header)
             took = time.perf_counter() - start
             self.full_cost = _updated(self.full_cost, took, trust=self.try_whole)
+            if self.try_whole:  # blocks were just measured, at the same speed
+                self.whole_ratio = took / (self.block_cost * self.frame_in_windows)
             self.try_whole = False
             self._remember_full(frame, out)
             return [out], 1
@@ -190,6 +200,10 @@ class SelectiveUpscaleStage:
         self.frame_in_windows = h * w / (self.grid.window[0] * self.grid.window[1])
         # Until measured: the whole frame's time per pixel, on a window's pixels, with a margin.
         self.block_cost = 1.5 * self.full_cost / self.frame_in_windows if math.isfinite(self.full_cost) else 0.01
+        # A whole frame's time over the time of blocks whose windows hold as many pixels, measured once
+        # both are: not 1, since small windows keep the activations in cache (1.4 on this project's
+        # 2-core machine, where windows of 58x58 take 0.8 us a pixel and whole 320x180 frames 1.1).
+        self.whole_ratio: float | None = None
         self.overhead = 0.0  # bicubic + composition, measured on every selective frame
 
     def _windows(self, luma: np.ndarray, chosen: np.ndarray | slice = slice(None)) -> np.ndarray:
@@ -247,9 +261,6 @@ class SelectiveUpscaleStage:
         candidates = np.flatnonzero(~reuse)
         spare = time_left - self.overhead - (time.perf_counter() - start)
         fit = int(max(0.0, spare) // self.block_cost)
-        # Blocks cost what the same pixels cost in a whole frame: when a whole frame's worth of them
-        # would fit, try a whole frame next (the only way back after a slow spell raised full_cost).
-        self.try_whole = self.block_cost * self.frame_in_windows <= time_left
         probing = fit == 0 and len(candidates) > 0 and self.starved + 1 >= self.STARVED_PROBE
         if fit == 0 and len(candidates):
             self.starved += 1
@@ -264,6 +275,8 @@ class SelectiveUpscaleStage:
             chosen, outputs = self._run_blocks(engine, frame.y, chosen)
             took = (time.perf_counter() - run_start) / len(chosen)
             self.block_cost = took if probing else self.block_cost + 0.3 * (took - self.block_cost)
+            if self.whole_ratio is None:  # the first blocks measured: against the warm-up's whole frame
+                self.whole_ratio = min(1.0, self.full_cost / (took * self.frame_in_windows))
             for b, tensor in zip(chosen, outputs):
                 region = self._region(b, s)
                 sr = to_plane(tensor)
@@ -287,4 +300,8 @@ class SelectiveUpscaleStage:
             self.fallbacks += 1
         total = time.perf_counter() - start
         self.overhead += 0.2 * (max(0.0, total - self.block_cost * len(chosen)) - self.overhead)
+        # When blocks have become fast enough that a whole frame would fit, try one next: the only way
+        # back after a slow spell raised full_cost.
+        self.try_whole = (self.whole_ratio is not None
+                          and self.block_cost * self.frame_in_windows * self.whole_ratio <= time_left)
         return out, len(chosen) > 0 or bool(reuse.any())

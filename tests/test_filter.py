@@ -94,7 +94,7 @@ def test_realtime_recovers_after_a_slow_period():
                realtime=True, stats=stats)
     assert [index for index, _ in stage.path] == list(range(120))  # no frame lost or reordered
     full = dict(stage.path)
-    assert all(full[i] for i in range(10))  # fast: whole frames
+    assert sum(full[i] for i in range(10)) >= 8  # fast: whole frames (a hiccup's overrun is paid back)
     # Slow: whole frames only where the time left allows (after a cheap frame), blocks otherwise.
     assert sum(not full[i] for i in range(15, 40)) >= 8
     assert stage.blocks_total > 0 and stage.share < 1
@@ -150,13 +150,29 @@ def test_cost_gate_probes_on_a_bounded_schedule():
 
 def test_deadline_counts_late_frames_only_in_real_time():
     deadline = filter.Deadline(fps=25, realtime=True)
-    assert deadline.begin(0.0) == pytest.approx(0.04)
+    assert deadline.begin(arrived=0.0, now=0.0) == pytest.approx(0.04)
     deadline.end(0.05)  # 10 ms late
-    assert deadline.begin(0.05) == pytest.approx(0.04)  # taken late: its slot starts now
+    # The next frame arrived at 0.04 while the first was still being made: its slot began then, not
+    # when it was taken, so the overrun comes out of its time.
+    assert deadline.begin(arrived=0.04, now=0.05) == pytest.approx(0.03)
     deadline.end(0.06)
-    assert deadline.late == 1
+    assert deadline.begin(arrived=0.5, now=0.5) == pytest.approx(0.04)  # a late input starts a fresh slot
+    deadline.end(0.51)
+    assert deadline.late == 1 and deadline.worst_lag == pytest.approx(0.05)
     off = filter.Deadline(fps=25, realtime=False)
-    assert math.isinf(off.begin(0.0))
+    assert math.isinf(off.begin(0.0, 0.0))
+    off.end(10.0)
+    assert off.late == 0
+
+
+def test_a_latency_of_two_frames_absorbs_an_overrun_and_the_next_frames_pay_it_back():
+    strict, relaxed = filter.Deadline(fps=25, realtime=True), filter.Deadline(fps=25, realtime=True, latency=2)
+    for deadline in strict, relaxed:
+        deadline.begin(arrived=0.0, now=0.0)
+        deadline.end(0.07)  # 30 ms over its 40 ms slot
+        assert deadline.begin(arrived=0.04, now=0.07) == pytest.approx(0.01)  # 10 ms left of the next slot
+        deadline.end(0.079)
+    assert (strict.late, relaxed.late) == (1, 0)
 
 
 def test_error_in_the_source_reaches_the_caller():
@@ -169,17 +185,17 @@ def test_error_in_the_source_reaches_the_caller():
         filter.run(broken(), FPS, y4m.Writer(io.BytesIO(), stage.out_header), stage, None)
 
 
-def selective_stage() -> tuple[SelectiveUpscaleStage, ModelUpscaler, Callable]:
+def selective_stage(latency: int = 1) -> tuple[SelectiveUpscaleStage, ModelUpscaler, Callable]:
     """A stage on blocks (reuse threshold 2) and a function running one frame through it, where the
     whole frame does not fit but every block does (``blocks_fit`` False: none does)."""
     upscaler = tiny_upscaler()
     upscaler.warm_up(HEADER)
-    stage = SelectiveUpscaleStage(HEADER.resized(128, 72), block=16, reuse_threshold=2)
+    stage = SelectiveUpscaleStage(HEADER.resized(128, 72), block=16, reuse_threshold=2, latency=latency)
     stage._start(upscaler, numbered(0))
 
     def selective(frame, blocks_fit=True):
         stage.full_cost, stage.try_whole = math.inf, False
-        stage.block_cost = SelectiveUpscaleStage.USABLE / (1.2 * len(stage.grid)) if blocks_fit else math.inf
+        stage.block_cost = stage.usable / (1.2 * len(stage.grid)) if blocks_fit else math.inf
         [out], _ = stage.process(frame, upscaler, time_left=1.0)
         return out
 
@@ -236,3 +252,28 @@ def test_a_slow_spell_the_estimates_missed_stops_the_blocks_before_the_deadline(
     stage.process(numbered(0), upscaler, time_left=0.1)
     assert time.perf_counter() - start < 0.1
     assert 0 < stage.blocks_run < len(stage.grid)
+
+
+def test_with_a_latency_to_spare_the_blocks_take_most_of_the_slot():
+    computed = {}
+    for latency in 1, 2:
+        stage, upscaler, _ = selective_stage(latency)
+        stage.full_cost, stage.block_cost = math.inf, 0.1 / len(stage.grid)  # all blocks: 100 ms
+        stage.process(numbered(0), upscaler, time_left=0.1)
+        computed[latency] = stage.blocks_run / len(stage.grid)
+    # One frame: a third of the slot stays free; two: the stage plans up to 90% of it.
+    assert 0.5 < computed[1] <= 0.65 < 0.8 < computed[2] <= 0.9
+
+
+@pytest.mark.parametrize("whole_ratio,tried", [(1.0, True), (1.4, False)])
+def test_a_whole_frame_is_tried_again_only_when_blocks_predict_it_fits(whole_ratio, tried):
+    """Blocks in small windows can cost less per pixel than a whole frame (caches): the prediction
+    scales their time by the ratio measured on the last trial, so a whole frame is not tried, and
+    late, on every other frame."""
+    stage, upscaler, _ = selective_stage()
+    stage.full_cost, stage.whole_ratio = math.inf, whole_ratio
+    budget = stage.usable * 1.0
+    stage.block_cost = 0.8 * budget / (0.7 * stage.frame_in_windows)  # 0.7 of it stays after the blocks' own time
+    stage.process(numbered(0), upscaler, time_left=1.0)
+    assert 0 < stage.blocks_run < len(stage.grid)
+    assert stage.try_whole == tried

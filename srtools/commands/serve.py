@@ -30,6 +30,10 @@ log = logging.getLogger("srtools.serve")
               help="Never fall behind the input frame rate: when the whole frame does not fit its deadline, "
                    "the network runs on the blocks where it gains most, as many as fit, bicubic elsewhere "
                    "(selective SR, see DESCRIPTION).")
+@click.option("--latency", type=click.IntRange(1, 25), default=2, show_default=True, metavar="FRAMES",
+              help="With --realtime, frame intervals from a frame's arrival until it must be written. With 2 or "
+                   "more the network may take nearly every interval: a frame that overruns its interval is not "
+                   "late yet, and the next frames make up for it. 1 keeps a third of each interval unused.")
 @click.option("--block", type=click.IntRange(8, 256), default=32, show_default=True, metavar="PIXELS",
               help="Selective SR block size in input pixels.")
 @click.option("--reuse-threshold", type=click.FloatRange(0, 255), default=2.0, show_default=True, metavar="LEVELS",
@@ -39,7 +43,7 @@ log = logging.getLogger("srtools.serve")
 @click.option("--poll-interval", type=click.FloatRange(0.05, 60), default=0.5, show_default=True,
               metavar="SECONDS", help="How often the spool is checked for a new model.")
 def command(input: str, output: str, spool: str | None, model_path: str | None, scale: int, device: str,
-            precision: str, realtime: bool, block: int, reuse_threshold: float, poll_interval: float,
+            precision: str, realtime: bool, latency: int, block: int, reuse_threshold: float, poll_interval: float,
             stats_path: str | None) -> None:
     """Upscale low-resolution frames by SCALE with the current super-resolution model.
 
@@ -53,6 +57,19 @@ def command(input: str, output: str, spool: str | None, model_path: str | None, 
     exist yet: sr-serve waits for the first model. When a trainer publishes a newer one,
     sr-serve switches to it between two frames and logs the frame number. A model that fails
     validation is reported and the previous one kept. Statistics go to stderr.
+
+    \b
+    REAL TIME (--realtime)
+    Each frame has a slot of one frame interval, from its arrival or from the end of the previous
+    frame's slot if that is later, and must be written within --latency intervals of the slot's
+    start, or it counts as late. Whole frames go through the network while they fit the slot; else
+    selective SR: the low-res frame is cut into --block blocks, and the network runs, in a few
+    batched calls, on as many as the measured time per block fits, the most detailed first. Each
+    block carries a halo of the network's receptive field, so its output equals full-frame SR (no
+    seams). Every block remembers its correction (network output minus bicubic): a block whose input
+    changed by at most --reuse-threshold levels reuses it without being computed, and one left out
+    that changed by at most 16 levels takes it too; other blocks are bicubic. The log reports the
+    share of blocks with network output, the late frames and the worst lag.
     """
     if spool is None and model_path is None:
         raise UsageError("give --spool DIR, --model FILE, or both")
@@ -69,9 +86,9 @@ def command(input: str, output: str, spool: str | None, model_path: str | None, 
                  precision)
         out_header = in_header.resized(in_header.width * scale, in_header.height * scale)
         writer = y4m.Writer(stack.enter_context(y4m.open_output(output)), out_header)
-        stage = SelectiveUpscaleStage(out_header, block=block, reuse_threshold=reuse_threshold)
+        stage = SelectiveUpscaleStage(out_header, block=block, reuse_threshold=reuse_threshold, latency=latency)
         filter.run(reader, float(in_header.fps), writer, stage, upscaler, watcher=watcher, realtime=realtime,
-                   stats=filter.Stats(path=stats_path))
+                   latency=latency, stats=filter.Stats(path=stats_path))
         if realtime and stage.blocks_total:
             log.info("selective SR: %.0f%% of blocks by the network (%d computed, %d reused, %d of them stale)",
                      100 * stage.share, stage.blocks_run, stage.blocks_reused, stage.blocks_stale)
