@@ -136,7 +136,6 @@ class SelectiveUpscaleStage:
         self.blocks_run = self.blocks_reused = self.blocks_stale = self.blocks_total = 0
         self._engine: ModelUpscaler | None = None
         self.full_cost = math.inf
-        self.try_whole = False
         self._stop_at = math.inf
 
     @property
@@ -159,14 +158,16 @@ class SelectiveUpscaleStage:
             self._start(engine, frame)
         self._stop_at = time.perf_counter() + self.STOP_AT * (time_left + self.slack)
         time_left *= self.usable
-        if self.full_cost <= time_left or self.try_whole:
+        # A whole frame after a slow spell raised full_cost (the only way back to whole frames), once
+        # blocks have become fast enough to say that it would fit.
+        trial = self.full_cost > time_left and self._whole_from_blocks() <= time_left
+        if self.full_cost <= time_left or trial:
             start = time.perf_counter()
             out = engine.upscale(frame, self.out_header)
             took = time.perf_counter() - start
-            self.full_cost = _updated(self.full_cost, took, trust=self.try_whole)
-            if self.try_whole:  # blocks were just measured, at the same speed
+            self.full_cost = _updated(self.full_cost, took, trust=trial)
+            if trial:  # blocks were measured recently, at the same speed
                 self.whole_ratio = took / (self.block_cost * self.frame_in_windows)
-            self.try_whole = False
             self._remember_full(frame, out)
             return [out], 1
         out, computed = self._selective(frame, engine, time_left)
@@ -205,6 +206,10 @@ class SelectiveUpscaleStage:
         # 2-core machine, where windows of 58x58 take 0.8 us a pixel and whole 320x180 frames 1.1).
         self.whole_ratio: float | None = None
         self.overhead = 0.0  # bicubic + composition, measured on every selective frame
+
+    def _whole_from_blocks(self) -> float:
+        """A whole frame's time as the blocks' measured time predicts it (inf until blocks are measured)."""
+        return math.inf if self.whole_ratio is None else self.block_cost * self.frame_in_windows * self.whole_ratio
 
     def _windows(self, luma: np.ndarray, chosen: np.ndarray | slice = slice(None)) -> np.ndarray:
         """(B, wh, ww) the windows of ``luma``."""
@@ -300,8 +305,4 @@ class SelectiveUpscaleStage:
             self.fallbacks += 1
         total = time.perf_counter() - start
         self.overhead += 0.2 * (max(0.0, total - self.block_cost * len(chosen)) - self.overhead)
-        # When blocks have become fast enough that a whole frame would fit, try one next: the only way
-        # back after a slow spell raised full_cost.
-        self.try_whole = (self.whole_ratio is not None
-                          and self.block_cost * self.frame_in_windows * self.whole_ratio <= time_left)
         return out, len(chosen) > 0 or bool(reuse.any())
