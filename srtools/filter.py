@@ -2,9 +2,9 @@
 
 A filter stage turns input frames into output frames with an optional *engine* (a model that the
 spool may replace at any time) and a cheap path that needs none (bicubic, pass-through). The loop
-reads frames ahead on a thread, swaps in the watcher's newest engine between two frames, asks the
-one :class:`DeadlineController` whether the engine fits the frame's deadline (``--realtime``),
-writes what the stage returns and reports statistics on stderr.
+reads frames ahead on a thread, swaps in the watcher's newest engine between two frames, gives the
+stage the time left in the frame's slot (:class:`Deadline`, ``--realtime``), writes what the stage
+returns and reports statistics on stderr.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ class Stage(Protocol):
 
     def process(self, frame: y4m.Frame, engine: Engine | None, time_left: float) -> tuple[list[y4m.Frame], int]:
         """Frames ready for output after ``frame`` arrived, and how many of them the engine made;
-        ``time_left`` is the seconds until the frame is due (infinite outside real time)."""
+        ``time_left`` is the seconds until the frame's slot ends (:class:`Deadline`; negative when
+        earlier frames overran it, infinite outside real time)."""
 
     def flush(self, engine: Engine | None) -> tuple[list[y4m.Frame], int]:
         """Frames still held when the input ends (the engine may still run on them), and how many it made."""
@@ -149,7 +150,8 @@ class CostGate:
         self._time_left = math.inf
 
     def allow(self, engine: Engine, time_left: float) -> bool:
-        """Whether to run ``engine`` with ``time_left`` seconds until the frame is due."""
+        """Whether to run ``engine`` with ``time_left`` seconds until the frame's slot ends; no probe
+        while earlier frames' overruns leave the slot no time at all."""
         if engine is not self._engine:  # a new model: start from its warm-up figure
             self._engine, self.cost = engine, engine.cost
             self._skipped, self._probe_gap = 0, self.PROBE_MIN
@@ -157,7 +159,7 @@ class CostGate:
         if self.cost is None or self.cost <= time_left:
             return True
         self._skipped += 1
-        self._probing = self._skipped >= self._probe_gap
+        self._probing = self._skipped >= self._probe_gap and time_left > 0
         return self._probing
 
     def record(self, seconds: float) -> None:
@@ -202,8 +204,8 @@ class Stats:
                 f"{engine.label if engine else 'none'}, {self.swaps} swaps, {stage.fallbacks} {self.fallback_name}, "
                 f"{self.engine_frames} {self.engine_name}")
         if deadline.realtime:
-            text += (f", {stage.probes} probes, {deadline.late} late (worst lag {1e3 * deadline.worst_lag:.0f} ms, "
-                     f"{deadline.latency} frames allowed)")
+            text += (f", {stage.probes} probes, {deadline.late} late (worst lag {1e3 * deadline.worst_lag:.0f} ms "
+                     f"of {1e3 * deadline.latency * deadline.interval:.0f} allowed)")
         return text
 
 
@@ -225,7 +227,9 @@ def run(frames: Iterable[y4m.Frame], fps: float, writer: y4m.Writer, stage: Stag
     """
     stats = stats or Stats()
     deadline = Deadline(fps, realtime, latency)
-    prefetcher = Prefetcher(frames)
+    # Frames are stamped when read: the queue holds more than a late frame's backlog, so that a
+    # backlog of our own making is not taken for a late input.
+    prefetcher = Prefetcher(frames, depth=max(4, latency + 2))
     prefetcher.start()
     next_report = stats.start + report_every
     try:

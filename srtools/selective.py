@@ -24,8 +24,8 @@ little it changed, since computing it gains only what the stale correction misse
 
 How many: the measured time per block (a moving average over batched calls) sets how many fit
 the time left in the frame's slot (:class:`srtools.filter.Deadline`), after the bicubic and
-composition work. With a latency of one frame, a third of the slot stays unused as a margin; with
-two or more, the network takes nearly all of it, since a frame that overruns its slot is not late
+composition work. With a latency of one frame, 35% of the slot stays unused as a margin; with
+two or more, the network takes 90% of it, since a frame that overruns its slot is not late
 yet and the next frames' slots pay the overrun back (on this project's 2-core machine: twice the
 blocks, README). The blocks run in up to :attr:`SelectiveUpscaleStage.CALLS` batched calls, and a
 call that would end past :attr:`SelectiveUpscaleStage.STOP_AT` of the time until the frame is late
@@ -160,14 +160,15 @@ class SelectiveUpscaleStage:
         time_left *= self.usable
         # A whole frame after a slow spell raised full_cost (the only way back to whole frames), once
         # blocks have become fast enough to say that it would fit.
-        trial = self.full_cost > time_left and self._whole_from_blocks() <= time_left
+        trial = self.full_cost > time_left and self._blocks_measured and self._whole_from_blocks() <= time_left
         if self.full_cost <= time_left or trial:
             start = time.perf_counter()
             out = engine.upscale(frame, self.out_header)
             took = time.perf_counter() - start
             self.full_cost = _updated(self.full_cost, took, trust=trial)
-            if trial:  # blocks were measured recently, at the same speed
-                self.whole_ratio = took / (self.block_cost * self.frame_in_windows)
+            if trial:  # blocks were measured on the frame before, at the same speed
+                self.whole_ratio = self._bounded_ratio(took / (self.block_cost * self.frame_in_windows))
+            self._blocks_measured = False
             self._remember_full(frame, out)
             return [out], 1
         out, computed = self._selective(frame, engine, time_left)
@@ -205,7 +206,14 @@ class SelectiveUpscaleStage:
         # both are: not 1, since small windows keep the activations in cache (1.4 on this project's
         # 2-core machine, where windows of 58x58 take 0.8 us a pixel and whole 320x180 frames 1.1).
         self.whole_ratio: float | None = None
+        self._blocks_measured = False  # on the last frame: block_cost is as fresh as a whole frame's time
         self.overhead = 0.0  # bicubic + composition, measured on every selective frame
+
+    @staticmethod
+    def _bounded_ratio(ratio: float) -> float:
+        """A measured whole/blocks ratio, bounded so that one measurement a load spike disturbed can
+        neither keep whole frames away for good nor try them on every frame."""
+        return min(max(ratio, 0.5), 2.0)
 
     def _whole_from_blocks(self) -> float:
         """A whole frame's time as the blocks' measured time predicts it (inf until blocks are measured)."""
@@ -274,14 +282,15 @@ class SelectiveUpscaleStage:
         if 0 < fit < len(candidates):
             candidates = candidates[np.argsort(-self._priority(frame.y, candidates, difference), kind="stable")]
         chosen = candidates[:fit]
+        self._blocks_measured = len(chosen) > 0
         if len(chosen):
             self.starved = 0
             run_start = time.perf_counter()
             chosen, outputs = self._run_blocks(engine, frame.y, chosen)
             took = (time.perf_counter() - run_start) / len(chosen)
             self.block_cost = took if probing else self.block_cost + 0.3 * (took - self.block_cost)
-            if self.whole_ratio is None:  # the first blocks measured: against the warm-up's whole frame
-                self.whole_ratio = min(1.0, self.full_cost / (took * self.frame_in_windows))
+            if self.whole_ratio is None:  # the first blocks measured: against the latest whole frame's time
+                self.whole_ratio = self._bounded_ratio(self.full_cost / (took * self.frame_in_windows))
             for b, tensor in zip(chosen, outputs):
                 region = self._region(b, s)
                 sr = to_plane(tensor)

@@ -62,7 +62,7 @@ def tiny_upscaler(seed: int = 0) -> ModelUpscaler:
 class RecordingStage(SelectiveUpscaleStage):
     """Records, per frame, the input frame number and whether the whole frame went through the network."""
 
-    def __init__(self, slow_frames: range, network: SlowDown):
+    def __init__(self, slow_frames: set[int], network: SlowDown):
         super().__init__(HEADER.resized(128, 72), block=16, reuse_threshold=0)
         self.slow_frames, self.network, self.path = slow_frames, network, []
 
@@ -75,7 +75,7 @@ class RecordingStage(SelectiveUpscaleStage):
         return out, ran
 
 
-def test_realtime_recovers_after_a_slow_period():
+def test_realtime_recovers_after_each_slow_period():
     upscaler = tiny_upscaler()
     network = SlowDown(upscaler.model)
     upscaler.model = network
@@ -88,21 +88,23 @@ def test_realtime_recovers_after_a_slow_period():
 
     upscaler.upscale = counting_upscale
     upscaler.warm_up(HEADER)
-    stage = RecordingStage(slow_frames=range(10, 40), network=network)
+    # Two slow spells: a whole frame tried while the second one starts must not keep whole frames away.
+    stage = RecordingStage(slow_frames={*range(10, 40), *range(90, 110)}, network=network)
     stats = filter.Stats()
-    filter.run(paced_frames(120), FPS, y4m.Writer(io.BytesIO(), stage.out_header), stage, upscaler,
+    filter.run(paced_frames(170), FPS, y4m.Writer(io.BytesIO(), stage.out_header), stage, upscaler,
                realtime=True, stats=stats)
-    assert [index for index, _ in stage.path] == list(range(120))  # no frame lost or reordered
+    assert [index for index, _ in stage.path] == list(range(170))  # no frame lost or reordered
     full = dict(stage.path)
     assert sum(full[i] for i in range(10)) >= 8  # fast: whole frames (a hiccup's overrun is paid back)
-    # Slow: whole frames only where the time left allows (after a cheap frame), blocks otherwise.
-    assert sum(not full[i] for i in range(15, 40)) >= 8
+    assert stats.late <= 16  # only while the estimates catch up with a change of speed
+    for slow in range(10, 40), range(90, 110):
+        # Slow: whole frames only where the time left allows (after a cheap frame), blocks otherwise.
+        assert sum(not full[i] for i in slow[5:]) >= 8
+        # After it the measured block time falls, a whole frame is tried, and whole frames return.
+        back = min(i for i in range(slow.stop, slow.stop + 40) if full[i])
+        assert back <= slow.stop + 30
+        assert sum(full[i] for i in range(back, back + 20)) >= 18
     assert stage.blocks_total > 0 and stage.share < 1
-    assert stats.late <= 8  # only while the estimates catch up with the change of speed
-    # After the slow period the measured block time falls, everything fits again, and whole frames return.
-    back = min(i for i in range(40, 120) if full[i])
-    assert back <= 70
-    assert sum(full[i] for i in range(back, 120)) >= 0.9 * (120 - back)
 
 
 def test_blocks_with_halo_equal_full_frame_sr():
@@ -258,8 +260,8 @@ def test_with_a_latency_to_spare_the_blocks_take_most_of_the_slot():
     computed = {}
     for latency in 1, 2:
         stage, upscaler, _ = selective_stage(latency)
-        stage.full_cost, stage.block_cost = math.inf, 0.1 / len(stage.grid)  # all blocks: 100 ms
-        stage.process(numbered(0), upscaler, time_left=0.1)
+        stage.full_cost, stage.block_cost = math.inf, 1.0 / len(stage.grid)  # all blocks: 1 s
+        stage.process(numbered(0), upscaler, time_left=1.0)
         computed[latency] = stage.blocks_run / len(stage.grid)
     # One frame: a third of the slot stays free; two: the stage plans up to 90% of it.
     assert 0.5 < computed[1] <= 0.65 < 0.8 < computed[2] <= 0.9
@@ -273,8 +275,9 @@ def test_a_whole_frame_is_tried_again_only_when_blocks_predict_it_fits(whole_rat
     stage, upscaler, _ = selective_stage()
     stage.full_cost, stage.whole_ratio = math.inf, whole_ratio  # a slow spell raised the whole frame's cost
     stage.block_cost = 0.8 * stage.usable / stage.frame_in_windows  # blocks now say: 80% of the time left
+    stage._blocks_measured = True  # ... measured on the frame before
     [out], _ = stage.process(numbered(0), upscaler, time_left=1.0)
     assert (stage.blocks_total == 0) == tried  # no blocks: the whole frame
     if tried:
         assert np.array_equal(out.y, upscaler.upscale(numbered(0), stage.out_header).y)
-        assert stage.full_cost < 1.0 and stage.whole_ratio != whole_ratio  # both re-measured
+        assert stage.full_cost < 0.1 and stage.whole_ratio == 0.5  # re-measured: milliseconds, not 0.52 s

@@ -149,11 +149,14 @@ def test_rejected_model_keeps_previous(tmp_path, small_y4m):
 def test_realtime_runs_the_network_on_blocks_when_whole_frames_are_too_slow(tmp_path):
     publish(tmp_path, channels=48, blocks=8)
     clip = make_y4m(tmp_path / "fast.y4m", size="320x180", seconds=0.5, rate=200)  # 5 ms per frame
-    result = run_command("sr-serve", "--spool", tmp_path, "--realtime", clip)
+    result = run_command("sr-serve", "--spool", tmp_path, "--realtime", "--stats", tmp_path / "stats.json", clip)
     assert result.returncode == 0, result.stderr
     assert len(frames_of(result.stdout)[1]) == 100
     share = int(re.search(rb"selective SR: (\d+)% of blocks", result.stderr).group(1))
     assert share < 50  # far from the whole frame: only the blocks that fit
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    assert stats["worst_lag_ms"] > 0 and re.search(rb"late \(worst lag \d+ ms of 10 allowed\)", result.stderr)
+    expect_error(run_command("sr-serve", "--spool", tmp_path, "--realtime", "--latency", "0", clip), 2, "--latency")
     slow = make_y4m(tmp_path / "slow.y4m", size="32x18", seconds=3, rate=2)
     publish(tmp_path, channels=4, blocks=1)
     result = run_command("sr-serve", "--spool", tmp_path, "--realtime", slow)

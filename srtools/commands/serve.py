@@ -31,9 +31,10 @@ log = logging.getLogger("srtools.serve")
                    "the network runs on the blocks where it gains most, as many as fit, bicubic elsewhere "
                    "(selective SR, see DESCRIPTION).")
 @click.option("--latency", type=click.IntRange(1, 25), default=2, show_default=True, metavar="FRAMES",
-              help="With --realtime, frame intervals from a frame's arrival until it must be written. With 2 or "
-                   "more the network may take nearly every interval: a frame that overruns its interval is not "
-                   "late yet, and the next frames make up for it. 1 keeps a third of each interval unused.")
+              help="With --realtime, frame intervals a frame may take from the start of its slot (its arrival, "
+                   "unless earlier frames ran over) until it is written. With 2 or more the network may take 90% "
+                   "of every interval: a frame that overruns its interval is not late yet, and the next frames make "
+                   "up for it. 1 keeps 35% of each interval unused.")
 @click.option("--block", type=click.IntRange(8, 256), default=32, show_default=True, metavar="PIXELS",
               help="Selective SR block size in input pixels.")
 @click.option("--reuse-threshold", type=click.FloatRange(0, 255), default=2.0, show_default=True, metavar="LEVELS",

@@ -50,10 +50,11 @@ class Profile:
     machine: str
 
     ARRAYS = ("dnn_ms", "bicubic_ms", "decode_ms", "hr_decode_ms", "encode_ms")
+    DECIMALS = 3  # of a millisecond: what a saved profile keeps, so a measured one is rounded alike
 
     def to_json(self) -> dict:
         return {"format": FORMAT, "model": self.model, "machine": self.machine,
-                **{name: np.round(getattr(self, name), 3).tolist() for name in self.ARRAYS}}
+                **{name: np.round(getattr(self, name), self.DECIMALS).tolist() for name in self.ARRAYS}}
 
     def save(self, path: str | os.PathLike) -> None:
         write_json_atomic(path, self.to_json())
@@ -139,4 +140,5 @@ def measure(manifest: Manifest, reconstructor: Reconstructor, on_tile: TileCallb
     upscaler = reconstructor.upscaler
     model = "none (bicubic)" if upscaler is None else f"{upscaler.info.arch} {upscaler.info.hparams} ({upscaler.label})"
     machine = f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus"
-    return Profile(dnn, bic, dec, hr_dec, encode, model, machine)
+    # Rounded as saved: a plan made from this profile is the plan its saved copy gives.
+    return Profile(*(np.round(a, Profile.DECIMALS) for a in (dnn, bic, dec, hr_dec, encode)), model, machine)
