@@ -46,18 +46,17 @@ MEDIA = ROOT.parent / "shared" / "media"
 
 class Recording(SelectiveUpscaleStage):
     """Keeps every output frame and how many blocks it covered; with ``block_energy`` set (one (B,) array
-    per frame), ranks blocks by it instead of the stage's own predictor."""
+    per frame), takes it for the blocks' detail instead of their Laplacian energy."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.outputs, self.covered = [], []
         self.block_energy: list[np.ndarray] | None = None
 
-    def _priority(self, luma, candidates, difference):
+    def _detail(self, luma, candidates):
         if self.block_energy is None:
-            return super()._priority(luma, candidates, difference)
-        energy = self.block_energy[len(self.outputs)][candidates]
-        return energy * np.minimum(1.0, difference[candidates] / self.STALE_LEVELS)
+            return super()._detail(luma, candidates)
+        return self.block_energy[len(self.outputs)][candidates]
 
     def process(self, frame, engine, time_left):
         before = self.blocks_run + self.blocks_reused

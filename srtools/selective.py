@@ -232,12 +232,15 @@ class SelectiveUpscaleStage:
 
     def _priority(self, luma: np.ndarray, candidates: np.ndarray, difference: np.ndarray) -> np.ndarray:
         """How much computing each candidate block now is expected to gain, higher first (see the
-        module docstring): Laplacian energy of the block, scaled down by how little it changed."""
+        module docstring): its detail, scaled down by how little it changed."""
+        return self._detail(luma, candidates) * np.minimum(1.0, difference[candidates] / self.STALE_LEVELS)
+
+    def _detail(self, luma: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        """(len(candidates),) the mean Laplacian energy of each candidate block of ``luma``."""
         laplacian = cv2.Laplacian(luma, cv2.CV_32F)
         sums = cv2.integral(laplacian * laplacian, sdepth=cv2.CV_64F)
         y0, y1, x0, x1 = self.grid.blocks[candidates].T
-        energy = (sums[y1, x1] - sums[y0, x1] - sums[y1, x0] + sums[y0, x0]) / ((y1 - y0) * (x1 - x0))
-        return energy * np.minimum(1.0, difference[candidates] / self.STALE_LEVELS)
+        return (sums[y1, x1] - sums[y0, x1] - sums[y1, x0] + sums[y0, x0]) / ((y1 - y0) * (x1 - x0))
 
     def _region(self, b: int, scale: int) -> tuple[slice, slice]:
         """Block ``b`` in the output plane."""
