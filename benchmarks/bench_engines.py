@@ -2,7 +2,7 @@
 (fp32 and int8 post-training quantization calibrated on the stream's own frames), in one run.
 
 Speed: frames per second of the network alone (batch 1, luma), median of --repeats timed calls after
-warm-up (srtools.filter.measure_cost), as a ratio to torch channels-last fp32 measured in the same
+warm-up (srtools.framefilter.measure_cost), as a ratio to torch channels-last fp32 measured in the same
 run. Agreement: Y-PSNR of each engine's output against torch fp32's on real frames (99 = identical;
 a trained model from --model, else random weights with a real residual, which still shows rounding
 and quantization error).
@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from srtools import archs, metrics, modelfile, video  # noqa: E402
-from srtools.filter import measure_cost  # noqa: E402
+from srtools.framefilter import measure_cost  # noqa: E402
 
 MEDIA = ROOT.parent / "shared" / "media"
 

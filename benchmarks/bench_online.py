@@ -34,7 +34,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from srtools import archs, degrade, ffmpeg, metrics, models, plot, video  # noqa: E402
+from srtools import archs, degrade, ffmpeg, loader, metrics, plot, video  # noqa: E402
 from srtools.live.lowess import SceneChangeDetector  # noqa: E402
 from srtools.live.monitor import Monitor  # noqa: E402
 from srtools.live.pool import Pool  # noqa: E402
@@ -107,7 +107,7 @@ def simulate(mode: str, stream: Stream, work: Path, steps_per_second: int, stop:
                          session=TrainConfig(max_seconds=1e9, max_steps=cap, eval_every=2.0))
     trainer = OnlineTrainer(spool, 2, config)
     monitor = Monitor(spool.root, 2, SceneChangeDetector())  # sr-monitor's defaults
-    server = models.ModelWatcher(spool, archs.UPSCALE, 2, 0.0, upscaler_factory("cpu", "fp32"))
+    server = loader.ModelWatcher(spool, archs.UPSCALE, 2, 0.0, upscaler_factory("cpu", "fp32"))
     psnr, bicubic_psnr, versions, monitor_seconds, cpu_seconds = [], [], set(), 0.0, 0.0
     for second, new_pairs in enumerate(stream.pairs):
         for t, hr, lr in new_pairs:

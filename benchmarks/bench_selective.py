@@ -10,7 +10,7 @@ The LR frames after the training section are fed at --fps in real time through s
 - kept: (Y-PSNR of the selective output - bicubic) / (full-frame SR - bicubic), per clip;
 - oracle: the same for the blocks with the largest true gain, as many per frame as selective had;
 - ours/oracle: the ratio of the two; late: frames written more than --latency frame intervals after
-  their slot started (srtools.filter.Deadline); lag: the longest any frame took, in ms; fps: output rate.
+  their slot started (srtools.framefilter.Deadline); lag: the longest any frame took, in ms; fps: output rate.
 
 With --share S the input is not paced: every frame computes S of the blocks (no timing, so
 block choices and reuse settings compare without the machine's noise; the first frame is whole).
@@ -36,7 +36,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from srtools import archs, degrade, filter, metrics, modelfile, video, y4m  # noqa: E402
+from srtools import archs, degrade, framefilter, metrics, modelfile, video, y4m  # noqa: E402
 from srtools.selective import BlockGrid, SelectiveUpscaleStage  # noqa: E402
 from srtools.training import TrainConfig, UpscaleRecipe, load_pairs, train  # noqa: E402
 from srtools.upscale import ModelUpscaler, bicubic  # noqa: E402
@@ -168,11 +168,11 @@ def main() -> None:
         if args.rank == "correction":
             grid = BlockGrid.build(height, width, args.block, model.receptive_radius())
             stage.block_energy = [correction_energy(grid, f, b) for f, b in zip(full, bic)]
-        stats = filter.Stats()
+        stats = framefilter.Stats()
         started = time.monotonic()
         if args.share is None:
-            filter.run(paced(lr_frames, args.fps), args.fps, y4m.Writer(io.BytesIO(), out_header), stage, upscaler,
-                       realtime=True, latency=args.latency, stats=stats)
+            framefilter.run(paced(lr_frames, args.fps), args.fps, y4m.Writer(io.BytesIO(), out_header), stage, upscaler,
+                            realtime=True, latency=args.latency, stats=stats)
         else:
             fixed_share(stage, upscaler, lr_frames, args.share)
         fps = len(lr_frames) / (time.monotonic() - started)

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from srtools import archs, degrade, ffmpeg, generic, metrics, modelfile, training  # noqa: E402
-from srtools.filter import measure_cost  # noqa: E402
+from srtools.framefilter import measure_cost  # noqa: E402
 from srtools.training import RefineRecipe, TrainConfig, UpscaleRecipe, load_pairs, train, upscale_planes  # noqa: E402
 from srtools.upscale import to_plane, to_unit  # noqa: E402
 

@@ -23,7 +23,7 @@ not); a block that could fall back on a stale correction is ranked down in propo
 little it changed, since computing it gains only what the stale correction misses.
 
 How many: the measured time per block (a moving average over batched calls) sets how many fit
-the time left in the frame's slot (:class:`srtools.filter.Deadline`), after the bicubic and
+the time left in the frame's slot (:class:`srtools.framefilter.Deadline`), after the bicubic and
 composition work. With a latency of one frame, 35% of the slot stays unused as a margin; with
 two or more, the network takes 90% of it, since a frame that overruns its slot is not late
 yet and the next frames' slots pay the overrun back (on this project's 2-core machine: twice the
@@ -42,7 +42,7 @@ import cv2
 import numpy as np
 import torch
 
-from .filter import CostGate
+from .framefilter import CostGate
 from .upscale import ModelUpscaler, bicubic, resize_plane, to_plane, to_unit
 from .y4m import Frame, Header
 
@@ -106,7 +106,7 @@ def upscale_blocks(upscaler: ModelUpscaler, luma: np.ndarray, grid: BlockGrid,
 
 
 class SelectiveUpscaleStage:
-    """sr-serve's filter stage (:mod:`srtools.filter`): the model on whole frames when it fits the
+    """sr-serve's filter stage (:mod:`srtools.framefilter`): the model on whole frames when it fits the
     time left, else on the blocks that gain most (see the module docstring); bicubic elsewhere.
 
     Args:
@@ -115,7 +115,7 @@ class SelectiveUpscaleStage:
         reuse_threshold: largest luma change (levels) of a block's window under which its last
             correction is reused instead of computing the block; 0 turns reuse off, stale
             corrections included.
-        latency: the frame intervals a frame may take before it is late (:class:`srtools.filter.Deadline`).
+        latency: the frame intervals a frame may take before it is late (:class:`srtools.framefilter.Deadline`).
     """
 
     # Share of the time left in the frame's slot that the network may take: writing the frame and the

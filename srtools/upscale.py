@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import torch
 
-from .filter import measure_cost
+from .framefilter import measure_cost
 from .modelfile import ModelInfo
 from .y4m import Frame, Header
 
@@ -87,7 +87,7 @@ class ModelUpscaler:
 
     def warm_up(self, header: Header) -> None:
         """Run on a blank frame of ``header``'s size: first-call allocations stay out of the live
-        stream, and :attr:`cost` is measured (:func:`srtools.filter.measure_cost`)."""
+        stream, and :attr:`cost` is measured (:func:`srtools.framefilter.measure_cost`)."""
         blank = Frame([np.full(shape, 128, np.uint8) for shape in header.plane_shapes])
         out_header = header.resized(header.width * self.info.scale, header.height * self.info.scale)
         self.cost = measure_cost(lambda: self.upscale(blank, out_header))
@@ -122,5 +122,5 @@ class ModelUpscaler:
 
 def upscaler_factory(device: str, precision: str) -> Callable[..., ModelUpscaler]:
     """Builds a :class:`ModelUpscaler` from (model, info, version): what the model loader and the
-    spool watcher (:mod:`srtools.models`) call for every model they load."""
+    spool watcher (:mod:`srtools.loader`) call for every model they load."""
     return functools.partial(ModelUpscaler, device=device, precision=resolve_precision(precision, device))

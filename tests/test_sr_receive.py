@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from srtools import archs, modelfile, models
+from srtools import archs, loader, modelfile
 from srtools.spool import Spool
 
 from conftest import NGINX, Server, expect_error, free_port, run_command, running_nginx
@@ -101,13 +101,13 @@ def test_a_good_upload_becomes_current_under_the_push_side_version(receiver, tmp
     assert (spool / answer["file"]).read_bytes() == body
     pointer = Spool(spool).current("fedsr", 2)
     assert pointer.version == 7
-    model, info, version = models.load_current(Spool(spool), archs.UPSCALE, 2)
+    model, info, version = loader.load_current(Spool(spool), archs.UPSCALE, 2)
     assert version == 7 and info.hparams["channels"] == 4
     assert get(url)[1]["version"] == 7
     assert list((spool / "tmp").iterdir()) == []
     # A newer version replaces it.
     assert put(url, model_file(tmp_path / "m2.safetensors", channels=6), version=9)[0] == 201
-    assert models.load_current(Spool(spool), archs.UPSCALE, 2)[2] == 9
+    assert loader.load_current(Spool(spool), archs.UPSCALE, 2)[2] == 9
     code, err = server.stop()
     assert code == 130 and "2 models accepted" in err and "Traceback" not in err
 

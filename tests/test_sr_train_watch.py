@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from srtools import archs, models
+from srtools import archs, loader
 from srtools.live.pool import Pool
 from srtools.spool import Spool
 
@@ -71,7 +71,7 @@ def no_trainer_left_behind():
 
 
 def current_gain(spool) -> float:
-    model = models.load_current(Spool(spool), archs.UPSCALE, 2)
+    model = loader.load_current(Spool(spool), archs.UPSCALE, 2)
     assert model is not None
     return model[1].gain_db
 
@@ -147,7 +147,7 @@ def test_kill_9_at_any_moment_leaves_a_loadable_current_model(spool):
         if Spool(spool).current("fedsr", 2) is not None:
             assert current_gain(spool) > 0
         for path in (spool / "models").iterdir():  # every version file is whole
-            models.load(path, archs.UPSCALE, 2)
+            loader.load(path, archs.UPSCALE, 2)
     assert Spool(spool).current("fedsr", 2) is not None
 
 

@@ -6,7 +6,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from srtools import archs, modelfile, models
+from srtools import archs, loader, modelfile
 from srtools.fsutil import write_json_atomic
 from srtools.spool import Spool
 
@@ -49,7 +49,7 @@ def test_once_uploads_the_current_model_then_finds_it_present(tmp_path):
         assert line["bytes"] == pointer.path.stat().st_size and line["attempts"] == 1
         served = Spool(tmp_path / "server")
         assert served.current("fedsr", 2).path.read_bytes() == pointer.path.read_bytes()
-        assert models.load_current(served, archs.UPSCALE, 2)[2] == 2
+        assert loader.load_current(served, archs.UPSCALE, 2)[2] == 2
         # Nothing is sent again: the server's GET says it has v2.
         result = run_command("sr-upload", *args, "--token-file", write_token(tmp_path / "t"))
         assert result.returncode == 0, result.stderr.decode()

@@ -7,7 +7,7 @@ import logging
 
 import click
 
-from .. import archs, cli, filter, models, video, y4m
+from .. import archs, cli, framefilter, loader, video, y4m
 from ..errors import UsageError
 from ..selective import SelectiveUpscaleStage
 from ..upscale import resolve_precision, upscaler_factory
@@ -77,19 +77,19 @@ def command(input: str, output: str, spool: str | None, model_path: str | None, 
     device = cli.resolve_device(device)
     precision = resolve_precision(precision, device)
     factory = upscaler_factory(device, precision)
-    upscaler = models.open_engine(factory, archs.UPSCALE, scale, model_path=model_path)
+    upscaler = loader.open_engine(factory, archs.UPSCALE, scale, model_path=model_path)
     with contextlib.ExitStack() as stack:
         reader = stack.enter_context(video.open_source(input))
         in_header = reader.header
-        upscaler, watcher = models.follow_spool(stack, upscaler, factory, archs.UPSCALE, scale, in_header, spool,
-                                                poll_interval)
+        upscaler, watcher = loader.follow_spool(stack, upscaler, factory, archs.UPSCALE, scale, in_header, spool,
+                                               poll_interval)
         log.info("model: %s; network on %s in %s", upscaler.label if upscaler else "none yet, bicubic", device,
                  precision)
         out_header = in_header.resized(in_header.width * scale, in_header.height * scale)
         writer = y4m.Writer(stack.enter_context(y4m.open_output(output)), out_header)
         stage = SelectiveUpscaleStage(out_header, block=block, reuse_threshold=reuse_threshold, latency=latency)
-        filter.run(reader, float(in_header.fps), writer, stage, upscaler, watcher=watcher, realtime=realtime,
-                   latency=latency, stats=filter.Stats(path=stats_path))
+        framefilter.run(reader, float(in_header.fps), writer, stage, upscaler, watcher=watcher, realtime=realtime,
+                        latency=latency, stats=framefilter.Stats(path=stats_path))
         if realtime and stage.blocks_total:
             log.info("selective SR: %.0f%% of blocks by the network (%d computed, %d reused, %d of them stale)",
                      100 * stage.share, stage.blocks_run, stage.blocks_reused, stage.blocks_stale)

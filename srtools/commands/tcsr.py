@@ -7,9 +7,9 @@ import logging
 
 import click
 
-from .. import archs, cli, filter, models, video, y4m
+from .. import archs, cli, framefilter, loader, video, y4m
 from ..errors import UsageError
-from ..refine import Budget, EveryNth, RefineStage, refiner_factory
+from ..tcsr import Budget, EveryNth, TcsrStage, refiner_factory
 from ..upscale import resolve_precision
 
 log = logging.getLogger("srtools.tcsr")
@@ -63,22 +63,23 @@ def command(input: str, output: str, spool: str | None, model_path: str | None, 
     device = cli.resolve_device(device)
     precision = resolve_precision(precision, device)
     factory = refiner_factory(device, precision)
-    refiner = models.open_engine(factory, archs.REFINE, scale, model_path=model_path)
+    refiner = loader.open_engine(factory, archs.REFINE, scale, model_path=model_path)
     selector = Budget(budget_ms / 1e3) if budget_ms is not None else EveryNth(every or 1)
     with contextlib.ExitStack() as stack:
         reader = stack.enter_context(video.open_source(input))
         header = reader.header
-        refiner, watcher = models.follow_spool(stack, refiner, factory, archs.REFINE, scale, header, spool,
-                                               poll_interval)
+        refiner, watcher = loader.follow_spool(stack, refiner, factory, archs.REFINE, scale, header, spool,
+                                              poll_interval)
         log.info("model: %s; %s; network on %s in %s",
                  f"{refiner.label} (k={refiner.k}, {1e3 * refiner.cost:.0f} ms per frame)" if refiner
                  else "none yet, frames pass through",
                  f"budget {budget_ms:g} ms per frame" if budget_ms is not None else f"every {every or 1} frame(s)",
                  device, precision)
         writer = y4m.Writer(stack.enter_context(y4m.open_output(output)), header)
-        stats = filter.Stats(fallback_name="passed through at their deadline", engine_name="refined", path=stats_path)
-        filter.run(reader, float(header.fps), writer, RefineStage(selector), refiner, watcher=watcher,
-                   realtime=budget_ms is not None, stats=stats)
+        stats = framefilter.Stats(fallback_name="passed through at their deadline", engine_name="refined",
+                                  path=stats_path)
+        framefilter.run(reader, float(header.fps), writer, TcsrStage(selector), refiner, watcher=watcher,
+                        realtime=budget_ms is not None, stats=stats)
 
 
 main = cli.entry_point(command)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from .. import archs, cli, degrade, generic, modelfile, models
+from .. import archs, cli, degrade, generic, loader, modelfile
 from ..errors import ModelError, UsageError
 from ..live.stoprule import StopRule
 from ..live.watchtrain import MODES, Event, OnlineTrainer, WatchConfig, spool_lock
@@ -168,7 +168,7 @@ def command(spool: str, arch: str, hr_source: str | None, lr_source: str | None,
                                 consecutive=refine)
     rng = np.random.default_rng(seed)
     if refine:
-        upscaler = models.load_current(spool_dir, archs.UPSCALE, scale)
+        upscaler = loader.load_current(spool_dir, archs.UPSCALE, scale)
         if upscaler is None:
             log.warning("the spool has no x%d upscaling model yet: TCSR learns to refine bicubic output", scale)
         baseline = f"{upscaler[1].arch} v{upscaler[2]}" if upscaler else "bicubic"

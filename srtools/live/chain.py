@@ -42,7 +42,7 @@ def srtools_command(name: str, *args: object) -> list[str]:
     return [sys.executable, "-m", "srtools", name, *map(str, args)]
 
 
-class Stage:
+class StageProcess:
     """A started stage; a thread records the moment it exits, so that of several stages failing
     together the first one (the cause; the others failed on its broken pipe) is blamed."""
 
@@ -65,7 +65,7 @@ class Chain:
 
     def __init__(self, prefix: str = "sr-live-"):
         self.dir = Path(tempfile.mkdtemp(prefix=prefix))
-        self.stages: list[Stage] = []
+        self.stages: list[StageProcess] = []
 
     def __enter__(self) -> Chain:
         return self
@@ -79,11 +79,11 @@ class Chain:
         return path
 
     def start(self, name: str, argv: Sequence[str], stdin: int | IO | None = subprocess.DEVNULL,
-              stdout: int | IO | None = subprocess.DEVNULL) -> Stage:
+              stdout: int | IO | None = subprocess.DEVNULL) -> StageProcess:
         """Start a stage; its stderr is ours (every srtools command prefixes its lines with its name)."""
         log.debug("starting %s: %s", name, " ".join(argv))
         process = subprocess.Popen(list(argv), stdin=stdin, stdout=stdout, start_new_session=True)
-        stage = Stage(name, process)
+        stage = StageProcess(name, process)
         self.stages.append(stage)
         return stage
 
@@ -282,7 +282,7 @@ class ServerChain:
                         _describe(ingest.returncode))
         self.chain.forget(names)
 
-    def _wait_listening(self, ingest: Stage, timeout: float = 10.0) -> None:
+    def _wait_listening(self, ingest: StageProcess, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
         while not port_listening(rtmp_port(self.config.source)):
             if ingest.returncode is not None or time.monotonic() > deadline:
@@ -290,7 +290,7 @@ class ServerChain:
             time.sleep(0.05)
 
 
-def _announced(stage: Stage) -> str:
+def _announced(stage: StageProcess) -> str:
     """The URL a server stage prints as its first stdout line."""
     line = stage.process.stdout.readline()
     if not line:

@@ -18,7 +18,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from .. import archs, metrics, models
+from .. import archs, loader, metrics
 from ..errors import SrError
 from ..fsutil import write_json_atomic
 from ..spool import Spool
@@ -68,7 +68,7 @@ class Monitor:
     def __init__(self, spool: str | Path, scale: int, detector: SceneChangeDetector, device: str = "cpu"):
         self.spool, self.scale, self.detector = Spool(spool, create=True), scale, detector
         self.pool = Pool(spool)
-        self.watcher = models.ModelWatcher(self.spool, archs.UPSCALE, scale, 0.0, upscaler_factory(device, "fp32"))
+        self.watcher = loader.ModelWatcher(self.spool, archs.UPSCALE, scale, 0.0, upscaler_factory(device, "fp32"))
         self.last = 0  # the newest pair already scored
 
     def new_samples(self) -> Iterator[Sample]:

@@ -35,7 +35,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from .. import archs, generic, modelfile, models
+from .. import archs, generic, loader, modelfile
 from ..errors import BusyError, ModelError, SrError
 from ..modelfile import ModelInfo
 from ..spool import Spool
@@ -230,7 +230,7 @@ class Start:
     @classmethod
     def choose(cls, spool: Spool, scale: int, config: WatchConfig) -> Start:
         try:
-            current = models.load_current(spool, archs.UPSCALE, scale)
+            current = loader.load_current(spool, archs.UPSCALE, scale)
         except ModelError as exc:
             log.warning("not starting from the current model: %s", exc)
             current = None
@@ -284,7 +284,7 @@ class OnlineTrainer:
         requests = self.pending_requests()
         if requests:
             return f"request {requests[-1].stem.split('-')[1].lstrip('0') or '0'}"
-        if models.current_pointer(self.spool, archs.UPSCALE, self.scale) is None and not self.sessions:
+        if loader.current_pointer(self.spool, archs.UPSCALE, self.scale) is None and not self.sessions:
             return "no model"
         return None
 

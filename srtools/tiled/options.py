@@ -9,7 +9,7 @@ from typing import Callable
 
 import click
 
-from .. import archs, cli, models
+from .. import archs, cli, loader
 from ..errors import UsageError
 from ..upscale import ModelUpscaler, upscaler_factory
 from . import planning
@@ -69,7 +69,7 @@ def open_upscaler(spool: str | None, model_path: str | None, scale: int, device:
     Raises:
         UsageError: a spool with no model yet (``purpose`` says what it was needed for).
     """
-    upscaler = models.open_engine(upscaler_factory(cli.resolve_device(device), precision), archs.UPSCALE, scale,
+    upscaler = loader.open_engine(upscaler_factory(cli.resolve_device(device), precision), archs.UPSCALE, scale,
                                   model_path=model_path, spool=spool)
     if upscaler is None and spool is not None and model_path is None:
         raise UsageError(f"--spool {spool}: no x{scale} upscaling model published yet (run sr-train): "

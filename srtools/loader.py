@@ -22,7 +22,7 @@ from .errors import ModelError, SrError
 from .modelfile import ModelInfo
 from .spool import Pointer, Spool
 
-log = logging.getLogger("srtools.models")
+log = logging.getLogger("srtools.loader")
 
 Engine = TypeVar("Engine")
 # Turns a loaded network into what the server runs (an upscaler, a refiner): (model, info, version).

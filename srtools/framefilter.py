@@ -30,7 +30,7 @@ class Engine(Protocol):
         """Run on a blank frame of ``header``'s size, measuring :attr:`cost`."""
 
 
-class Stage(Protocol):
+class FilterStage(Protocol):
     """What one filter does with each frame."""
 
     fallbacks: int  # frames the engine could have made but did not have time for
@@ -185,19 +185,19 @@ class Stats:
         self.path = path  # where report() also publishes the counters as JSON
         self.start = time.monotonic()
 
-    def as_dict(self, engine: Engine | None, deadline: Deadline, stage: Stage) -> dict:
+    def as_dict(self, engine: Engine | None, deadline: Deadline, stage: FilterStage) -> dict:
         elapsed = time.monotonic() - self.start
         return {"frames": self.frames, "seconds": round(elapsed, 2), "model": engine.label if engine else None,
                 "swaps": self.swaps, "engine_frames": self.engine_frames, "fallbacks": stage.fallbacks,
                 "probes": stage.probes, "late": deadline.late, "worst_lag_ms": round(1e3 * deadline.worst_lag, 1)}
 
-    def report(self, engine: Engine | None, deadline: Deadline, stage: Stage) -> None:
+    def report(self, engine: Engine | None, deadline: Deadline, stage: FilterStage) -> None:
         """Log the counters, and publish them to ``path`` (atomically) when there is one."""
         log.info("%s", self.line(engine, deadline, stage))
         if self.path:
             write_json_atomic(self.path, self.as_dict(engine, deadline, stage))
 
-    def line(self, engine: Engine | None, deadline: Deadline, stage: Stage) -> str:
+    def line(self, engine: Engine | None, deadline: Deadline, stage: FilterStage) -> str:
         elapsed = time.monotonic() - self.start
         fps = self.frames / elapsed if elapsed > 0 else 0.0
         text = (f"{self.frames} frames in {elapsed:.1f} s ({fps:.1f} fps), model "
@@ -209,7 +209,7 @@ class Stats:
         return text
 
 
-def run(frames: Iterable[y4m.Frame], fps: float, writer: y4m.Writer, stage: Stage, engine: Engine | None, *,
+def run(frames: Iterable[y4m.Frame], fps: float, writer: y4m.Writer, stage: FilterStage, engine: Engine | None, *,
         watcher=None, realtime: bool = False, latency: int = 1, stats: Stats | None = None,
         report_every: float = 10.0) -> Engine | None:
     """Run ``stage`` over ``frames`` and write its output; returns the engine in use at the end.
@@ -220,7 +220,7 @@ def run(frames: Iterable[y4m.Frame], fps: float, writer: y4m.Writer, stage: Stag
         writer: where output frames go (flushed after each input frame).
         stage: what each frame becomes.
         engine: the engine to start with (None: the cheap path until the watcher has one).
-        watcher: a :class:`srtools.models.ModelWatcher` offering newer engines, or None.
+        watcher: a :class:`srtools.loader.ModelWatcher` offering newer engines, or None.
         realtime: give each frame a deadline at the input frame rate.
         latency: frame intervals each frame may take until written (see :class:`Deadline`).
         stats: counters to fill (a final line is logged even when the loop is interrupted).

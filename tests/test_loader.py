@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from srtools import archs, modelfile, models
+from srtools import archs, loader, modelfile
 from srtools.archs.fedsr_arch import FEDSR
 from srtools.errors import ModelError
 from srtools.fsutil import write_json_atomic
@@ -197,20 +197,20 @@ def test_published_files_are_readable_by_other_users(tmp_path):
 
 def test_one_loader_for_every_task(tmp_path):
     spool = Spool(tmp_path / "spool", create=True)
-    assert models.current_pointer(spool, archs.UPSCALE, 2) is None
-    assert models.current_pointer(Spool(tmp_path / "missing"), archs.UPSCALE, 2) is None
+    assert loader.current_pointer(spool, archs.UPSCALE, 2) is None
+    assert loader.current_pointer(Spool(tmp_path / "missing"), archs.UPSCALE, 2) is None
     spool.publish(*tiny())
-    model, info, version = models.load_current(spool, archs.UPSCALE, 2)
+    model, info, version = loader.load_current(spool, archs.UPSCALE, 2)
     assert (info.arch, version) == ("fedsr", 1) and isinstance(model, FEDSR)
     with pytest.raises(ModelError, match="expected x3"):
-        models.load(spool.current("fedsr", 2).path, archs.UPSCALE, 3)
+        loader.load(spool.current("fedsr", 2).path, archs.UPSCALE, 3)
     with pytest.raises(ModelError, match="not one that does refine"):
-        models.load(spool.current("fedsr", 2).path, "refine", 2)
+        loader.load(spool.current("fedsr", 2).path, "refine", 2)
 
 
 CRASH_SCRIPT = """
 import os, sys
-from srtools import archs, modelfile, models
+from srtools import archs, modelfile, loader
 from srtools.spool import Spool, StaleVersion
 spool = Spool(sys.argv[1])
 hparams = {"scale": 2, "channels": 4, "blocks": 1}

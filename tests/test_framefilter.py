@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from srtools import archs, filter, modelfile, y4m
+from srtools import archs, framefilter, modelfile, y4m
 from srtools.selective import BlockGrid, SelectiveUpscaleStage, upscale_blocks
 from srtools.upscale import ModelUpscaler, bicubic
 
@@ -90,9 +90,9 @@ def test_realtime_recovers_after_each_slow_period():
     upscaler.warm_up(HEADER)
     # Two slow spells: a whole frame tried while the second one starts must not keep whole frames away.
     stage = RecordingStage(slow_frames={*range(10, 40), *range(90, 110)}, network=network)
-    stats = filter.Stats()
-    filter.run(paced_frames(170), FPS, y4m.Writer(io.BytesIO(), stage.out_header), stage, upscaler,
-               realtime=True, stats=stats)
+    stats = framefilter.Stats()
+    framefilter.run(paced_frames(170), FPS, y4m.Writer(io.BytesIO(), stage.out_header), stage, upscaler,
+                    realtime=True, stats=stats)
     assert [index for index, _ in stage.path] == list(range(170))  # no frame lost or reordered
     full = dict(stage.path)
     assert sum(full[i] for i in range(10)) >= 8  # fast: whole frames (a hiccup's overrun is paid back)
@@ -135,7 +135,7 @@ def test_cost_gate_probes_on_a_bounded_schedule():
     class Engine:
         cost = 0.1  # too slow for 40 ms frames
 
-    gate, decisions = filter.CostGate(), []
+    gate, decisions = framefilter.CostGate(), []
     for _ in range(100):
         run = gate.allow(Engine, 0.04)
         decisions.append(run)
@@ -151,7 +151,7 @@ def test_cost_gate_probes_on_a_bounded_schedule():
 
 
 def test_deadline_counts_late_frames_only_in_real_time():
-    deadline = filter.Deadline(fps=25, realtime=True)
+    deadline = framefilter.Deadline(fps=25, realtime=True)
     assert deadline.begin(arrived=0.0, now=0.0) == pytest.approx(0.04)
     deadline.end(0.05)  # 10 ms late
     # The next frame arrived at 0.04 while the first was still being made: its slot began then, not
@@ -161,14 +161,15 @@ def test_deadline_counts_late_frames_only_in_real_time():
     assert deadline.begin(arrived=0.5, now=0.5) == pytest.approx(0.04)  # a late input starts a fresh slot
     deadline.end(0.51)
     assert deadline.late == 1 and deadline.worst_lag == pytest.approx(0.05)
-    off = filter.Deadline(fps=25, realtime=False)
+    off = framefilter.Deadline(fps=25, realtime=False)
     assert math.isinf(off.begin(0.0, 0.0))
     off.end(10.0)
     assert off.late == 0
 
 
 def test_a_latency_of_two_frames_absorbs_an_overrun_and_the_next_frames_pay_it_back():
-    strict, relaxed = filter.Deadline(fps=25, realtime=True), filter.Deadline(fps=25, realtime=True, latency=2)
+    strict = framefilter.Deadline(fps=25, realtime=True)
+    relaxed = framefilter.Deadline(fps=25, realtime=True, latency=2)
     for deadline in strict, relaxed:
         deadline.begin(arrived=0.0, now=0.0)
         deadline.end(0.07)  # 30 ms over its 40 ms slot
@@ -184,7 +185,7 @@ def test_error_in_the_source_reaches_the_caller():
 
     stage = SelectiveUpscaleStage(HEADER.resized(128, 72))
     with pytest.raises(ValueError, match="truncated frame 1"):
-        filter.run(broken(), FPS, y4m.Writer(io.BytesIO(), stage.out_header), stage, None)
+        framefilter.run(broken(), FPS, y4m.Writer(io.BytesIO(), stage.out_header), stage, None)
 
 
 def selective_stage(latency: int = 1) -> tuple[SelectiveUpscaleStage, ModelUpscaler, Callable]:

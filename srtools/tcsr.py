@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .filter import CostGate, measure_cost
+from .framefilter import CostGate, measure_cost
 from .modelfile import ModelInfo
 from .upscale import resolve_precision, to_plane, to_unit
 from .y4m import Frame, Header
@@ -51,7 +51,7 @@ class Refiner:
 
     def warm_up(self, header: Header) -> None:
         """Refine a blank window of ``header``'s size, measuring :attr:`cost` (see
-        :func:`srtools.filter.measure_cost`)."""
+        :func:`srtools.framefilter.measure_cost`)."""
         window = [Frame([np.full(shape, 128, np.uint8) for shape in header.plane_shapes])] * (2 * self.k + 1)
         self.cost = measure_cost(lambda: self.refine(window))
 
@@ -66,7 +66,7 @@ class Refiner:
 
 
 def refiner_factory(device: str, precision: str) -> Callable[..., Refiner]:
-    """Builds a :class:`Refiner` from (model, info, version), for :mod:`srtools.models`."""
+    """Builds a :class:`Refiner` from (model, info, version), for :mod:`srtools.loader`."""
     return functools.partial(Refiner, device=device, precision=resolve_precision(precision, device))
 
 
@@ -126,8 +126,8 @@ class Budget:
         self.credit = min(self.credit + self.budget_s, self.cap)
 
 
-class RefineStage:
-    """The sr-tcsr filter stage (:mod:`srtools.filter`).
+class TcsrStage:
+    """The sr-tcsr filter stage (:mod:`srtools.framefilter`).
 
     Args:
         selector: which frames to refine (:class:`EveryNth` or :class:`Budget`), among those the
