@@ -1,6 +1,6 @@
 """The command skeleton: shared options, logging to stderr, one-line errors and exit statuses.
 
-Each command module defines ``cli`` with :func:`command` and ``main = entry_point(cli)``.
+Each command module defines ``command`` with :func:`command` and ``main = entry_point(command)``.
 """
 
 from __future__ import annotations
@@ -76,8 +76,23 @@ def command(name: str, epilog: str | None = None) -> Callable[[Callable], click.
 input_argument = click.argument("input", default="-", metavar="[INPUT]")
 output_option = click.option("-o", "--output", default="-", show_default=True, metavar="PATH",
                              help="Where to write Y4M: '-' for stdout, a file or a named FIFO.")
-scale_option = click.option("--scale", type=click.Choice(["2", "3", "4"]), default="2", show_default=True,
-                            callback=lambda ctx, param, value: int(value), help="Upscaling factor.")
+
+
+def scale_option(help: str = "Upscaling factor.") -> Callable:
+    return click.option("--scale", type=click.Choice(["2", "3", "4"]), default="2", show_default=True,
+                        callback=lambda ctx, param, value: int(value), help=help)
+
+
+def model_option(help: str) -> Callable:
+    """--model FILE: a model file given directly (``model_path``)."""
+    return click.option("--model", "model_path", type=click.Path(dir_okay=False), metavar="FILE", help=help)
+
+
+def poll_interval_option(default: float = 0.5, what: str = "the spool is checked for a new model") -> Callable:
+    return click.option("--poll-interval", type=click.FloatRange(0.05, 60), default=default, show_default=True,
+                        metavar="SECONDS", help=f"How often {what}.")
+
+
 device_option = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
                              show_default=True, help="Where the network runs; auto picks CUDA when present.")
 

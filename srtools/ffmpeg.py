@@ -15,12 +15,12 @@ import subprocess
 import threading
 from typing import IO, Sequence
 
-import ffmpeg as ffmpeg_python
-
 from .errors import FFmpegError, InputError
 
 log = logging.getLogger("srtools.ffmpeg")
-_GLOBAL_ARGS = ("-hide_banner", "-nostdin", "-loglevel", "error")
+# Before every ffmpeg's inputs: no banner, no progress, errors only (drained by Process), and no keyboard
+# interaction on stdin (a pipe:0 input is still read).
+GLOBAL_ARGS = ("-hide_banner", "-nostdin", "-nostats", "-loglevel", "error")
 
 
 def ffmpeg_binary() -> str:
@@ -107,22 +107,17 @@ class Process:
         return self.wait(check=False)
 
 
-def _compile(stream) -> list[str]:
-    return list(_GLOBAL_ARGS) + stream.get_args()
-
-
 def decode_args(source: str, *, start: float | None = None, duration: float | None = None,
                 vf: str | None = None, pix_fmt: str = "yuv420p") -> list[str]:
     """ffmpeg arguments that decode ``source`` to Y4M on stdout, every frame kept in order."""
-    input_opts = {}
+    args = list(GLOBAL_ARGS)
     if start:
-        input_opts["ss"] = start
+        args += ["-ss", str(start)]
     if duration:
-        input_opts["t"] = duration
-    output_opts = {"format": "yuv4mpegpipe", "pix_fmt": pix_fmt, "fps_mode": "passthrough"}
-    if vf:
-        output_opts["vf"] = vf
-    return _compile(ffmpeg_python.input(source, **input_opts).output("pipe:", **output_opts))
+        args += ["-t", str(duration)]
+    args += ["-i", source, *(["-vf", vf] if vf else []), "-pix_fmt", pix_fmt, "-fps_mode", "passthrough",
+             "-f", "yuv4mpegpipe", "pipe:"]
+    return args
 
 
 def decode(source: str, **kwargs) -> Process:
@@ -134,15 +129,14 @@ def decode(source: str, **kwargs) -> Process:
 def encode(output: str, *, codec_args: Sequence[str] = ("-c:v", "libx264", "-crf", "18", "-preset", "veryfast"),
            output_args: Sequence[str] = ()) -> Process:
     """Start ffmpeg reading Y4M on its stdin and writing ``output``."""
-    # No -nostdin here: this process reads its frames from stdin.
-    args = ["-hide_banner", "-loglevel", "error", "-y", "-f", "yuv4mpegpipe", "-i", "pipe:",
+    args = [*GLOBAL_ARGS, "-y", "-f", "yuv4mpegpipe", "-i", "pipe:",
             *codec_args, *output_args, output]
     return Process(args, stdin=subprocess.PIPE)
 
 
 def run(args: Sequence[str]) -> None:
     """Run ffmpeg to completion with ``args`` (after the global ones); raise on failure."""
-    Process([*_GLOBAL_ARGS, "-y", *args]).wait()
+    Process([*GLOBAL_ARGS, "-y", *args]).wait()
 
 
 def require_input(source: str) -> None:

@@ -1,13 +1,14 @@
 """Files published atomically (readers see the old file or the new one, never a partial one) and the
-JSON documents the tools exchange (manifests, plans, profiles)."""
+JSON documents the tools exchange (manifests, plans, profiles, and the JSON lines on stdout)."""
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import IO, Any, Callable
 
 from .errors import InputError
 
@@ -88,3 +89,11 @@ def read_json_document(path: str | os.PathLike, fmt: str, kind: str, producer: s
     if not isinstance(raw, dict) or raw.get("format") != fmt:
         raise InputError(f"{path}: not an {producer} {kind} (format {fmt} expected)")
     return raw
+
+
+def emit_json(document: Any, stream: IO[str] | None = None) -> None:
+    """Write ``document`` as one JSON line to ``stream`` (default stdout) and flush: what commands put
+    on stdout besides frames (summaries, events, the URL a server listens on)."""
+    stream = stream or sys.stdout
+    stream.write(json.dumps(document) + "\n")
+    stream.flush()

@@ -46,6 +46,7 @@ from . import ffmpeg, y4m
 from .errors import FFmpegError, InputError, SrError, UsageError
 from .fsutil import read_json_document, write_atomic, write_json_atomic
 from .httpserve import QuietHandler
+from .procutil import enlarge_pipe
 
 log = logging.getLogger("srtools.hls")
 
@@ -210,7 +211,7 @@ class OutputDir:
 
 def ffmpeg_args(enc: Encoding, out: OutputDir, fps: Fraction, append: bool, start_number: int) -> list[str]:
     """ffmpeg arguments: Y4M on stdin (and ``enc.audio``) to H.264/AAC HLS in ``out``."""
-    args = ["-hide_banner", "-nostats", "-loglevel", "error", "-f", "yuv4mpegpipe", "-i", "pipe:0"]
+    args = [*ffmpeg.GLOBAL_ARGS, "-f", "yuv4mpegpipe", "-i", "pipe:0"]
     if enc.audio:
         args += ["-thread_queue_size", str(AUDIO_QUEUE_PACKETS)]
         if is_fifo(enc.audio):
@@ -324,10 +325,9 @@ def hold_fifo(path: str) -> int | None:
     if not is_fifo(path):
         return None
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    try:
-        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, AUDIO_PIPE_BYTES)
-    except OSError as exc:  # above /proc/sys/fs/pipe-max-size for this user
-        log.warning("%s: cannot raise the pipe buffer to %d bytes (%s)", path, AUDIO_PIPE_BYTES, exc.strerror)
+    if not enlarge_pipe(fd, AUDIO_PIPE_BYTES):
+        log.warning("%s: cannot raise the pipe buffer to %d bytes (above /proc/sys/fs/pipe-max-size?)", path,
+                    AUDIO_PIPE_BYTES)
     return fd
 
 

@@ -18,6 +18,7 @@ import urllib.parse
 from pathlib import Path
 
 from .errors import UsageError
+from .fsutil import emit_json
 
 log = logging.getLogger("srtools.http")
 HLS_JS = Path(__file__).resolve().parent.parent / "vendor" / "hls.min.js"
@@ -91,9 +92,7 @@ def server_url(server: Server) -> str:
 
 def announce(url: str, **extra) -> None:
     """Print the server's URL as one JSON line on stdout (for scripts using port 0)."""
-    json.dump({"url": url, **extra}, sys.stdout)
-    sys.stdout.write("\n")
-    sys.stdout.flush()
+    emit_json({"url": url, **extra})
 
 
 def player_page(playlist: str, title: str, hls_js: str | None = "hls.min.js") -> str:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import sys
 
 import click
 
 from .. import cli
 from ..errors import UsageError
+from ..fsutil import emit_json
 from ..tiled import cacheplan, planning
 from ..tiled.manifest import Manifest
 from ..tiled.options import measured_profile, model_options, parse_capacity, profile_options, with_options
@@ -66,8 +65,7 @@ def command(manifest: str, capacity: str, latencies: str, solver: str, spool: st
     data["profile"] = {"model": profile.model, "machine": profile.machine, "from": profile_path or "measured"}
     log.info("%s: %d of %d sets cached, objective %.2f ms (%s)", solver, data["cached_sets"], slots, plan.objective,
              ", ".join(f"{name} {value:.2f}" for name, value in data["objectives"].items()))
-    json.dump(data, sys.stdout)
-    sys.stdout.write("\n")
+    emit_json(data)
 
 
 main = cli.entry_point(command)

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
-import sys
 
 import click
 import numpy as np
@@ -14,6 +12,7 @@ from rich.table import Table
 
 from .. import cli, metrics, video
 from ..errors import InputError, UsageError
+from ..fsutil import emit_json
 
 log = logging.getLogger("srtools.compare")
 
@@ -75,8 +74,7 @@ def command(reference: str, candidates: tuple[str, ...], labels: tuple[str, ...]
         row.update({key: _mean_finite(values) for key, values in score.items()})
         table.add_row(label, str(row["frames"]), _cell(row["y_psnr_db"], 2), _cell(row["y_ssim"], 4),
                       _cell(row["rgb_psnr_db"], 2) if score["rgb_psnr_db"] else "-")
-        json.dump(row, sys.stdout)
-        sys.stdout.write("\n")
+        emit_json(row)
     cli.console.print(table)
 
 

@@ -37,22 +37,22 @@ def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> str 
 @click.option("--serve", "listen", metavar="HOST:PORT",
               help="Also serve --out over HTTP: the playlist, the segments and a player page at / (port 0 picks a "
                    "free port).")
-@click.option("--segment", type=click.FloatRange(0.5, 60), default=2.0, show_default=True, metavar="SECONDS",
-              help="Target segment duration; every segment starts with a keyframe.")
-@click.option("--list-size", type=click.IntRange(0, None), default=6, show_default=True, metavar="N",
+@click.option("--segment", type=click.FloatRange(0.5, 60), default=Encoding.segment, show_default=True,
+              metavar="SECONDS", help="Target segment duration; every segment starts with a keyframe.")
+@click.option("--list-size", type=click.IntRange(0, None), default=Encoding.list_size, show_default=True, metavar="N",
               help="Segments in the playlist; older ones are deleted. 0 keeps them all.")
-@click.option("--crf", type=click.IntRange(0, 51), default=23, show_default=True,
+@click.option("--crf", type=click.IntRange(0, 51), default=Encoding.crf, show_default=True,
               help="x264 constant rate factor (quality), unless --bitrate is given.")
 @click.option("--bitrate", callback=_rate, metavar="RATE",
               help="Video bitrate instead of --crf, e.g. 2M; capped with a one-second buffer.")
-@click.option("--preset", type=click.Choice(X264_PRESETS), default="veryfast", show_default=True, metavar="NAME",
+@click.option("--preset", type=click.Choice(X264_PRESETS), default=Encoding.preset, show_default=True, metavar="NAME",
               help=f"x264 preset ({', '.join(X264_PRESETS)}); the tune is always zerolatency.")
 @click.option("--audio", metavar="SRC",
               help="Audio to mux with the frames: a file, named FIFO or URL ffmpeg reads (ADTS AAC, Matroska, ...), "
                    "encoded to AAC.")
 @click.option("--audio-delay", type=click.FloatRange(-60, 60), default=0.0, show_default=True, metavar="SECONDS",
               help="Shift the audio by this much (positive: later) against the frames; see DESCRIPTION.")
-@click.option("--audio-bitrate", callback=_rate, default="128k", show_default=True, metavar="RATE",
+@click.option("--audio-bitrate", callback=_rate, default=Encoding.audio_bitrate, show_default=True, metavar="RATE",
               help="AAC bitrate.")
 @click.option("--audio-format", metavar="FMT",
               help="ffmpeg's demuxer for the audio (aac for ADTS AAC, as sr-live's ingest writes it); "

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import sys
 from pathlib import Path
 
 import click
 
 from .. import cli
 from ..errors import UsageError
+from ..fsutil import emit_json
 from ..live.chain import Chain, ServerChain, ServerConfig
 
 log = logging.getLogger("srtools.live")
@@ -28,16 +27,19 @@ log = logging.getLogger("srtools.live")
               help="Run sr-receive here for models uploaded into --spool by the push side (sr-upload).")
 @click.option("--token-file", type=click.Path(dir_okay=False), metavar="FILE",
               help="sr-receive's shared secret (default: $SRTOOLS_UPLOAD_TOKEN).")
-@cli.scale_option
-@click.option("--fps", type=click.FloatRange(1, 120), default=25, show_default=True,
+@cli.scale_option()
+@click.option("--fps", type=click.FloatRange(1, 120), default=ServerConfig.fps, show_default=True,
               help="Constant frame rate the ingest normalises the stream to (frames are dropped or repeated).")
-@click.option("--segment", type=click.FloatRange(0.5, 60), default=2.0, show_default=True, metavar="SECONDS",
+@click.option("--segment", type=click.FloatRange(0.5, 60), default=ServerConfig.segment, show_default=True,
+              metavar="SECONDS",
               help="HLS segment duration.")
-@click.option("--list-size", type=click.IntRange(1, 1000), default=6, show_default=True, metavar="N",
+@click.option("--list-size", type=click.IntRange(1, 1000), default=ServerConfig.list_size, show_default=True,
+              metavar="N",
               help="Segments in the HLS playlist; older ones are deleted.")
-@click.option("--tcsr-budget-ms", type=click.FloatRange(0, None), default=15, show_default=True, metavar="MS",
+@click.option("--tcsr-budget-ms", type=click.FloatRange(0, None), default=ServerConfig.tcsr_budget_ms,
+              show_default=True, metavar="MS",
               help="sr-tcsr's time per frame for TCSR refinement; 0 leaves sr-tcsr out.")
-@click.option("--threads", type=click.IntRange(0, 256), default=1, show_default=True, metavar="N",
+@click.option("--threads", type=click.IntRange(0, 256), default=ServerConfig.threads, show_default=True, metavar="N",
               help="--threads of sr-serve and sr-tcsr: they share the cores with each other and with ffmpeg, "
                    "where one thread each is fastest (sr-serve(1)).")
 @click.option("--no-audio", is_flag=True, help="The stream has no audio track.")
@@ -93,10 +95,7 @@ def command(source: str, pull: bool, spool: str, hls_dir: str, serve: str | None
 
 
 def _announce(source: str, urls: dict, chain: Chain) -> None:
-    json.dump({"rtmp": source, "hls": urls.get("hls"), "receive": urls.get("receive"), "fifo_dir": str(chain.dir)},
-              sys.stdout)
-    sys.stdout.write("\n")
-    sys.stdout.flush()
+    emit_json({"rtmp": source, "hls": urls.get("hls"), "receive": urls.get("receive"), "fifo_dir": str(chain.dir)})
 
 
 main = cli.entry_point(command)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import sys
 import time
@@ -12,6 +11,7 @@ import time
 import click
 
 from .. import cli
+from ..fsutil import emit_json
 from ..live.lowess import SceneChangeDetector
 from ..live.monitor import Monitor
 
@@ -20,27 +20,30 @@ log = logging.getLogger("srtools.monitor")
 
 @cli.command("sr-monitor", epilog="See also: sr-train(1), sr-serve(1), srtools-spool(5).")
 @cli.spool_option(required=True)
-@cli.scale_option
+@cli.scale_option()
 @click.option("--once", is_flag=True, help="Score the pairs in the pool now and exit (batch evaluation).")
 @click.option("--log", "log_path", type=click.Path(dir_okay=False, writable=True), metavar="FILE",
               help="Append the JSON lines to FILE instead of stdout.")
-@click.option("--window", type=click.IntRange(3, 256), default=8, show_default=True, metavar="K",
+@click.option("--window", type=click.IntRange(3, 256), default=SceneChangeDetector.K, show_default=True, metavar="K",
               help="Samples in the smoothing window (the k most recent).")
-@click.option("--threshold-db", type=click.FloatRange(0, None, min_open=True), default=1.0, show_default=True,
-              metavar="DB", help="The least departure from the trend, up or down, that counts.")
-@click.option("--noise-factor", type=click.FloatRange(0, None), default=4.0, show_default=True, metavar="F",
+@click.option("--threshold-db", type=click.FloatRange(0, None, min_open=True), default=SceneChangeDetector.THRESHOLD_DB,
+              show_default=True, metavar="DB", help="The least departure from the trend, up or down, that counts.")
+@click.option("--noise-factor", type=click.FloatRange(0, None), default=SceneChangeDetector.NOISE_FACTOR,
+              show_default=True, metavar="F",
               help="Where the PSNR is noisier, a departure must also exceed F robust standard deviations of "
                    "the recent residuals from the trend (0: the fixed threshold only).")
-@click.option("--persistence", type=click.IntRange(1, 16), default=3, show_default=True, metavar="N",
+@click.option("--persistence", type=click.IntRange(1, 16), default=SceneChangeDetector.PERSISTENCE,
+              show_default=True, metavar="N",
               help="Counting samples in a row needed for a request: brief events are ignored.")
-@click.option("--picture-gate", type=click.FloatRange(0, 2), default=0.25, show_default=True, metavar="C",
+@click.option("--picture-gate", type=click.FloatRange(0, 2), default=SceneChangeDetector.PICTURE_GATE,
+              show_default=True, metavar="C",
               help="The picture change (about 1 - correlation of 16x9 luma thumbnails) a departure needs to "
                    "count (0: every departure counts).")
-@click.option("--picture-cut", type=click.FloatRange(0, 2), default=0.5, show_default=True, metavar="C",
+@click.option("--picture-cut", type=click.FloatRange(0, 2), default=SceneChangeDetector.PICTURE_CUT,
+              show_default=True, metavar="C",
               help="The picture change that counts without a departure, on a view whose pictures usually "
                    "stay the same (a cut to content as hard as the last; 2: never).")
-@click.option("--poll-interval", type=click.FloatRange(0.05, 60), default=0.5, show_default=True,
-              metavar="SECONDS", help="How often the pool is checked for new pairs (without --once).")
+@cli.poll_interval_option(what="the pool is checked for new pairs (without --once)")
 @cli.threads_option
 @cli.device_option
 def command(spool: str, scale: int, once: bool, log_path: str | None, window: int, threshold_db: float,
@@ -86,8 +89,7 @@ def command(spool: str, scale: int, once: bool, log_path: str | None, window: in
         scored = requests = 0
         while True:
             for sample in monitor.new_samples():
-                out.write(json.dumps(dataclasses.asdict(sample)) + "\n")
-                out.flush()
+                emit_json(dataclasses.asdict(sample), out)
                 scored += 1
                 requests += sample.request
             if once:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import re
-import sys
 from pathlib import Path
 
 import click
 
 from .. import cli, degrade, ffmpeg
 from ..errors import Interrupted, UsageError
+from ..fsutil import emit_json
 from ..live import push
 from ..live.pool import DEFAULT_MAX_PAIRS, Pool
 
@@ -37,7 +36,7 @@ def _format_name(ctx: click.Context, param: click.Parameter, value: str | None) 
               help="Where the low-res stream goes: an rtmp:// URL (FLV), srt:// or udp:// (MPEG-TS), or a file or "
                    "named FIFO whose extension names the container (.flv, .mkv, .ts, .mp4). A file is overwritten.")
 @cli.spool_option(required=True)
-@cli.scale_option
+@cli.scale_option()
 @click.option("--input-format", metavar="FMT", callback=_format_name,
               help="ffmpeg input format of INPUT (ffmpeg -f): lavfi for a filter graph source, v4l2 for a camera.")
 @click.option("--output-format", metavar="FMT", callback=_format_name,
@@ -125,8 +124,7 @@ def command(source: str, destination: str, spool: str, scale: int, input_format:
 
 
 def _print(summary: dict) -> None:
-    sys.stdout.write(json.dumps(summary) + "\n")
-    sys.stdout.flush()
+    emit_json(summary)
 
 
 main = cli.entry_point(command)

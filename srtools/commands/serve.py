@@ -19,9 +19,8 @@ log = logging.getLogger("srtools.serve")
 @cli.input_argument
 @cli.output_option
 @cli.spool_option(required=False)
-@click.option("--model", "model_path", type=click.Path(dir_okay=False), metavar="FILE",
-              help="Use this model file (no hot-swap unless --spool is also given, which then takes over).")
-@cli.scale_option
+@cli.model_option("Use this model file (no hot-swap unless --spool is also given, which then takes over).")
+@cli.scale_option()
 @cli.stats_option
 @cli.threads_option
 @cli.device_option
@@ -41,8 +40,7 @@ log = logging.getLogger("srtools.serve")
               help="Selective SR reuses a block's last correction (network minus bicubic) on the current bicubic "
                    "while no input pixel of its window changed by more than this many luma levels; 0 "
                    "recomputes every block and leaves blocks that do not fit bicubic.")
-@click.option("--poll-interval", type=click.FloatRange(0.05, 60), default=0.5, show_default=True,
-              metavar="SECONDS", help="How often the spool is checked for a new model.")
+@cli.poll_interval_option()
 def command(input: str, output: str, spool: str | None, model_path: str | None, scale: int, device: str,
             precision: str, realtime: bool, latency: int, block: int, reuse_threshold: float, poll_interval: float,
             stats_path: str | None) -> None:

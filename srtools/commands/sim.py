@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import sys
 
 import click
 import numpy as np
@@ -13,6 +11,7 @@ from rich.table import Table
 
 from .. import cli
 from ..errors import UsageError
+from ..fsutil import emit_json
 from ..plot import line_chart
 from ..tiled import cacheplan, planning, simulate
 from ..tiled.manifest import Manifest
@@ -128,8 +127,7 @@ def command(manifest: str, capacities: str, trials: int, latency_range: str, buf
                       for s in shares] for p in simulate.POLICIES}
         line_chart(plot, [100 * s for s in shares], series, "cache capacity (% of tile sets)", "total stall (s)",
                    f"sr-sim: {n} segments, {edges} edges, buffer {buffer}")
-    json.dump(output, sys.stdout)
-    sys.stdout.write("\n")
+    emit_json(output)
 
 
 def print_table(output: dict) -> None:

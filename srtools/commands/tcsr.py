@@ -19,11 +19,8 @@ log = logging.getLogger("srtools.tcsr")
 @cli.input_argument
 @cli.output_option
 @cli.spool_option(required=False)
-@click.option("--model", "model_path", type=click.Path(dir_okay=False), metavar="FILE",
-              help="Use this TCSR model file (no hot-swap unless --spool is also given, which then takes over).")
-@click.option("--scale", type=click.Choice(["2", "3", "4"]), default="2", show_default=True,
-              callback=lambda ctx, param, value: int(value),
-              help="Scale of the upscaler whose output this is: picks the spool's TCSR model trained on it.")
+@cli.model_option("Use this TCSR model file (no hot-swap unless --spool is also given, which then takes over).")
+@cli.scale_option("Scale of the upscaler whose output this is: picks the spool's TCSR model trained on it.")
 @click.option("--every", type=click.IntRange(1, None), metavar="N",
               help="Refine frames 0, N, 2N, ... and pass the others through (batch use; default 1: all).")
 @click.option("--budget-ms", type=click.FloatRange(0, None, min_open=True), metavar="MS",
@@ -33,8 +30,7 @@ log = logging.getLogger("srtools.tcsr")
 @cli.threads_option
 @cli.device_option
 @cli.precision_option
-@click.option("--poll-interval", type=click.FloatRange(0.05, 60), default=0.5, show_default=True,
-              metavar="SECONDS", help="How often the spool is checked for a new model.")
+@cli.poll_interval_option()
 def command(input: str, output: str, spool: str | None, model_path: str | None, scale: int, every: int | None,
             budget_ms: float | None, device: str, precision: str, poll_interval: float, stats_path: str | None) -> None:
     """Refine upscaled frames with the temporal network TCSR.

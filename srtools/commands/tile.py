@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
-import sys
 
 import click
 
 from .. import cli
+from ..fsutil import emit_json
 from ..tiled.tiling import PARTITION_ALGORITHM, make_tiles
 
 log = logging.getLogger("srtools.tile")
@@ -32,7 +31,7 @@ def parse_grid(ctx: click.Context, param: click.Parameter, value: str) -> tuple[
               help="Tiles per segment, in rows and columns.")
 @click.option("--sets", type=click.IntRange(1, 64), default=6, show_default=True, metavar="M",
               help="Tile sets per segment = number of edge servers.")
-@cli.scale_option
+@cli.scale_option()
 @click.option("--lr-crf", type=click.IntRange(0, 51), default=23, show_default=True,
               help="x264 CRF of the low-res tiles served by the edges.")
 @click.option("--hr-crf", type=click.IntRange(0, 51), default=18, show_default=True,
@@ -67,8 +66,7 @@ def command(video: str, out_dir: str, segment: float, grid: tuple[int, int], set
                "lr_bytes": lr_total, "hr_bytes": int(m.array("hr_bytes").sum()),
                "partition": {"algorithm": PARTITION_ALGORITHM, "imbalance_mean": m.partition["imbalance_mean"],
                              "imbalance_max": m.partition["imbalance_max"]}}
-    json.dump(summary, sys.stdout)
-    sys.stdout.write("\n")
+    emit_json(summary)
 
 
 main = cli.entry_point(command)

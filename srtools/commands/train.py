@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -16,6 +14,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from .. import archs, cli, degrade, generic, loader, modelfile
 from ..errors import ModelError, UsageError
+from ..fsutil import emit_json
 from ..live.stoprule import StopRule
 from ..live.watchtrain import MODES, Event, OnlineTrainer, WatchConfig, spool_lock
 from ..spool import Spool
@@ -36,7 +35,7 @@ UPSCALERS, REFINERS = archs.for_task(archs.UPSCALE), archs.for_task(archs.REFINE
 @click.option("--lr", "lr_source", metavar="CLIP",
               help="Frame-aligned low-resolution recording of the same clip (e.g. what the server "
                    "received). Default: made from --hr by area downscale + H.264 (see --crf).")
-@cli.scale_option
+@cli.scale_option()
 @click.option("--max-seconds", type=click.FloatRange(1, None), default=180, show_default=True,
               help="Training time budget, decoding not counted (the learning-rate schedule is fitted to it).")
 @click.option("--start", type=click.FloatRange(0, None), help="Use the clip from this second.")
@@ -85,8 +84,7 @@ UPSCALERS, REFINERS = archs.for_task(archs.UPSCALE), archs.for_task(archs.REFINE
 @click.option("--half-life", type=click.FloatRange(0, None, min_open=True), default=WatchConfig.half_life_s,
               show_default=True, metavar="SECONDS",
               help="With --watch: stream seconds over which a pool pair's weight halves.")
-@click.option("--poll-interval", type=click.FloatRange(0.05, 60), default=1.0, show_default=True,
-              metavar="SECONDS", help="With --watch: how often an idle trainer checks for requests and pairs.")
+@cli.poll_interval_option(1.0, "an idle trainer checks for requests and pairs (with --watch)")
 @cli.threads_option
 @cli.device_option
 def command(spool: str, arch: str, hr_source: str | None, lr_source: str | None, scale: int, max_seconds: float,
@@ -209,15 +207,12 @@ def command(spool: str, arch: str, hr_source: str | None, lr_source: str | None,
                "baseline": baseline, "baseline_psnr_db": round(result.baseline_psnr_db, 4), "gain_db": info.gain_db,
                "steps": result.steps, "train_seconds": info.train_seconds, "frames": len(pairs), "fps": fps,
                "start": started_from}
-    json.dump(summary, sys.stdout)
-    sys.stdout.write("\n")
+    emit_json(summary)
 
 
 def _watch(spool: Spool, scale: int, config: WatchConfig, device: str, poll_interval: float, seed: int) -> None:
     def emit(event: Event) -> None:
-        json.dump(event.as_dict(), sys.stdout)
-        sys.stdout.write("\n")
-        sys.stdout.flush()
+        emit_json(event.as_dict())
         log.info("%s: %s", event.event, ", ".join(f"{k} {v}" for k, v in event.fields.items()))
 
     with spool_lock(spool):

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import sys
 
 import click
 
 from .. import archs, cli
+from ..fsutil import emit_json
 from ..live.upload import TOKEN_ENV, Uploader, UploadResult, read_token
 from ..spool import Spool
 
@@ -17,8 +16,7 @@ log = logging.getLogger("srtools.upload")
 
 
 def _emit(result: UploadResult) -> None:
-    sys.stdout.write(json.dumps(dataclasses.asdict(result)) + "\n")
-    sys.stdout.flush()
+    emit_json(dataclasses.asdict(result))
 
 
 @cli.command("sr-upload", epilog="See also: sr-receive(1), sr-train(1), srtools-spool(5).")
@@ -30,14 +28,13 @@ def _emit(result: UploadResult) -> None:
               help=f"File holding the stream's shared secret (default: ${TOKEN_ENV}).")
 @click.option("--arch", type=click.Choice(sorted(archs.ARCHITECTURES)), default="fedsr", show_default=True,
               help="Architecture of the model to upload.")
-@cli.scale_option
+@cli.scale_option()
 @click.option("--uplink", type=click.FloatRange(1, None), required=True, metavar="KBIT/S",
               help="The uplink's rate in kbit/s (what the video and the uploads share).")
 @click.option("--share", type=click.FloatRange(0, 1, min_open=True), default=0.2, show_default=True,
               metavar="FRACTION", help="Share of --uplink the upload may use (token bucket, bursts of 50 ms).")
 @click.option("--once", is_flag=True, help="Upload the current model (retrying until done), then exit.")
-@click.option("--poll-interval", type=click.FloatRange(0.05, 60), default=0.5, show_default=True,
-              metavar="SECONDS", help="How often the spool is checked for a new model.")
+@cli.poll_interval_option()
 @click.option("--timeout", type=click.FloatRange(1, 600), default=30, show_default=True, metavar="SECONDS",
               help="Longest wait to connect or for any one network read or write.")
 @click.option("--max-backoff", type=click.FloatRange(0.5, 3600), default=30, show_default=True, metavar="SECONDS",

@@ -26,7 +26,9 @@ from typing import IO, Callable, Sequence
 from urllib.parse import urlsplit
 
 from ..errors import ExitStatus, SrError
-from ..ffmpeg import ffmpeg_binary
+from ..ffmpeg import GLOBAL_ARGS, ffmpeg_binary
+from ..hls import Encoding
+from ..procutil import signals_ignored
 
 log = logging.getLogger("srtools.chain")
 
@@ -113,12 +115,8 @@ class Chain:
     def stop(self, grace: float = 5.0) -> None:
         """SIGTERM every running stage's process group (newest first), SIGKILL after ``grace`` seconds,
         and remove the FIFO directory; a second SIGINT or SIGTERM meanwhile cannot cut this short."""
-        previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
+        with signals_ignored():
             self._stop(grace)
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
 
     def _stop(self, grace: float) -> None:
         running = [s for s in reversed(self.stages) if s.returncode is None]
@@ -186,8 +184,8 @@ class ServerConfig:
     pull: bool = False
     scale: int = 2
     fps: float = 25.0
-    segment: float = 2.0
-    list_size: int = 6
+    segment: float = Encoding.segment
+    list_size: int = Encoding.list_size
     tcsr_budget_ms: float = 15.0
     audio: bool = True
     serve: str | None = None
@@ -200,7 +198,7 @@ class ServerConfig:
 def ingest_args(config: ServerConfig, audio_out: Path | None) -> list[str]:
     """ffmpeg: the RTMP stream -> Y4M at a constant ``fps`` on stdout, its audio copied as ADTS AAC to
     ``audio_out``."""
-    args = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
+    args = [ffmpeg_binary(), *GLOBAL_ARGS, "-y"]
     if not config.pull:
         args += ["-listen", "1"]
     args += ["-i", config.source, "-map", "0:v:0", "-vf", f"fps={config.fps:g},format=yuv420p",

@@ -165,9 +165,12 @@ class SceneChangeDetector:
         noise_samples: recent departures (and picture changes) the noise is measured on.
     """
 
-    def __init__(self, k: int = 8, threshold_db: float = 1.0, noise_factor: float = 4.0, persistence: int = 3,
-                 picture_gate: float = 0.25, picture_cut: float = 0.5, degree: int = 0, min_samples: int = 4,
-                 noise_samples: int = 32):
+    # The defaults, which sr-monitor's options show (benchmarks/bench_monitor.py measured them).
+    K, THRESHOLD_DB, NOISE_FACTOR, PERSISTENCE, PICTURE_GATE, PICTURE_CUT = 8, 1.0, 4.0, 3, 0.25, 0.5
+
+    def __init__(self, k: int = K, threshold_db: float = THRESHOLD_DB, noise_factor: float = NOISE_FACTOR,
+                 persistence: int = PERSISTENCE, picture_gate: float = PICTURE_GATE, picture_cut: float = PICTURE_CUT,
+                 degree: int = 0, min_samples: int = 4, noise_samples: int = 32):
         self.k, self.threshold_db, self.noise_factor, self.persistence = k, threshold_db, noise_factor, persistence
         self.picture_gate, self.picture_cut = picture_gate, picture_cut
         self.degree, self.min_samples, self.noise_samples = degree, min(min_samples, k), noise_samples

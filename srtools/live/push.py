@@ -23,21 +23,20 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import logging
 import math
 import os
 import queue
 import re
-import signal
 import subprocess
 import threading
 import time
 import urllib.parse
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO, Callable
 
 from .. import degrade, ffmpeg, y4m
 from ..errors import FFmpegError, InputError
+from ..procutil import enlarge_pipe, signals_ignored
 from .pool import Pool
 
 log = logging.getLogger("srtools.push")
@@ -181,7 +180,7 @@ def tee_slaves(settings: PushSettings, lr_fd: int) -> str:
 def push_args(settings: PushSettings, hr_fd: int, lr_fd: int, start: float = 0.0) -> list[str]:
     """The ffmpeg command line (after the binary) that decodes once, writes HR Y4M to ``pipe:hr_fd`` and
     the encoded stream to the destination and to ``pipe:lr_fd``."""
-    return ["-hide_banner", "-nostdin", "-loglevel", "error", "-y", *input_args(settings, start),
+    return [*ffmpeg.GLOBAL_ARGS, "-y", *input_args(settings, start),
             "-filter_complex", filter_graph(settings.scale, settings.fps),
             "-map", "[hr]", "-fps_mode", "passthrough", "-f", "yuv4mpegpipe", f"pipe:{hr_fd}",
             "-map", "[lr]", "-map", "0:a:0?", "-fps_mode", "passthrough", *encoder_args(settings),
@@ -192,7 +191,7 @@ def decoder_args() -> list[str]:
     """ffmpeg decoding the NUT stream on stdin to Y4M on stdout, every frame in order. The stream's
     header says all there is to know, so no probing: decoded frames follow the encoder by about
     two frames, not the second of video a default probe buffers."""
-    return ["-hide_banner", "-nostdin", "-loglevel", "error", "-probesize", "32", "-analyzeduration", "0",
+    return [*ffmpeg.GLOBAL_ARGS, "-probesize", "32", "-analyzeduration", "0",
             "-f", "nut", "-i", "pipe:0", "-map", "0:v:0", "-fps_mode", "passthrough", "-pix_fmt", "yuv420p",
             "-f", "yuv4mpegpipe", "pipe:1"]
 
@@ -323,23 +322,6 @@ def _read_frames(stream: BinaryIO, name: str, on_header: Callable[[y4m.Header], 
                 pass
 
 
-def _enlarge_pipe(fd: int) -> None:
-    with contextlib.suppress(OSError):  # above /proc/sys/fs/pipe-max-size: keep the default
-        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
-
-
-@contextlib.contextmanager
-def _signals_ignored() -> Iterator[None]:
-    """SIGINT and SIGTERM ignored while the children are being stopped: a second Ctrl-C must not
-    leave them running (we are exiting on the first one anyway)."""
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
 def _ffmpeg_message(lines: list[str]) -> str:
     """ffmpeg's most telling line: the last one that is not a generic epilogue."""
     for line in reversed(lines):
@@ -429,9 +411,9 @@ class Pusher:
         lr_read, lr_write = os.pipe()
         try:
             for fd in (hr_write, lr_write):
-                _enlarge_pipe(fd)
+                enlarge_pipe(fd, _PIPE_BYTES)
             decoder = ffmpeg.Process(decoder_args(), stdin=lr_read, stdout=subprocess.PIPE)
-            _enlarge_pipe(decoder.stdout.fileno())
+            enlarge_pipe(decoder.stdout.fileno(), _PIPE_BYTES)
             try:
                 pusher = ffmpeg.Process(push_args(settings, hr_write, lr_write, start), pass_fds=(hr_write, lr_write))
             except BaseException:
@@ -470,7 +452,7 @@ class Pusher:
                     thread.join()
                 decoder_code = decoder.wait(check=False)
             except BaseException:  # interrupted: ffmpeg closes its outputs, the readers drain to the end
-                with _signals_ignored():
+                with signals_ignored():
                     pusher.terminate(STOP_TIMEOUT_S)
                     started = [thread for thread in threads if thread.ident is not None]
                     for thread in started:

@@ -21,8 +21,7 @@ log = logging.getLogger("srtools.tiled")
 
 model_options = [
     cli.spool_option(required=False),
-    click.option("--model", "model_path", type=click.Path(dir_okay=False), metavar="FILE",
-                 help="Upscaling model file for DNN tiles (else the spool's current model)."),
+    cli.model_option("Upscaling model file for DNN tiles (else the spool's current model)."),
     cli.device_option,
     cli.precision_option,
 ]

@@ -54,7 +54,7 @@ def _encode_segment(m: Manifest, root: Path, index: int, frames: list[y4m.Frame]
     for d in ["origin"] + [Manifest.edge_dirname(e) for e in range(m.edges)]:
         (root / d / name(0)).parent.mkdir(parents=True, exist_ok=True)
     codec = ["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-threads", "1", "-an"]
-    args = ["-hide_banner", "-loglevel", "error", "-y", "-f", "yuv4mpegpipe", "-i", "pipe:",
+    args = [*ffmpeg.GLOBAL_ARGS, "-y", "-f", "yuv4mpegpipe", "-i", "pipe:",
             "-filter_complex", graph]
     for j in range(m.tiles_per_segment):
         # Written under the staging edge-0 first; moved to their set's edge after partitioning.
