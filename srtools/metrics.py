@@ -90,3 +90,18 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
 
 def y_ssim(a: Frame, b: Frame) -> float:
     return ssim(a.y, b.y)
+
+
+def box_sums(values: np.ndarray, y0: np.ndarray, y1: np.ndarray, x0: np.ndarray, x1: np.ndarray) -> np.ndarray:
+    """Sums of a 2-D map over boxes ``values[y0:y1, x0:x1]``, all boxes at once through one integral image
+    (the error of every candidate training patch, the detail of every block of a frame).
+
+    Args:
+        values: (H, W) float32 or float64 map.
+        y0, y1, x0, x1: arrays of one shape, the boxes' edges (0 <= y0 <= y1 <= H, likewise x).
+
+    Returns:
+        float64 sums of the shape of ``y0``.
+    """
+    integral = cv2.integral(values, sdepth=cv2.CV_64F)
+    return integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
