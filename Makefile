@@ -58,7 +58,7 @@ demo-offline: $(STAMP)
 man: $(STAMP)
 	$(BIN)/python -m srtools.manpage man
 
-# Re-train the generic start that ships in srtools/generic/ (about 20 minutes on 2 cores; see srtools/generic.py).
+# Re-train the generic start that ships in srtools/generic/ (its time on 2 cores: docs/benchmarks.md; see srtools/generic.py).
 generic-model: $(STAMP)
 	$(BIN)/python -m srtools.generic
 

@@ -114,9 +114,9 @@ threads_option = click.option(
 
 precision_option = click.option(
     "--precision", type=click.Choice(("auto", "fp32", "bf16")), default="auto", show_default=True,
-    help="bf16 runs the network's convolutions in bfloat16 (output and bicubic skip stay fp32): 1.5-1.7x faster "
-         "where the CPU (AVX512-BF16, AMX) or GPU supports it natively, for about 0.01 dB; auto picks it there "
-         "and fp32 elsewhere (emulated bf16 is slower).")
+    help="bf16 runs the network's convolutions in bfloat16 (output and bicubic skip stay fp32): 1.6-2.5x faster "
+         "where the CPU (AVX512-BF16, AMX) or GPU supports it natively, for about 0.01 dB (docs/benchmarks.md); "
+         "auto picks it there and fp32 elsewhere (emulated bf16 is slower).")
 
 
 stats_option = click.option(

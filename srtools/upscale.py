@@ -69,11 +69,9 @@ class ModelUpscaler:
         version: spool version, for logs and stats (None for a file given directly).
         device: torch device.
         precision: ``fp32``, or ``bf16`` to run the convolutions in bfloat16 (autocast) while the
-            bicubic skip and the output stay fp32: 1.6-2.5x faster on CPUs with AVX512-BF16
-            (benchmarks/bench_inference.py) for a few hundredths of a dB (bench_quality.py).
+            bicubic skip and the output stay fp32: faster where bf16 is native (the --precision option
+            of sr-serve says how much, from benchmarks/bench_inference.py), for about 0.01 dB.
     """
-
-    PRECISIONS = ("fp32", "bf16")
 
     def __init__(self, model: torch.nn.Module, info: ModelInfo, version: int | None = None, device: str = "cpu",
                  precision: str = "fp32"):

@@ -1,47 +1,59 @@
-"""LOWESS with the Epanechnikov kernel (against a direct implementation) and the scene-change detector."""
+"""LOWESS with the Epanechnikov kernel (the detector's live trend against the definition) and the scene-change
+detector."""
 
 import numpy as np
 import pytest
 
-from srtools.live.lowess import SceneChangeDetector, epanechnikov, lowess, picture_change
+from srtools.live.lowess import SceneChangeDetector, epanechnikov, picture_change
 
 
-def reference_lowess(t, y, k, degree, causal):
-    """The definition, one point at a time: k nearest (or most recent) samples, lambda = distance to
-    the k-th, Epanechnikov weights, weighted least squares of the given degree."""
+def reference_fit(t, y, at, degree):
+    """The definition of a live LOWESS value: the fit of the samples (t, y) evaluated at time ``at``,
+    lambda = the distance from ``at`` to the furthest sample, Epanechnikov weights, weighted least
+    squares of the given degree (all samples equally when every weight is 0)."""
+    d = np.abs(t - at)
+    lam = d.max()
+    w = np.array([0.75 * (1 - (dj / lam) ** 2) if lam > 0 else 1.0 for dj in d])
+    if w.sum() == 0:
+        w = np.ones_like(w)
+    design = np.stack([np.ones(len(t))] + ([t - at] if degree == 1 else []), 1)
+    sw = np.sqrt(w)
+    coef, *_ = np.linalg.lstsq(design * sw[:, None], y * sw, rcond=None)
+    return coef[0]
+
+
+def trends(detector, t, y):
+    """The detector's trend at each sample's time before it takes the sample (None while too few)."""
     out = []
-    for i in range(len(t)):
-        candidates = range(max(0, i - k + 1), i + 1) if causal else sorted(
-            range(len(t)), key=lambda j: (abs(t[j] - t[i]), j))[:k]
-        idx = np.array(sorted(candidates))
-        d = np.abs(t[idx] - t[i])
-        lam = d.max()
-        w = np.array([0.75 * (1 - (dj / lam) ** 2) if lam > 0 else 1.0 for dj in d])
-        if w.sum() == 0:
-            w = np.ones_like(w)
-        design = np.stack([np.ones(len(idx))] + ([t[idx] - t[i]] if degree == 1 else []), 1)
-        sw = np.sqrt(w)
-        coef, *_ = np.linalg.lstsq(design * sw[:, None], y[idx] * sw, rcond=None)
-        out.append(coef[0])
-    return np.array(out)
+    for ti, yi in zip(t, y):
+        out.append(detector.trend(ti))
+        detector.update(ti, yi)
+    return out
 
 
 @pytest.mark.parametrize("degree", [0, 1])
-@pytest.mark.parametrize("causal", [False, True])
-def test_matches_the_definition(degree, causal):
-    rng = np.random.default_rng(degree + 2 * causal)
+def test_the_trend_matches_the_definition(degree):
+    rng = np.random.default_rng(degree)
     t = np.cumsum(rng.uniform(0.1, 1.0, 60))
     y = np.sin(t / 3) + rng.normal(0, 0.2, 60)
-    np.testing.assert_allclose(lowess(t, y, 9, degree, causal), reference_lowess(t, y, 9, degree, causal),
-                               atol=1e-9)
+    k = 9
+    detector = SceneChangeDetector(k=k, threshold_db=1e9, picture_cut=2, degree=degree)  # every sample accepted
+    got = trends(detector, t, y)
+    for i, value in enumerate(got):
+        if i < detector.min_samples:
+            assert value is None
+        else:
+            recent = slice(max(0, i - k), i)  # the k most recent samples before this one
+            assert value == pytest.approx(reference_fit(t[recent], y[recent], t[i], degree), abs=1e-9)
 
 
 def test_kernel_and_linear_trend():
     assert epanechnikov(np.array([0.0, 0.5, 1.0, 1.5])).tolist() == [0.75, 0.5625, 0.0, 0.0]
     t = np.arange(30.0)
-    np.testing.assert_allclose(lowess(t, 2 * t + 1, 7, degree=1), 2 * t + 1, atol=1e-9)  # local-linear: exact
-    assert abs(lowess(t, 2 * t + 1, 7, degree=1, causal=True)[-1] - 59) < 1e-9  # no lag at the end
-    assert lowess(t, 2 * t + 1, 7, degree=0, causal=True)[-1] < 57  # local-constant lags a drift
+    linear = trends(SceneChangeDetector(k=7, threshold_db=1e9, degree=1), t, 2 * t + 1)
+    assert linear[-1] == pytest.approx(59, abs=1e-9)  # local-linear: no lag on a drift
+    constant = trends(SceneChangeDetector(k=7, threshold_db=1e9, degree=0), t, 2 * t + 1)
+    assert constant[-1] < 57  # local-constant lags a drift
 
 
 RATE = 4.0  # pairs per second, as the push side samples them

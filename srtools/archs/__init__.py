@@ -21,7 +21,6 @@ from .tcsr_arch import TCSR
 
 UPSCALE = "upscale"
 REFINE = "refine"
-TASKS = (UPSCALE, REFINE)
 
 ARCHITECTURES: dict[str, type[torch.nn.Module]] = {"fedsr": FEDSR, "tcsr": TCSR}
 

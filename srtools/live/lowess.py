@@ -59,39 +59,6 @@ def _weighted_fit(x: np.ndarray, y: np.ndarray, w: np.ndarray, at: np.ndarray, d
     return mean_y + slope * (at - mean_x)
 
 
-def lowess(t: np.ndarray, y: np.ndarray, k: int, degree: int = 1, causal: bool = False) -> np.ndarray:
-    """Smoothed value at every sample, vectorised.
-
-    Args:
-        t, y: (n,) sample times (increasing) and values.
-        k: neighbours per fit (the window), at most n.
-        degree: 1 local-linear, 0 local-constant.
-        causal: use the k most recent samples up to each point (live), else the k nearest.
-
-    Returns:
-        (n,) fitted values.
-    """
-    t, y = np.asarray(t, float), np.asarray(y, float)
-    n = len(t)
-    k = min(k, n)
-    if causal:
-        index = np.arange(n)[:, None] + np.arange(-k + 1, 1)[None, :]  # (n, k): i-k+1 .. i
-        valid = index >= 0
-        index = np.clip(index, 0, n - 1)
-    else:
-        distance = np.abs(t[None, :] - t[:, None])
-        index = np.argsort(distance, axis=1, kind="stable")[:, :k]
-        valid = np.ones_like(index, dtype=bool)
-    x, v = t[index], y[index]
-    d = np.where(valid, np.abs(x - t[:, None]), 0.0)
-    width = d.max(axis=1)
-    # The k-th neighbour itself gets weight 0 at u = 1; a degenerate window weights all equally.
-    u = np.divide(d, width[:, None], out=np.zeros_like(d), where=width[:, None] > 0)
-    w = np.where(valid, epanechnikov(u), 0.0)
-    w = np.where(w.sum(1, keepdims=True) > 0, w, valid.astype(float))
-    return _weighted_fit(x, v, w, t, degree)
-
-
 _CONTRAST = 4.0  # luma levels (std): a thumbnail's structure below this is noise, not a recognisable picture
 _CUT_SPREAD = 2.0  # how many times the view's usual change (median) the cut adds on top
 _MIN_RESIDUALS = 8  # departures (picture changes) known before a departure (a new picture) can count

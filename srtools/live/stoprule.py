@@ -91,11 +91,6 @@ class StopRule:
         curve = fit_gain_curve(np.array(seconds), np.array(gains))
         return float(predict(curve, self.horizon_s)[0])
 
-    def should_stop(self, seconds: list[float], gains: list[float]) -> tuple[bool, float, float | None]:
-        """(stop?, threshold TH, THp) after the latest point (seconds[-1], gains[-1])."""
-        predicted = self.predicted_db(seconds, gains)
-        return (*self.decide(gains[-1], predicted), predicted)
-
     def decide(self, reached: float, predicted: float | None) -> tuple[bool, float]:
         """(stop?, threshold TH) for the gain ``reached`` and THp ``predicted`` (None: THs alone)."""
         if predicted is None:
