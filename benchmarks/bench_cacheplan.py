@@ -3,8 +3,8 @@
 Runs seeded random instances of the design configuration (60 segments,
 6 edges, latencies uniform 1-100 ms, 24 lognormal tiles per segment,
 capacity 25% of the sets) and prints tables: the ratio of each solver's
-objective to the exact optimum (markdown, as in the README), solver runtimes,
-the two instances of issue 10, the exact solver on a large instance, and the
+objective to the exact optimum (markdown, as in docs/benchmarks.md), solver runtimes,
+two small hand-made instances where an earlier heuristic was suboptimal, the exact solver on a large instance, and the
 partition imbalance of 24 lognormal tiles in 6 sets.
 
 Usage (from the repository root, or anywhere with srtools installed):
@@ -34,8 +34,8 @@ from instances import random_instance
 # Issue 10's instances where the previous heuristic (bundle greedy + price-curve market) missed the optimum
 # by 9.4% and 4.6%; reconstruction free, equal attention.
 ISSUE_INSTANCES = {
-    "issue 10, n=5 M=4 C=7": ([[0, 0, 0, 0], [25, 18, 9, 9], [14, 14, 9, 0], [20, 20, 16, 9], [12, 12, 8, 0]], 7),
-    "issue 10, n=6 M=3 C=4": ([[6, 22, 25], [1, 7, 9], [15, 29, 22], [5, 19, 23], [18, 19, 5], [18, 15, 19]], 4),
+    "n=5 M=4 C=7": ([[0, 0, 0, 0], [25, 18, 9, 9], [14, 14, 9, 0], [20, 20, 16, 9], [12, 12, 8, 0]], 7),
+    "n=6 M=3 C=4": ([[6, 22, 25], [1, 7, 9], [15, 29, 22], [5, 19, 23], [18, 19, 5], [18, 15, 19]], 4),
 }
 
 

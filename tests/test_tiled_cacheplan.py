@@ -238,7 +238,7 @@ def test_auction_matches_exact_on_design_configuration():
 
 
 @pytest.mark.parametrize("latency, capacity, optimum", [
-    # The instances of issue 10 where the previous heuristic (greedy on bundle gains plus a price-curve
+    # The two hand-made instances where the previous heuristic (greedy on bundle gains plus a price-curve
     # market) was 9.4% and 4.6% worse than the optimum; reconstruction free, equal attention.
     ([[0, 0, 0, 0], [25, 18, 9, 9], [14, 14, 9, 0], [20, 20, 16, 9], [12, 12, 8, 0]], 7, 6.4),
     ([[6, 22, 25], [1, 7, 9], [15, 29, 22], [5, 19, 23], [18, 19, 5], [18, 15, 19]], 4, None),

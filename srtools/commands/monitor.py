@@ -79,7 +79,7 @@ def command(spool: str, scale: int, once: bool, log_path: str | None, window: in
     threshold are null for the first samples after a restart. Follows the pool until SIGINT or
     SIGTERM, or with --once scores what is there and exits. An empty pool, a pair evicted while
     being read or a rejected model is logged and skipped. benchmarks/bench_monitor.py measures
-    the defaults on real and synthetic footage (the README's table).
+    the defaults on real and synthetic footage (docs/benchmarks.md).
     """
     detector = SceneChangeDetector(k=window, threshold_db=threshold_db, noise_factor=noise_factor,
                                    persistence=persistence, picture_gate=picture_gate, picture_cut=picture_cut)

@@ -13,7 +13,7 @@ two minutes at 2 samples/s (0.01 dB/s drift plus 0.25 dB noise), threshold 1 dB,
 two minutes: local-constant 0.0 / 0.05 / 0.05 for k = 8 / 12 / 16, local-linear 0.75 / 0.15 / 0.2.
 A drift of 0.01 dB/s lags by well under the threshold.
 
-Why the departure alone does not decide (benchmarks/bench_monitor.py, the README's table): on real
+Why the departure alone does not decide (benchmarks/bench_monitor.py, docs/benchmarks.md): on real
 footage the PSNR of one unchanged view moves by as much as a cut moves it. A static camera's PSNR
 steps by 3.5 dB for seconds as bottles are moved and the whole frame's quality shifts; a cut from a
 test pattern to a fractal moves it by less than 0.5 dB. No threshold separates these (6 false

@@ -20,7 +20,7 @@ The terms are summed, as the proxy does them one after another, except that
 it reconstructs ``--workers`` tiles at once: the reconstruction times of the
 profile (measured one tile at a time) are divided by min(workers, CPU
 cores) where the instance is built (``planning.build_instance``), so r_im is
-the proxy's time on this machine (README: model against proxy).
+the proxy's time on this machine (docs/benchmarks.md: the delay model against the real proxy).
 
 The plan minimises sum_i v_i f_i(x_i) subject to sum x_im <= C, where v_i is
 the viewer's attention to segment i. Convention: attention is normalised to
