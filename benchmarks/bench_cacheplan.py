@@ -3,9 +3,10 @@
 Runs seeded random instances of the design configuration (60 segments,
 6 edges, latencies uniform 1-100 ms, 24 lognormal tiles per segment,
 capacity 25% of the sets) and prints tables: the ratio of each solver's
-objective to the exact optimum (markdown, as in docs/benchmarks.md), solver runtimes,
-two small hand-made instances where an earlier heuristic was suboptimal, the exact solver on a large instance, and the
-partition imbalance of 24 lognormal tiles in 6 sets.
+objective to the exact optimum (markdown, as in docs/benchmarks.md), solver
+runtimes, two small hand-made instances where an earlier heuristic was
+suboptimal, the exact solver on a large instance, and the partition imbalance
+of 24 lognormal tiles in 6 sets.
 
 Usage (from the repository root, or anywhere with srtools installed):
     PYTHONPATH=. python benchmarks/bench_cacheplan.py [--instances 100] [--seed 0]
