@@ -57,16 +57,16 @@ def test_half_size_flow_geometry_odd_sizes():
     torch.testing.assert_close(up, constant_flow(1, 37, 50, 3.0, -0.5))
 
 
-@pytest.mark.parametrize("k", [1, 2])
-def test_untrained_tcsr_is_identity_on_middle_frame(k):
-    model = TCSR(**{**TINY, "k": k}).eval()
-    frames = torch.rand(2, 2 * k + 1, 1, 37, 50)
+@pytest.mark.parametrize("k, grid, coarse", [(1, 1, (19, 25)), (2, 1, (19, 25)), (1, 2, (10, 13))])
+def test_untrained_tcsr_is_identity_on_middle_frame(k, grid, coarse):
+    model = TCSR(**{**TINY, "k": k, "grid": grid}).eval()
+    frames = torch.rand(2, 2 * k + 1, 1, 37, 50)  # odd: the grid's folding pads and crops
     with torch.no_grad():
-        out, flows_half, flows_full, neighbours = model.forward_with_flows(frames)
+        out, flows_coarse, flows_full, neighbours = model.forward_with_flows(frames)
         assert torch.equal(model(frames), frames[:, k])
     assert torch.equal(out, frames[:, k])
-    assert len(flows_half) == len(flows_full) == len(neighbours) == 2 * k
-    assert all(f.shape == (2, 2, 19, 25) and not f.any() for f in flows_half)
+    assert len(flows_coarse) == len(flows_full) == len(neighbours) == 2 * k
+    assert all(f.shape == (2, 2, *coarse) and not f.any() for f in flows_coarse)
     assert all(f.shape == (2, 2, 37, 50) and not f.any() for f in flows_full)
     assert torch.equal(neighbours[0], frames[:, 0]) and torch.equal(neighbours[-1], frames[:, -1])
 
@@ -83,24 +83,25 @@ def test_tcsr_rgb_and_bad_inputs():
 
 
 @pytest.mark.parametrize("bad", [{"k": 0}, {"channels": 0}, {"flow_channels": -1}, {"flow_blocks": -1},
-                                 {"in_channels": 2}, {"k": 1.5}, {"channels": True}])
+                                 {"in_channels": 2}, {"k": 1.5}, {"channels": True}, {"grid": 3}, {"grid": 4}])
 def test_tcsr_rejects_bad_config(bad):
     with pytest.raises(ValueError):
         TCSR(**bad)
 
 
-def test_training_step_changes_parameters_and_gradients_reach_everything():
+@pytest.mark.parametrize("grid", [1, 2])
+def test_training_step_changes_parameters_and_gradients_reach_everything(grid):
     torch.manual_seed(0)
-    model = TCSR(**TINY)
+    model = TCSR(**TINY, grid=grid)
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
     frames, target = torch.rand(2, 3, 1, 15, 18), torch.rand(2, 1, 15, 18)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     losses = []
     for _ in range(2):
         optimiser.zero_grad()
-        out, flows_half, flows_full, _ = model.forward_with_flows(frames)
+        out, flows_coarse, flows_full, _ = model.forward_with_flows(frames)
         assert out.shape == (2, 1, 15, 18)
-        loss = tcsr_loss(out, target, frames, flows_half, flows_full)
+        loss = tcsr_loss(out, target, frames, flows_coarse, flows_full)
         assert loss.ndim == 0 and torch.isfinite(loss)
         loss.backward()
         optimiser.step()
@@ -140,9 +141,14 @@ def test_loss_prefers_the_true_flow():
     true_full = [constant_flow(1, 24, 32, -2, 2), constant_flow(1, 24, 32, 2, -2)]
     zero_half, zero_full = [torch.zeros(1, 2, 12, 16)] * 2, [torch.zeros(1, 2, 24, 32)] * 2
     centre = frames[:, 1]
+    true_quarter = [constant_flow(1, 6, 8, -0.5, 0.5), constant_flow(1, 6, 8, 0.5, -0.5)]
+    zero_quarter = [torch.zeros(1, 2, 6, 8)] * 2
     for alpha, beta in ((0, 0.1), (0.01, 0)):
         assert tcsr_loss(centre, centre, frames, true_half, true_full, alpha=alpha, beta=beta) \
             < tcsr_loss(centre, centre, frames, zero_half, zero_full, alpha=alpha, beta=beta)
+        # grid=2 models give their coarse flow at 1/4 size: scored there
+        assert tcsr_loss(centre, centre, frames, true_quarter, true_full, alpha=alpha, beta=beta) \
+            < tcsr_loss(centre, centre, frames, zero_quarter, zero_full, alpha=alpha, beta=beta)
 
 
 def tcsr_info(hparams):

@@ -4,13 +4,22 @@ F-EDSR upscales each frame on its own; TCSR takes 2k+1 consecutive upscaled fram
 I(t-k) .. I(t+k) at output resolution and refines the middle one with what its neighbours show:
 
 1. :class:`OFRNet` estimates, for every neighbour I(t+i), the optical flow O(t+i) that aligns it
-   onto I(t), coarse-to-fine: a flow at 1/2 size, upsampled and refined at full size.
+   onto I(t), coarse-to-fine: a flow at a coarse level, upsampled and refined at the next.
 2. Each neighbour is warped by its flow (:func:`~srtools.archs.blocks.flow_warp`) to I(t+i,t).
 3. Attention fusion: embeddings of I(t+i,t) and I(t) (a conv3x3 each), their element-wise product
    through a sigmoid is a distance map D(t+i,t) that weights the neighbour's embedding; the weighted
    neighbour features and the features of I(t) are concatenated and fused by a conv1x1.
 4. Reconstruction: conv3x3, one :class:`~srtools.archs.blocks.ResidualBlockNoBN`, conv3x3 to the
    image channels, added to I(t).
+
+``grid`` sets the resolution the network works at. With ``grid=1`` (the design as published) the
+flow levels are 1/2 and full size and fusion and reconstruction run at full size. With ``grid=2``
+everything runs on the half-size grid, which for a x2 upscaler is the low-resolution grid the
+frames came from: the flow levels are 1/4 and 1/2 (the finer one upsampled to full size for the
+warp, which stays at full size), and fusion and reconstruction see each frame folded into 2x2
+pixel blocks (pixel unshuffle), their output unfolded again (pixel shuffle). That costs a quarter
+of the convolutions at full size, the difference between TCSR being unaffordable and affordable
+on a CPU (benchmarks/bench_tcsr.py).
 
 The last reconstruction conv and the last conv of both flow stages start at zero, so an untrained
 TCSR outputs I(t) exactly, with zero flows: training starts from F-EDSR's own output.
@@ -76,37 +85,57 @@ class FlowStage(nn.Sequential):
                          *[ResidualBlockNoBN(channels) for _ in range(blocks)], out)
 
 
+def downsample_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Halve ``x`` with :func:`downsample2x` until it has ``size`` (H, W): a frame at the size of a
+    coarser flow level.
+
+    Raises:
+        ValueError: ``size`` is not reached by halving.
+    """
+    while tuple(x.shape[-2:]) != tuple(size):
+        if x.shape[-2] <= size[0] and x.shape[-1] <= size[1]:
+            raise ValueError(f"{tuple(x.shape[-2:])} does not halve to {tuple(size)}")
+        x = downsample2x(x)
+    return x
+
+
 class OFRNet(nn.Module):
     """Optical flow reconstruction net: the flow aligning a neighbour frame onto the reference, coarse to fine.
 
-    Level 1, at 1/2 size (:func:`downsample2x`): from a zero flow, :class:`FlowStage` on the
-    reference and the neighbour predicts the half-size flow. (Warping by the zero starting flow is
-    the identity and its channels would add nothing to the first conv, so both are left out.)
-    Level 2, at full size: the half-size flow upsampled (:func:`upsample_flow2x`), the neighbour
-    warped by it, and a second :class:`FlowStage` on (reference, warped neighbour, upsampled flow)
-    predicts a residual added to the upsampled flow.
+    The fine level works at 1/``grid`` size (the frames halved with :func:`downsample2x`), the
+    coarse level at half that. Coarse level: from a zero flow, :class:`FlowStage` on the reference
+    and the neighbour predicts the coarse flow. (Warping by the zero starting flow is the identity
+    and its channels would add nothing to the first conv, so both are left out.) Fine level: the
+    coarse flow upsampled (:func:`upsample_flow2x`), the neighbour warped by it, and a second
+    :class:`FlowStage` on (reference, warped neighbour, upsampled flow) predicts a residual added to
+    the upsampled flow. With ``grid=2`` the fine flow is then upsampled to full size.
 
     Args:
         in_channels: image channels C.
         channels: feature channels of both flow stages.
         blocks: residual blocks per flow stage.
+        grid: 1 or 2, the fine level's size divisor.
 
     Shape:
-        reference, neighbour (N, C, H, W) -> half-size flow (N, 2, ceil(H/2), ceil(W/2)),
+        reference, neighbour (N, C, H, W) -> coarse flow (N, 2, ceil(H/2g), ceil(W/2g)) for ``grid`` g,
         full-size flow (N, 2, H, W); both in pixels at their own size, zero untrained.
     """
 
-    def __init__(self, in_channels: int = 1, channels: int = 16, blocks: int = 2):
+    def __init__(self, in_channels: int = 1, channels: int = 16, blocks: int = 2, grid: int = 1):
         super().__init__()
+        self.grid = grid
         self.level1 = FlowStage(2 * in_channels, channels, blocks)
         self.level2 = FlowStage(2 * in_channels + 2, channels, blocks)
 
     def forward(self, reference: torch.Tensor, neighbour: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        flow_half = self.level1(torch.cat((downsample2x(reference), downsample2x(neighbour)), dim=1))
-        flow_up = upsample_flow2x(flow_half, reference.shape[-2:])
+        size = reference.shape[-2:]
+        if self.grid == 2:
+            reference, neighbour = downsample2x(reference), downsample2x(neighbour)
+        flow_coarse = self.level1(torch.cat((downsample2x(reference), downsample2x(neighbour)), dim=1))
+        flow_up = upsample_flow2x(flow_coarse, reference.shape[-2:])
         warped = flow_warp(neighbour, flow_up)
-        flow_full = flow_up + self.level2(torch.cat((reference, warped, flow_up), dim=1))
-        return flow_half, flow_full
+        flow_fine = flow_up + self.level2(torch.cat((reference, warped, flow_up), dim=1))
+        return flow_coarse, flow_fine if self.grid == 1 else upsample_flow2x(flow_fine, size)
 
 
 class TCSR(nn.Module):
@@ -118,6 +147,7 @@ class TCSR(nn.Module):
         flow_channels: feature channels of the flow estimation (:class:`OFRNet`).
         flow_blocks: residual blocks per flow stage.
         in_channels: 1 for luma-only models, 3 for YUV/RGB models.
+        grid: 1 (the published design) or 2 (on the half-size grid; see the module docstring).
 
     Shape:
         (N, 2k+1, in_channels, H, W) in [0, 1], frames t-k .. t+k at output resolution
@@ -129,24 +159,27 @@ class TCSR(nn.Module):
     # scale of the upscaler whose output it refines, which modelfile.load then checks alone.
 
     def __init__(self, k: int = 1, channels: int = 16, flow_channels: int = 16, flow_blocks: int = 2,
-                 in_channels: int = 1):
+                 in_channels: int = 1, grid: int = 1):
         super().__init__()
         ints = {"k": k, "channels": channels, "flow_channels": flow_channels, "flow_blocks": flow_blocks,
-                "in_channels": in_channels}
+                "in_channels": in_channels, "grid": grid}
         bad = [f"{name}={value!r}" for name, value in ints.items()
                if not isinstance(value, int) or isinstance(value, bool)]
-        if bad or k < 1 or channels < 1 or flow_channels < 1 or flow_blocks < 0 or in_channels not in (1, 3):
+        if bad or k < 1 or channels < 1 or flow_channels < 1 or flow_blocks < 0 or in_channels not in (1, 3) \
+                or grid not in (1, 2):
             raise ValueError("invalid TCSR config: " + " ".join(bad or [f"{n}={v}" for n, v in ints.items()]))
         self.k = k
         self.in_channels = in_channels
-        self.ofrnet = OFRNet(in_channels, flow_channels, flow_blocks)
-        self.embed_neighbour = nn.Conv2d(in_channels, channels, 3, padding=1)
-        self.embed_reference = nn.Conv2d(in_channels, channels, 3, padding=1)
+        self.grid = grid
+        folded = in_channels * grid * grid  # a frame's channels once folded onto the grid
+        self.ofrnet = OFRNet(in_channels, flow_channels, flow_blocks, grid)
+        self.embed_neighbour = nn.Conv2d(folded, channels, 3, padding=1)
+        self.embed_reference = nn.Conv2d(folded, channels, 3, padding=1)
         self.fusion = nn.Conv2d((2 * k + 1) * channels, channels, 1)
         self.reconstruction = nn.Sequential(
             nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True),
             ResidualBlockNoBN(channels),
-            nn.Conv2d(channels, in_channels, 3, padding=1))
+            nn.Conv2d(channels, folded, 3, padding=1))
         nn.init.zeros_(self.reconstruction[-1].weight)
         nn.init.zeros_(self.reconstruction[-1].bias)
         self.lrelu = nn.LeakyReLU(0.1, inplace=True)
@@ -175,8 +208,8 @@ class TCSR(nn.Module):
 
         Returns:
             output (N, C, H, W); then, one entry per neighbour in :meth:`neighbour_indices` order,
-            half-size flows (N, 2, ceil(H/2), ceil(W/2)), full-size flows (N, 2, H, W) and the
-            neighbour frames themselves (N, C, H, W).
+            coarse flows (see :class:`OFRNet`), full-size flows (N, 2, H, W) and the neighbour frames
+            themselves (N, C, H, W).
         """
         if frames.dim() != 5 or frames.shape[1] != 2 * self.k + 1 or frames.shape[2] != self.in_channels:
             raise ValueError(f"TCSR(k={self.k}, in_channels={self.in_channels}) expects frames of shape "
@@ -187,23 +220,34 @@ class TCSR(nn.Module):
         # All neighbours in one batch: (N * 2k, C, H, W), neighbour-major within each sample.
         neighbours = frames[:, self.neighbour_indices()].reshape(n * k2, c, h, w)
         references = reference.unsqueeze(1).expand(n, k2, c, h, w).reshape(n * k2, c, h, w)
-        flows_half, flows_full = self.ofrnet(references, neighbours)
+        flows_coarse, flows_full = self.ofrnet(references, neighbours)
         aligned = flow_warp(neighbours, flows_full)
 
-        ref_features = self.embed_reference(reference)  # (N, F, H, W)
-        nbr_features = self.embed_neighbour(aligned)  # (N * 2k, F, H, W)
-        channels = ref_features.shape[1]
-        distance = torch.sigmoid(nbr_features.view(n, k2, channels, h, w) * ref_features.unsqueeze(1))
-        weighted = distance * nbr_features.view(n, k2, channels, h, w)
-        # Time order, the reference's own features in the middle: (N, (2k+1) * F, H, W).
+        ref_features = self.embed_reference(self._fold(reference))  # (N, F, H/g, W/g)
+        nbr_features = self.embed_neighbour(self._fold(aligned))  # (N * 2k, F, H/g, W/g)
+        channels, gh, gw = ref_features.shape[1:]
+        distance = torch.sigmoid(nbr_features.view(n, k2, channels, gh, gw) * ref_features.unsqueeze(1))
+        weighted = distance * nbr_features.view(n, k2, channels, gh, gw)
+        # Time order, the reference's own features in the middle: (N, (2k+1) * F, H/g, W/g).
         features = torch.cat((weighted[:, :self.k], ref_features.unsqueeze(1), weighted[:, self.k:]), dim=1)
-        fused = self.lrelu(self.fusion(features.reshape(n, (k2 + 1) * channels, h, w)))
-        output = reference + self.reconstruction(fused)
+        fused = self.lrelu(self.fusion(features.reshape(n, (k2 + 1) * channels, gh, gw)))
+        residual = F.pixel_shuffle(self.reconstruction(fused), self.grid)[..., :h, :w]
+        output = reference + residual
 
         def per_neighbour(t: torch.Tensor) -> list[torch.Tensor]:
             return list(t.reshape(n, k2, *t.shape[1:]).unbind(1))
 
-        return output, per_neighbour(flows_half), per_neighbour(flows_full), per_neighbour(neighbours)
+        return output, per_neighbour(flows_coarse), per_neighbour(flows_full), per_neighbour(neighbours)
+
+    def _fold(self, x: torch.Tensor) -> torch.Tensor:
+        """(M, C, H, W) -> (M, C g^2, ceil(H/g), ceil(W/g)) for ``grid`` g: each g x g pixel block folded
+        into channels (an odd last row or column first replicated)."""
+        if self.grid == 1:
+            return x
+        h, w = x.shape[-2:]
+        if h % 2 or w % 2:
+            x = F.pad(x, (0, w % 2, 0, h % 2), mode="replicate")
+        return F.pixel_unshuffle(x, self.grid)
 
 
 def charbonnier(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
@@ -223,21 +267,21 @@ def total_variation(flow: torch.Tensor) -> torch.Tensor:
 
 
 def tcsr_loss(model_out: torch.Tensor, target: torch.Tensor, frames: torch.Tensor,
-              flows_half: list[torch.Tensor], flows_full: list[torch.Tensor],
+              flows_coarse: list[torch.Tensor], flows_full: list[torch.Tensor],
               alpha: float = 0.01, beta: float = 0.1, smooth: float = 0.01) -> torch.Tensor:
     """TCSR training loss: L_SR + beta * L_OFR2 + alpha * L_OFR1.
 
     L_SR is the Charbonnier loss of the output against the high-resolution frame t. L_OFR1 and
-    L_OFR2 score the half-size and full-size flows by how well they warp each neighbour onto
-    frame t at that size (Charbonnier), plus ``smooth`` times their :func:`total_variation`;
-    both are averaged over the 2k neighbours. The flows serve the reconstruction, and the coarse
-    one only the fine one, so the weights are meant as alpha < beta < 1.
+    L_OFR2 score the coarse and full-size flows by how well they warp each neighbour onto frame t
+    at that size (Charbonnier), plus ``smooth`` times their :func:`total_variation`; both are
+    averaged over the 2k neighbours. The flows serve the reconstruction, and the coarse one only
+    the fine one, so the weights are meant as alpha < beta < 1.
 
     Args:
         model_out: (N, C, H, W), the output of :meth:`TCSR.forward_with_flows`.
         target: (N, C, H, W), the ground-truth frame t.
         frames: (N, 2k+1, C, H, W), the network's input.
-        flows_half / flows_full: the flows returned with ``model_out``, in neighbour order.
+        flows_coarse / flows_full: the flows returned with ``model_out``, in neighbour order.
         alpha / beta: weights of L_OFR1 / L_OFR2.
         smooth: weight of the flow smoothness term inside L_OFR1 and L_OFR2.
 
@@ -248,13 +292,14 @@ def tcsr_loss(model_out: torch.Tensor, target: torch.Tensor, frames: torch.Tenso
         raise ValueError(f"negative loss weight: alpha={alpha} beta={beta} smooth={smooth}")
     k = frames.shape[1] // 2
     neighbours = [frames[:, i] for i in range(frames.shape[1]) if i != k]
-    if not len(neighbours) == len(flows_half) == len(flows_full):
-        raise ValueError(f"{len(neighbours)} neighbours but {len(flows_half)} / {len(flows_full)} flows")
+    if not len(neighbours) == len(flows_coarse) == len(flows_full):
+        raise ValueError(f"{len(neighbours)} neighbours but {len(flows_coarse)} / {len(flows_full)} flows")
     reference = frames[:, k]
-    reference_half = downsample2x(reference)
+    coarse_size = flows_coarse[0].shape[-2:]
+    reference_coarse = downsample_to(reference, coarse_size)
     ofr1 = ofr2 = model_out.new_zeros(())
-    for neighbour, flow_half, flow_full in zip(neighbours, flows_half, flows_full, strict=True):
-        ofr1 = ofr1 + charbonnier(flow_warp(downsample2x(neighbour), flow_half), reference_half) \
-            + smooth * total_variation(flow_half)
+    for neighbour, flow_coarse, flow_full in zip(neighbours, flows_coarse, flows_full, strict=True):
+        ofr1 = ofr1 + charbonnier(flow_warp(downsample_to(neighbour, coarse_size), flow_coarse), reference_coarse) \
+            + smooth * total_variation(flow_coarse)
         ofr2 = ofr2 + charbonnier(flow_warp(neighbour, flow_full), reference) + smooth * total_variation(flow_full)
     return charbonnier(model_out, target) + (beta * ofr2 + alpha * ofr1) / len(neighbours)
