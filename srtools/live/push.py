@@ -43,8 +43,8 @@ log = logging.getLogger("srtools.push")
 
 DEFAULT_PAIR_RATE = 4.0  # pairs per second: a new scene has pairs in the pool within a quarter second
 DEFAULT_RETRIES = 5  # waits of 1, 2, 4, 8 and 16 s: 31 s in all
-DEFAULT_BITRATE = "2M"
-DEFAULT_SEGMENT = 2.0
+DEFAULT_BITRATE = degrade.LIVE_BITRATE
+DEFAULT_SEGMENT = degrade.LIVE_SEGMENT
 AUDIO_BITRATE = "128k"
 QUEUE_PAIRS = 8  # pairs waiting for the disk before new ones are dropped
 PENDING_FRAMES = 64  # sampled HR frames waiting for their decoded LR frame
@@ -77,7 +77,7 @@ class PushSettings:
     fps: float | None = None
     bitrate: str = DEFAULT_BITRATE
     crf: int = degrade.DEFAULT_CRF
-    preset: str = "veryfast"
+    preset: str = degrade.LIVE_PRESET
     segment: float = DEFAULT_SEGMENT
     pair_rate: float = DEFAULT_PAIR_RATE
     retries: int = DEFAULT_RETRIES
@@ -154,12 +154,8 @@ def filter_graph(scale: int, fps: float | None = None) -> str:
 
 
 def encoder_args(settings: PushSettings) -> list[str]:
-    """libx264 for low latency (no B-frames, no lookahead), CRF capped by the bitrate, keyframes at
-    every segment boundary and nowhere else; AAC audio."""
-    return ["-c:v", "libx264", "-preset", settings.preset, "-tune", "zerolatency", "-bf", "0",
-            "-crf", str(settings.crf), "-maxrate", settings.bitrate, "-bufsize", settings.bitrate,
-            "-force_key_frames", f"expr:gte(t,n_forced*{settings.segment})",
-            "-x264-params", "keyint=infinite:scenecut=0",
+    """The live x264 settings (:func:`srtools.degrade.live_x264_args`) and AAC audio."""
+    return [*degrade.live_x264_args(settings.crf, settings.bitrate, settings.preset, settings.segment),
             # Parameter sets in the stream headers, where FLV, Matroska and MP4 want them.
             "-flags", "+global_header",
             "-c:a", "aac", "-b:a", AUDIO_BITRATE]
