@@ -26,8 +26,10 @@ def _emit(result: UploadResult) -> None:
                    "serves KEY 'default').")
 @click.option("--token-file", type=click.Path(dir_okay=False), metavar="FILE",
               help=f"File holding the stream's shared secret (default: ${TOKEN_ENV}).")
-@click.option("--arch", type=click.Choice(sorted(archs.ARCHITECTURES)), default="fedsr", show_default=True,
-              help="Architecture of the model to upload.")
+@click.option("--arch", "arches", type=click.Choice(list(archs.ARCHITECTURES)), multiple=True,
+              default=list(archs.ARCHITECTURES), show_default=True,
+              help="Architecture of the models to upload; repeat for several, in priority order (default: all, "
+                   "F-EDSR first).")
 @cli.scale_option()
 @click.option("--uplink", type=click.FloatRange(1, None), required=True, metavar="KBIT/S",
               help="The uplink's rate in kbit/s (what the video and the uploads share).")
@@ -39,15 +41,17 @@ def _emit(result: UploadResult) -> None:
               help="Longest wait to connect or for any one network read or write.")
 @click.option("--max-backoff", type=click.FloatRange(0.5, 3600), default=30, show_default=True, metavar="SECONDS",
               help="Longest wait between retries (they start at 0.5 s and double).")
-def command(spool: str, url: str, token_file: str | None, arch: str, scale: int, uplink: float, share: float,
+def command(spool: str, url: str, token_file: str | None, arches: tuple[str, ...], scale: int, uplink: float,
+            share: float,
             once: bool, poll_interval: float, timeout: float, max_backoff: float) -> None:
     """Upload each new model of the push side's spool to the server, sharing the uplink with the video.
 
-    Follows the spool's current model of --arch at --scale (srtools-spool(5)) and sends it to
-    sr-receive on the server, which makes it the server's current model under the same version
-    number. Only the newest model is sent: when an upload ends, the current model is the next
-    one, and versions published meanwhile are skipped. The body is paced by a token bucket at
-    --share of --uplink, so the video keeps the rest of the uplink
+    Follows the spool's current model of each --arch at --scale (srtools-spool(5): F-EDSR, and
+    TCSR once the online trainer makes one) and sends it to sr-receive on the server, which makes
+    it the server's current model under the same version number. Only the newest model is sent:
+    when an upload ends, the current model is the next one, and versions published meanwhile are
+    skipped. One upload runs at a time, the first --arch with a new model first. The body is paced
+    by a token bucket at --share of --uplink, so the video keeps the rest of the uplink
     (benchmarks/bench_uplink.py measures it).
 
     Before each upload a GET asks the server for its current version: a model it already has is
@@ -61,16 +65,16 @@ def command(spool: str, url: str, token_file: str | None, arch: str, scale: int,
     the reverse proxy); certificates are checked against the system's authorities, or
     $SSL_CERT_FILE.
 
-    Writes one JSON object per version handled: version, bytes (the model file's size), seconds
+    Writes one JSON object per version handled: arch, version, bytes (the model file's size), seconds
     (the PUT's duration), status (uploaded, present: the server had it or a newer one, or
     rejected), http (the server's status code), attempts, kbit_s (the achieved rate). Runs
-    until SIGINT or SIGTERM, or with --once until the current model is handled.
+    until SIGINT or SIGTERM, or with --once until the current model of each --arch is handled.
     """
     token = read_token(token_file)
     rate = uplink * 1e3 / 8 * share
-    uploader = Uploader(Spool(spool), url, token, arch, scale, rate, timeout=timeout, max_backoff=max_backoff)
-    log.info("uploading %s models from %s to %s at %.0f kbit/s", Spool.key(arch, scale), spool, uploader.url,
-             rate * 8 / 1e3)
+    uploader = Uploader(Spool(spool), url, token, arches, scale, rate, timeout=timeout, max_backoff=max_backoff)
+    log.info("uploading %s models from %s to %s at %.0f kbit/s", ", ".join(Spool.key(a, scale) for a in arches), spool,
+             uploader.url, rate * 8 / 1e3)
     uploader.run(_emit, once=once, poll_interval=poll_interval)
 
 

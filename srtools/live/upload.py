@@ -1,11 +1,14 @@
 """Model upload from the push side to the server: the protocol, the shared token, and the uploader.
 
 The push side trains models into its own spool; the server upscales with models from its spool.
-:class:`Uploader` (sr-upload) sends the push side's current model to sr-receive
-(:mod:`srtools.live.receive`) over the broadcaster's uplink, which also carries the video, so it:
+:class:`Uploader` (sr-upload) sends the push side's current models (F-EDSR, and TCSR when the
+trainer makes one) to sr-receive (:mod:`srtools.live.receive`) over the broadcaster's uplink, which
+also carries the video, so it:
 
-- sends only the newest model: when an upload finishes, the spool's current model is the next one,
-  and the versions published meanwhile are skipped (a model is only worth its latest weights);
+- sends only the newest model of each architecture: when an upload finishes, the spool's current
+  model is the next one, and the versions published meanwhile are skipped (a model is only worth
+  its latest weights); architectures are served in priority order (F-EDSR first: it is what every
+  frame goes through);
 - paces the body with a token bucket at a share of the uplink, so the video keeps the rest;
 - retries with exponential backoff while the server is away or failing, moving on to a newer
   version if one is published during the outage.
@@ -41,7 +44,7 @@ import threading
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from ..errors import InputError, SrError, UsageError
 from ..spool import Pointer, Spool
@@ -130,6 +133,7 @@ class UploadResult:
     or a newer one: 409 or its GET said so) or ``rejected`` (413 too large, 422 invalid).
     """
 
+    arch: str
     version: int
     bytes: int
     seconds: float
@@ -148,81 +152,91 @@ class _Transient(Exception):
 
 
 class Uploader:
-    """Uploads the spool's current model of ``arch`` at ``scale`` to a stream URL.
+    """Uploads the spool's current models of ``arches`` at ``scale`` to a stream URL.
 
     Args:
         spool: the push side's spool.
         url: the stream's URL, ``http[s]://HOST[:PORT]/models/KEY`` (the model path is appended).
         token: the stream's shared secret.
+        arches: the architectures to upload, in priority order (one upload at a time: a new model of
+            the first waits at most for the upload in progress).
         rate: the upload's share of the uplink, in bytes per second.
         timeout: seconds to connect, and for any one socket operation.
         max_backoff: the longest wait between retries (they start at 0.5 s and double).
     """
 
-    def __init__(self, spool: Spool, url: str, token: str, arch: str, scale: int, rate: float,
+    def __init__(self, spool: Spool, url: str, token: str, arches: Sequence[str], scale: int, rate: float,
                  timeout: float = 30, max_backoff: float = 30):
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise UsageError(f"{url!r}: expected http[s]://HOST[:PORT]/models/KEY")
-        self.spool, self.arch, self.scale = spool, arch, scale
+        self.spool, self.arches, self.scale = spool, list(arches), scale
         self._https = parts.scheme == "https"
         self._netloc = parts.netloc
-        self._path = f"{parts.path.rstrip('/')}/{arch}-x{scale}"
+        self._stream_path = parts.path.rstrip("/")
         self._auth = f"Bearer {token}"
         self.bucket = TokenBucket(rate, chunk_bytes(rate))
         self.timeout, self.max_backoff = timeout, max_backoff
-        self.sent = 0  # the newest version the server has from us, as far as we know
+        self.sent = dict.fromkeys(self.arches, 0)  # the newest version the server has from us, as far as we know
 
     @property
     def url(self) -> str:
-        return f"{'https' if self._https else 'http'}://{self._netloc}{self._path}"
+        """The stream's URL."""
+        return f"{'https' if self._https else 'http'}://{self._netloc}{self._stream_path}"
+
+    def _path(self, arch: str) -> str:
+        return f"{self._stream_path}/{arch}-x{self.scale}"
 
     def run(self, emit: Callable[[UploadResult], None], once: bool = False, poll_interval: float = 0.5,
             stop: threading.Event | None = None) -> None:
-        """Upload each newer current version until ``stop`` is set (or once, with ``once``).
+        """Upload each newer current version until ``stop`` is set (or, with ``once``, the current model
+        of each architecture that has one).
 
         Raises:
-            InputError: with ``once``, the spool has no model to upload.
+            InputError: with ``once``, the spool has no model of any of the architectures.
             UploadError: the server refused the token or does not know the stream.
         """
         stop = stop or threading.Event()
+        if once and all(self._current(arch) is None for arch in self.arches):
+            missing = " and no ".join(f"{Spool.key(arch, self.scale)} model" for arch in self.arches)
+            raise InputError(f"{self.spool.root}: no {missing} to upload")
         while not stop.is_set():
-            pointer = self._current()
-            if pointer is None and once:
-                raise InputError(f"{self.spool.root}: no {Spool.key(self.arch, self.scale)} model to upload")
-            if pointer is not None and pointer.version > self.sent:
-                result = self.deliver(pointer, stop)
-                if result is None:  # stopped while retrying
-                    return
-                self.sent = max(self.sent, result.version)
-                emit(result)
+            due = [(arch, p) for arch in self.arches if (p := self._current(arch)) and p.version > self.sent[arch]]
+            if not due:
                 if once:
                     return
-                continue  # a newer version may have been published while this one was sent
-            stop.wait(poll_interval)
+                stop.wait(poll_interval)
+                continue
+            arch, pointer = due[0]  # the first in priority order; then look again (newer versions may be out)
+            result = self.deliver(arch, pointer, stop)
+            if result is None:  # stopped while retrying
+                return
+            self.sent[arch] = max(self.sent[arch], result.version)
+            emit(result)
 
-    def deliver(self, pointer: Pointer, stop: threading.Event) -> UploadResult | None:
-        """Upload ``pointer``'s model, retrying with backoff; after a failed attempt the newest
-        version is tried instead. None when ``stop`` was set while waiting to retry."""
+    def deliver(self, arch: str, pointer: Pointer, stop: threading.Event) -> UploadResult | None:
+        """Upload ``pointer``'s model of ``arch``, retrying with backoff; after a failed attempt the
+        newest version is tried instead. None when ``stop`` was set while waiting to retry."""
         delay, attempts = 0.5, 0
         while True:
             attempts += 1
             try:
-                return self._attempt(pointer, attempts)
+                return self._attempt(arch, pointer, attempts)
             except _Transient as exc:
-                log.warning("upload of v%d to %s failed (%s); retrying in %.1f s", pointer.version, self.url, exc,
-                            delay)
+                log.warning("upload of %s v%d to %s failed (%s); retrying in %.1f s", arch, pointer.version, self.url,
+                            exc, delay)
             if stop.wait(delay):
                 return None
             delay = min(2 * delay, self.max_backoff)
-            newest = self._current()
+            newest = self._current(arch)
             if newest is not None and newest.version > pointer.version:
-                log.info("v%d was published meanwhile: uploading it instead of v%d", newest.version, pointer.version)
+                log.info("%s v%d was published meanwhile: uploading it instead of v%d", arch, newest.version,
+                         pointer.version)
                 pointer = newest
 
-    def _current(self) -> Pointer | None:
+    def _current(self, arch: str) -> Pointer | None:
         try:
-            return self.spool.current(self.arch, self.scale)
+            return self.spool.current(arch, self.scale)
         except SrError as exc:  # a damaged pointer: the next publish replaces it
             log.warning("%s", exc)
             return None
@@ -231,23 +245,24 @@ class Uploader:
         cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
         return cls(self._netloc, timeout=self.timeout)
 
-    def _attempt(self, pointer: Pointer, attempts: int) -> UploadResult:
+    def _attempt(self, arch: str, pointer: Pointer, attempts: int) -> UploadResult:
         try:
             body = pointer.path.read_bytes()
         except OSError as exc:
             raise _Transient(f"cannot read {pointer.path}: {exc.strerror}") from None
         conn = self._connection()
+        path = self._path(arch)
         try:
-            state = self._state(conn)
+            state = self._state(conn, path)
             if state.get("version") is not None and state["version"] >= pointer.version:
-                log.info("the server already has v%d (v%d asked)", state["version"], pointer.version)
-                return UploadResult(pointer.version, len(body), 0.0, "present", 200, attempts)
+                log.info("the server already has %s v%d (v%d asked)", arch, state["version"], pointer.version)
+                return UploadResult(arch, pointer.version, len(body), 0.0, "present", 200, attempts)
             if len(body) > state.get("max_bytes", len(body)):
-                log.error("v%d: %d bytes, over the server's limit of %d", pointer.version, len(body),
+                log.error("%s v%d: %d bytes, over the server's limit of %d", arch, pointer.version, len(body),
                           state["max_bytes"])
-                return UploadResult(pointer.version, len(body), 0.0, "rejected", 413, attempts)
+                return UploadResult(arch, pointer.version, len(body), 0.0, "rejected", 413, attempts)
             start = time.monotonic()
-            status, answer = self._put(conn, body, pointer.version)
+            status, answer = self._put(conn, path, body, pointer.version)
             seconds = time.monotonic() - start
         except ssl.SSLCertVerificationError as exc:
             raise UploadError(f"{self.url}: {exc.verify_message} (the server's certificate; see $SSL_CERT_FILE)") \
@@ -256,23 +271,24 @@ class Uploader:
             raise _Transient(f"{type(exc).__name__}: {exc}") from None
         finally:
             conn.close()
-        result = UploadResult(pointer.version, len(body), round(seconds, 3), "uploaded", status, attempts,
+        result = UploadResult(arch, pointer.version, len(body), round(seconds, 3), "uploaded", status, attempts,
                               round(len(body) * 8 / seconds / 1e3, 1) if seconds > 0 else None)
         if status in (200, 201):
-            log.info("uploaded v%d: %d bytes in %.1f s", pointer.version, len(body), seconds)
+            log.info("uploaded %s v%d: %d bytes in %.1f s", arch, pointer.version, len(body), seconds)
         elif status == 409:
-            log.info("the server has v%d or newer: %s", pointer.version, answer)
+            log.info("the server has %s v%d or newer: %s", arch, pointer.version, answer)
             result.status = "present"
         elif status in (413, 422):
-            log.error("the server rejected v%d: %s", pointer.version, answer)
+            log.error("the server rejected %s v%d: %s", arch, pointer.version, answer)
             result.status = "rejected"
         else:
             self._raise_for(status, answer)
         return result
 
-    def _state(self, conn: http.client.HTTPConnection) -> dict:
-        """The server's current version and limit for our model (GET), on the connection the PUT reuses."""
-        conn.request("GET", self._path, headers={"Authorization": self._auth})
+    def _state(self, conn: http.client.HTTPConnection, path: str) -> dict:
+        """The server's current version and limit for the model at ``path`` (GET), on the connection the
+        PUT reuses."""
+        conn.request("GET", path, headers={"Authorization": self._auth})
         response = conn.getresponse()
         answer = response.read()
         if response.status != 200:
@@ -283,8 +299,8 @@ class Uploader:
             raise _Transient("the server's answer is not JSON (is --to an sr-receive URL?)") from None
         return state if isinstance(state, dict) else {}
 
-    def _put(self, conn: http.client.HTTPConnection, body: bytes, version: int) -> tuple[int, str]:
-        conn.putrequest("PUT", self._path, skip_accept_encoding=True)
+    def _put(self, conn: http.client.HTTPConnection, path: str, body: bytes, version: int) -> tuple[int, str]:
+        conn.putrequest("PUT", path, skip_accept_encoding=True)
         for name, value in (("Authorization", self._auth), ("Content-Type", "application/octet-stream"),
                             ("Content-Length", str(len(body))), (VERSION_HEADER, str(version))):
             conn.putheader(name, value)
