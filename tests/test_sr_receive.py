@@ -31,12 +31,18 @@ def write_token(path: Path, token: str = TOKEN) -> Path:
     return path
 
 
-def model_file(path: Path, scale: int = 2, channels: int = 4) -> bytes:
-    """A tiny F-EDSR model file with non-trivial weights; its bytes."""
-    hparams = {"scale": scale, "channels": channels, "blocks": 1}
-    model = archs.build("fedsr", hparams)
-    torch.nn.init.normal_(model.tail.weight, std=0.01)
-    modelfile.save(path, model, modelfile.ModelInfo("fedsr", hparams, scale))
+def model_file(path: Path, scale: int = 2, channels: int = 4, arch: str = "fedsr") -> bytes:
+    """A tiny F-EDSR (or TCSR) model file with non-trivial weights; its bytes."""
+    if arch == "fedsr":
+        hparams = {"scale": scale, "channels": channels, "blocks": 1}
+        model = archs.build(arch, hparams)
+        last = model.tail
+    else:
+        hparams = {"k": 1, "channels": channels, "flow_channels": channels, "flow_blocks": 1, "grid": 2}
+        model = archs.build(arch, hparams)
+        last = model.reconstruction[-1]
+    torch.nn.init.normal_(last.weight, std=0.01)
+    modelfile.save(path, model, modelfile.ModelInfo(arch, hparams, scale))
     return path.read_bytes()
 
 
@@ -112,13 +118,15 @@ def test_a_good_upload_becomes_current_under_the_push_side_version(receiver, tmp
     assert code == 130 and "2 models accepted" in err and "Traceback" not in err
 
 
-def test_every_refusal_leaves_the_spool_unchanged(receiver, tmp_path):
+@pytest.mark.parametrize("arch, other", [("fedsr", "tcsr"), ("tcsr", "fedsr")])
+def test_every_refusal_leaves_the_spool_unchanged(receiver, tmp_path, arch, other):
+    """TCSR models (the server's second stage) are refused and accepted exactly as F-EDSR's."""
     server, spool = receiver
-    url = f"{server.url}/models/default/fedsr-x2"
-    good = model_file(tmp_path / "m.safetensors")
+    url = f"{server.url}/models/default/{arch}-x2"
+    good = model_file(tmp_path / "m.safetensors", arch=arch)
     assert put(url, good, version=5)[0] == 201
     before = listing(spool)
-    assert "current/fedsr-x2.json" in before
+    assert f"current/{arch}-x2.json" in before
 
     class Boom:
         def __reduce__(self):
@@ -133,12 +141,12 @@ def test_every_refusal_leaves_the_spool_unchanged(receiver, tmp_path):
         ("corrupt", put(url, os.urandom(4000), version=6), 422),
         ("truncated", put(url, good[: len(good) // 2], version=6), 422),
         ("pickle", put(url, pickle.dumps(Boom()), version=6), 422),
-        ("wrong scale", put(url, model_file(tmp_path / "x3.safetensors", scale=3), version=6), 422),
-        ("wrong architecture", put(f"{server.url}/models/default/tcsr-x2", good, version=6), 422),
+        ("wrong scale", put(url, model_file(tmp_path / "x3.safetensors", scale=3, arch=arch), version=6), 422),
+        ("wrong architecture", put(f"{server.url}/models/default/{other}-x2", good, version=6), 422),
         ("older version", put(url, good, version=4), 409),
         ("equal version", put(url, good, version=5), 409),
         ("no version", put(url, good, version=None), 400),
-        ("unknown stream", put(f"{server.url}/models/other/fedsr-x2", good, version=6), 404),
+        ("unknown stream", put(f"{server.url}/models/other/{arch}-x2", good, version=6), 404),
         ("unknown architecture", put(f"{server.url}/models/default/resnet-x2", good, version=6), 404),
     ]
     for name, (status, answer), expected in cases:
@@ -147,7 +155,10 @@ def test_every_refusal_leaves_the_spool_unchanged(receiver, tmp_path):
         assert listing(spool) == before, name
     assert not (tmp_path / "pwned").exists()
     assert get(url, token=None)[0] == 401 and get(url, token="nope")[0] == 401
-    assert Spool(spool).current("fedsr", 2).version == 5
+    assert Spool(spool).current(arch, 2).version == 5
+    # and a newer good one is accepted
+    assert put(url, model_file(tmp_path / "m2.safetensors", channels=6, arch=arch), version=6)[0] == 201
+    assert Spool(spool).current(arch, 2).version == 6
     code, err = server.stop()
     assert f"{len(cases) + 2} requests refused" in err and "Traceback" not in err
 
