@@ -9,9 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_sr_hls import flash_beep_offsets
+
+from srtools.live.chain import port_listening, rtmp_port
 
 from conftest import free_port, start_command
+from test_sr_hls import flash_beep_offsets
 
 pytestmark = pytest.mark.slow
 
@@ -114,7 +116,10 @@ def test_audio_and_video_stay_in_sync_through_the_chain(tmp_path):
 def test_the_publisher_leaves_and_comes_back_with_another_size(tmp_path):
     live = Live(tmp_path, "--sessions", "2", "--segment", "1", "--tcsr-budget-ms", "0")
     publish(live.url, seconds=3)
-    time.sleep(1)
+    deadline = time.monotonic() + 30
+    while not port_listening(rtmp_port(live.url)):  # the listener of the next session (its own ingest)
+        assert time.monotonic() < deadline and live.process.poll() is None, "no listener for the second session"
+        time.sleep(0.05)
     publish(live.url, seconds=3, size="256x144")
     code, err = live.finish()
     assert code == 0, err
