@@ -11,8 +11,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import IO, Callable, Iterator
 
 import pytest
 
@@ -55,6 +57,74 @@ def start_command(name: str, *args, **popen_kwargs) -> subprocess.Popen:
     return subprocess.Popen(command_line(name, *args), env=COMMAND_ENV, **popen_kwargs)
 
 
+@contextlib.contextmanager
+def running_command(name: str, *args, deadline: float = 300, **popen_kwargs) -> Iterator[subprocess.Popen]:
+    """start_command() for the body of a with statement: the process is killed if it is still running
+    when the body ends, and its pipes are closed. One that outlives ``deadline`` seconds is killed even
+    while the body waits on it (a read of its pipes then meets EOF) and fails the test, which never hangs."""
+    process = start_command(name, *args, **popen_kwargs)
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        process.kill()
+
+    watchdog = threading.Timer(deadline, expire)
+    watchdog.start()
+    try:
+        yield process
+    finally:
+        watchdog.cancel()
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        for pipe in (process.stdin, process.stdout, process.stderr):
+            if pipe is not None:
+                with contextlib.suppress(BrokenPipeError):
+                    pipe.close()
+        if expired.is_set():
+            raise AssertionError(f"{name} still running after {deadline} s: killed")
+
+
+class LineReader:
+    """Reads a process's pipe line by line on a thread of its own, so that a test can wait for a line
+    with a deadline (a plain readline blocks for ever on a process that hangs) and still read them all."""
+
+    def __init__(self, stream: IO[bytes]):
+        self.lines: list[bytes] = []
+        self._changed = threading.Condition()
+        self._ended = False
+        self._thread = threading.Thread(target=self._read, args=(stream,), name="line-reader", daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: IO[bytes]) -> None:
+        try:
+            for line in stream:
+                with self._changed:
+                    self.lines.append(line)
+                    self._changed.notify_all()
+        finally:
+            with self._changed:
+                self._ended = True
+                self._changed.notify_all()
+
+    def wait_for(self, condition: Callable[[list[bytes]], bool], timeout: float, what: str) -> None:
+        """Wait until ``condition(lines)`` holds; AssertionError when the pipe ends or ``timeout`` seconds
+        pass first."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._ended or condition(self.lines), timeout)
+            assert condition(self.lines), f"not {what} within {timeout} s: {self.text_so_far()}"
+
+    def text_so_far(self) -> str:
+        return b"".join(self.lines).decode(errors="replace")
+
+    def text(self, timeout: float = 30) -> str:
+        """All the lines, once the pipe has ended (its writer exited)."""
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), f"the pipe still open after {timeout} s: {self.text_so_far()}"
+        return self.text_so_far()
+
+
 def stop_command(process: subprocess.Popen, signum: int = signal.SIGTERM, timeout: float = 30) -> tuple[bytes, bytes]:
     """Signal a start_command() process and collect its pipes; one that outlives ``timeout`` is killed
     (never left behind) and fails the test."""
@@ -88,16 +158,25 @@ def hr_clip(tmp_path_factory) -> Path:
 
 
 class Server:
-    """A bin/ server started as a real process; its first stdout line is {"url": ...}."""
+    """A bin/ server started as a real process; its first stdout line is {"url": ...}. One that exits,
+    announces something else or nothing within ``timeout`` seconds fails the test, stopped (never left
+    behind) and its pipes closed."""
 
-    def __init__(self, name: str, *args):
+    def __init__(self, name: str, *args, timeout: float = 60):
         self.process = start_command(name, *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        line = self.process.stdout.readline()
-        if not line:
-            self.process.wait(10)
-            raise AssertionError(f"{name} did not start: {self.process.stderr.read().decode()}")
-        self.info = json.loads(line)
-        self.url = self.info["url"]
+        line = b""
+        try:
+            # Servers write their announcement as one whole line: once the pipe is readable, readline returns.
+            if select.select([self.process.stdout], [], [], timeout)[0]:
+                line = self.process.stdout.readline()
+            self.info = json.loads(line)
+            self.url = self.info["url"]
+        except BaseException as exc:
+            code, err = self.stop()
+            if not isinstance(exc, Exception):
+                raise
+            raise AssertionError(f"{name} did not announce its URL within {timeout} s (first line {line!r}, "
+                                 f"exit status {code}): {err}") from None
 
     def stop(self) -> tuple[int, str]:
         if self.process.stdout.closed:

@@ -47,6 +47,10 @@ def test_entry_points_bin_scripts_and_man_pages_agree_with_commands():
     assert scripts == {name: f"{module}:main" for name, module in COMMANDS.items()}
     for name in COMMANDS:
         assert (ROOT / "bin" / name).exists()
+    # Nothing left over from a command that is gone.
+    assert {p.name for p in (ROOT / "bin").iterdir()} == set(COMMANDS) | {"srtools-command"}
+    pages = {p.name for p in (ROOT / "man").iterdir() if p.suffix == ".1"}
+    assert pages == {f"{name}.1" for name in COMMANDS}
 
 
 def test_man_pages_are_generated_and_current():

@@ -7,11 +7,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from tiled_fixtures import LATENCIES
 
 from srtools.tiled.manifest import Manifest
 
 from conftest import NGINX, Server, free_port, running_nginx
+from tiled_fixtures import LATENCIES
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "conf" / "nginx-edge.conf"
 pytestmark = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (make deps installs it)")

@@ -6,9 +6,9 @@ import time
 from pathlib import Path
 
 import pytest
-from test_sr_live import publish, segments_of
 
 from conftest import NGINX, ROOT, Server, free_port, running_nginx
+from test_sr_live import publish, segments_of
 
 TEMPLATE = ROOT / "conf" / "nginx-rtmp.conf"
 RTMP_MODULE = Path("/usr/lib/nginx/modules/ngx_rtmp_module.so")

@@ -10,13 +10,13 @@ import time
 import cv2
 import numpy as np
 import pytest
-from test_sr_live import Live
-from tiled_fixtures import LATENCIES
 
 from srtools.httpserve import HLS_JS
 from srtools.y4m import Header
 
 from conftest import CHROMIUM, Chromium, Server, make_y4m
+from test_sr_live import Live
+from tiled_fixtures import LATENCIES
 
 pytestmark = [pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (make deps installs it)"),
               pytest.mark.skipif(not HLS_JS.is_file(), reason="hls.js is not vendored (make vendor/hls.min.js)")]

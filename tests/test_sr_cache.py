@@ -5,7 +5,6 @@ import os
 
 import numpy as np
 import pytest
-from tiled_fixtures import LATENCIES
 
 from srtools.tiled.cacheplan import objective
 from srtools.tiled.manifest import Manifest
@@ -13,6 +12,7 @@ from srtools.tiled.planning import build_instance, load_plan, threshold_bytes
 from srtools.tiled.profile import Profile
 
 from conftest import expect_error, run_command
+from tiled_fixtures import LATENCIES
 
 
 def test_plan_from_measured_profile(tiled, tiled_plan):

@@ -29,12 +29,14 @@ def test_serves_its_tiles_with_latency_in_parallel(tiled):
         status, body = get(f"{edge.url}/seg00000/t{members[0]:02d}.mp4")
         assert time.monotonic() - start >= DELAY_MS / 1e3
         assert status == 200 and body == m.lr_path(0, members[0]).read_bytes()
-        # Requests in parallel overlap their delays.
-        urls = [f"{edge.url}/seg{s:05d}/t{j:02d}.mp4" for s in (0, 1) for j in m.segments[s].sets[1]]
+        # Requests in parallel overlap their delays: all of them take less time than the delays of one
+        # after the other alone (on any machine, however loaded: only the delays are wall-clock).
+        urls = [f"{edge.url}/seg{s:05d}/t{j:02d}.mp4" for s in (0, 1) for j in m.segments[s].sets[1]] * 3
         start = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(len(urls)) as pool:
             assert all(status == 200 for status, _ in pool.map(get, urls))
-        assert time.monotonic() - start < 2 * DELAY_MS / 1e3 + 0.5
+        elapsed = time.monotonic() - start
+        assert elapsed < len(urls) * DELAY_MS / 1e3, f"{len(urls)} requests in {elapsed:.2f} s"
         # Tiles of other edges and paths outside the directory are not served.
         other = m.segments[0].sets[0][0]
         for path in (f"/seg00000/t{other:02d}.mp4", "/../manifest.json", "/%2e%2e/manifest.json"):

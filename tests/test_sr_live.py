@@ -1,7 +1,11 @@
 """sr-live: a real RTMP publisher, the real server chain (ffmpeg ingest, sr-serve, sr-tcsr, sr-hls), teardown."""
 
+from __future__ import annotations
+
+import contextlib
 import json
 import os
+import select
 import signal
 import subprocess
 import time
@@ -9,9 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_sr_hls import flash_beep_offsets
+
+from srtools.live.chain import port_listening, rtmp_port
 
 from conftest import free_port, start_command
+from test_sr_hls import flash_beep_offsets
 
 pytestmark = pytest.mark.slow
 
@@ -29,19 +35,38 @@ def publish(url: str, seconds: float = 4, size: str = "320x180", wait: bool = Tr
 
 
 class Live:
-    """sr-live as a real process; its announcement read."""
+    """sr-live as a real process; its announcement read. Every one started is stopped at the end of its
+    test, passed or failed (see stop_live_chains): its stages and their listeners would outlive it."""
 
-    def __init__(self, tmp_path: Path, *args):
+    started: list[Live] = []
+
+    def __init__(self, tmp_path: Path, *args, timeout: float = 60):
         self.root = tmp_path
         self.url = f"rtmp://127.0.0.1:{free_port()}/live/test"
         self.hls = tmp_path / "hls"
         self.process = start_command("sr-live", self.url, "--spool", tmp_path / "spool", "--hls", self.hls,
                                      "--stats-dir", tmp_path / "stats", *args, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE)
-        line = self.process.stdout.readline()
-        assert line, self.process.stderr.read().decode()
+        self.fifo_dir: Path | None = None
+        Live.started.append(self)
+        # sr-live writes its announcement as one whole line: once the pipe is readable, readline returns.
+        line = self.process.stdout.readline() if select.select([self.process.stdout], [], [], timeout)[0] else b""
+        if not line:
+            self.stop()
+            raise AssertionError(f"sr-live did not announce itself within {timeout} s: "
+                                 f"{self.process.stderr.read().decode()}")
         self.info = json.loads(line)
         self.fifo_dir = Path(self.info["fifo_dir"])
+
+    def stop(self, timeout: float = 30) -> None:
+        """SIGTERM, on which sr-live stops its stages; SIGKILL if it outlives ``timeout`` seconds."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
 
     def finish(self, timeout: float = 60) -> tuple[int, str]:
         code = self.process.wait(timeout)
@@ -56,9 +81,24 @@ class Live:
                     cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
                 except OSError:
                     continue
-                if any(mark.encode() in cmdline for mark in (str(self.root), str(self.fifo_dir), self.url)):
+                marks = (str(self.root), self.url, *([str(self.fifo_dir)] if self.fifo_dir else []))
+                if any(mark.encode() in cmdline for mark in marks):
                     found.append(int(entry))
         return found
+
+
+@pytest.fixture(autouse=True)
+def stop_live_chains():
+    """No sr-live, nor a stage of its chain, outlives its test, whichever assertion failed."""
+    yield
+    while Live.started:
+        live = Live.started.pop()
+        live.stop()
+        for pid in live.children():  # a chain whose sr-live was killed
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        live.process.stdout.close()
+        live.process.stderr.close()
 
 
 def segments_of(playlist: Path) -> list[tuple[float, str]]:
@@ -114,7 +154,10 @@ def test_audio_and_video_stay_in_sync_through_the_chain(tmp_path):
 def test_the_publisher_leaves_and_comes_back_with_another_size(tmp_path):
     live = Live(tmp_path, "--sessions", "2", "--segment", "1", "--tcsr-budget-ms", "0")
     publish(live.url, seconds=3)
-    time.sleep(1)
+    deadline = time.monotonic() + 30
+    while not port_listening(rtmp_port(live.url)):  # the listener of the next session (its own ingest)
+        assert time.monotonic() < deadline and live.process.poll() is None, "no listener for the second session"
+        time.sleep(0.05)
     publish(live.url, seconds=3, size="256x144")
     code, err = live.finish()
     assert code == 0, err

@@ -10,12 +10,12 @@ import urllib.request
 
 import numpy as np
 import pytest
-from tiled_fixtures import LATENCIES
 
 from srtools import metrics, video
 from srtools.tiled.manifest import Manifest
 
 from conftest import Server, expect_error, run_command
+from tiled_fixtures import LATENCIES
 
 
 def get(url):

@@ -16,6 +16,7 @@ from srtools import metrics, video
 from srtools.errors import ExitStatus
 from srtools.live.chain import port_listening
 from srtools.live.pool import Pool
+from srtools.live.push import Failure, classify_failure
 
 from conftest import expect_error, free_port, run_command, start_command, stop_command
 
@@ -310,3 +311,27 @@ def test_usage_and_input_errors_are_one_line(tmp_path, av_clip):
     expect_error(run_command("sr-push", av_clip, "--to", "-", "--spool", spool), ExitStatus.USAGE, "--to -")
     expect_error(run_command("sr-push", "--input-format", "lavfi", "nosuchsource", "--to", tmp_path / "o.flv",
                              "--spool", spool), ExitStatus.FFMPEG_FAILED, "nosuchsource")
+
+
+# ffmpeg's stderr (-loglevel error) when its tee's destination refuses the connection.
+REFUSED = ["[rtmp @ 0x55b1b27604c0] Cannot open connection tcp://127.0.0.1:9?tcp_nodelay=0",
+           "[tee @ 0x55b1b26d6d00] Slave '[onfail=abort:f=flv]rtmp://127.0.0.1:9/live/x': error opening: "
+           "Connection refused",
+           "[tee @ 0x55b1b26d6d00] Slave muxer #0 failed, aborting.",
+           "Could not write header for output file #0 (incorrect codec parameters ?): Connection refused",
+           "Error initializing output stream 0:0 -- "]
+
+
+def test_a_failed_destination_is_retried_and_anything_else_is_fatal_with_ffmpegs_telling_line():
+    assert classify_failure(0, REFUSED, network=True) is None
+    assert classify_failure(1, REFUSED, network=True) == Failure("Connection refused", retryable=True)
+    assert classify_failure(1, REFUSED[2:3], network=True) == Failure("connection failed", retryable=True)
+    # A file destination is never retried; the generic epilogue is not the message.
+    assert classify_failure(1, REFUSED, network=False) == Failure(
+        "ffmpeg exited with status 1: Could not write header for output file #0 (incorrect codec parameters ?): "
+        "Connection refused", retryable=False)
+    # The input failed, not the destination.
+    assert classify_failure(1, ["in.mp4: No such file or directory"], network=True) == Failure(
+        "ffmpeg exited with status 1: in.mp4: No such file or directory", retryable=False)
+    assert classify_failure(255, [], network=True) == Failure("ffmpeg exited with status 255: (no message)",
+                                                              retryable=False)

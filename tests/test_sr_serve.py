@@ -1,15 +1,18 @@
 """sr-serve: real processes, real frames, a real spool."""
 
+import errno
 import io
 import json
 import os
 import pty
 import re
+import select
 import signal
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +22,7 @@ from srtools import archs, modelfile, y4m
 from srtools.spool import Spool
 from srtools.upscale import ModelUpscaler, bicubic
 
-from conftest import expect_error, make_y4m, run_command, start_command
+from conftest import LineReader, expect_error, make_y4m, run_command, running_command
 
 
 def publish(spool_dir, channels=4, blocks=1, brighten=0.0):
@@ -78,16 +81,54 @@ def test_decodes_mp4_input_with_ffmpeg(tmp_path, hr_clip):
     assert (header.width, header.height, len(frames)) == (640, 360, 75)
 
 
+def write_fifo(path: Path, data: bytes, timeout: float) -> None:
+    """Write ``data`` to the FIFO ``path`` once a reader has it open (a plain open blocks for ever, on a
+    reader that never comes); AssertionError when none does within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:  # ENXIO: no reader yet
+                raise
+            assert time.monotonic() < deadline, f"{path}: no reader within {timeout} s"
+            time.sleep(0.01)
+    os.set_blocking(fd, True)
+    with open(fd, "wb") as out:
+        out.write(data)
+
+
+def read_fifo(path: Path, timeout: float) -> bytes:
+    """All that the writer of the FIFO ``path`` writes until it closes it (a plain read blocks for ever,
+    in open() already, on a writer that never comes); AssertionError when that takes more than
+    ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # at once; Linux reports no EOF before a writer came
+    chunks = []
+    try:
+        while True:
+            ready = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]
+            assert ready, f"{path}: not written and closed within {timeout} s"
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+
+
 def test_named_fifos_in_and_out(tmp_path, small_y4m):
     fifo_in, fifo_out = tmp_path / "in.fifo", tmp_path / "out.fifo"
     os.mkfifo(fifo_in)
     os.mkfifo(fifo_out)
-    serve = start_command("sr-serve", "--spool", tmp_path, fifo_in, "-o", fifo_out, stderr=subprocess.PIPE)
-    feeder = threading.Thread(target=lambda: fifo_in.write_bytes(small_y4m.read_bytes()))
-    feeder.start()
-    output = fifo_out.read_bytes()
-    feeder.join()
-    assert serve.wait(timeout=60) == 0, serve.stderr.read()
+    with running_command("sr-serve", "--spool", tmp_path, fifo_in, "-o", fifo_out, stderr=subprocess.PIPE) as serve:
+        feeder = threading.Thread(target=write_fifo, args=(fifo_in, small_y4m.read_bytes(), 60), daemon=True)
+        feeder.start()
+        output = read_fifo(fifo_out, 60)
+        feeder.join(timeout=60)
+        assert not feeder.is_alive(), "the input FIFO still being written after 60 s"
+        assert serve.wait(timeout=60) == 0, serve.stderr.read()
     assert len(frames_of(output)[1]) == 10
 
 
@@ -99,34 +140,45 @@ def test_hot_swap_between_frames_without_drop_or_repeat(tmp_path, spool_exists):
     if spool_exists:
         publish(spool)
     header = y4m.Header(48, 32)
-    serve = start_command("sr-serve", "--spool", spool, "--poll-interval", "0.05",
-                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    count, published_after = 40, 15
+    published_after, new_model_frames = 15, 5
+    count, frames, swapped = 0, [], threading.Event()
     received = threading.Semaphore(0)
+    with running_command("sr-serve", "--spool", spool, "--poll-interval", "0.05", deadline=120,
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as serve:
 
-    def feed():  # like a live source: a frame only after the previous one came out
-        writer = y4m.Writer(serve.stdin, header)
-        for i in range(count):
-            writer.write(y4m.Frame([np.full(s, 100, np.uint8) for s in header.plane_shapes]))
-            serve.stdin.flush()
-            received.acquire()
-            if i == published_after:
-                publish(spool, brighten=0.2)
-            time.sleep(0.02)
-        serve.stdin.close()
+        def feed():  # like a live source: a frame only after the previous one came out, every 20 ms or more,
+            # until a few frames of the new model came out (its load and warm-up take a while on a busy machine)
+            nonlocal count
+            writer = y4m.Writer(serve.stdin, header)
+            deadline = time.monotonic() + 60
+            while not swapped.is_set() and time.monotonic() < deadline:
+                writer.write(y4m.Frame([np.full(s, 100, np.uint8) for s in header.plane_shapes]))
+                serve.stdin.flush()
+                count += 1
+                if not received.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                    break  # sr-serve stopped answering: the assertions below say how
+                if count == published_after + 1:
+                    publish(spool, brighten=0.2)
+                time.sleep(0.02)
+            serve.stdin.close()
 
-    feeder = threading.Thread(target=feed)
-    feeder.start()
-    reader = y4m.Reader(serve.stdout)
-    frames = []
-    for frame in reader:
-        frames.append(frame)
-        received.release()
-    feeder.join()
-    stderr = serve.stderr.read().decode()
-    assert serve.wait(timeout=60) == 0, stderr
+        feeder = threading.Thread(target=feed, daemon=True)
+        feeder.start()
+        brightened = 0
+        for frame in y4m.Reader(serve.stdout):
+            frames.append(frame)
+            brightened += frame.y.mean() > 125  # the new model's +51 levels
+            if brightened == new_model_frames:
+                swapped.set()
+            received.release()
+        feeder.join(timeout=60)
+        assert not feeder.is_alive(), "the feeder still writing after 60 s"
+        stderr = serve.stderr.read().decode()
+        assert serve.wait(timeout=60) == 0, stderr
     assert len(frames) == count
-    swap = int(re.search(rf"frame (\d+): switched to model v{1 + spool_exists}", stderr).group(1))
+    found = re.search(rf"frame (\d+): switched to model v{1 + spool_exists}", stderr)
+    assert found, stderr
+    swap = int(found.group(1))
     means = [f.y.mean() for f in frames]
     assert published_after < swap < count
     assert all(m == pytest.approx(100, abs=1) for m in means[:swap])
@@ -197,19 +249,19 @@ def test_missing_input_and_bad_model_file(tmp_path):
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signal_ends_cleanly_with_whole_frames(tmp_path, signum):
-    serve = start_command("sr-serve", "--spool", tmp_path,
-                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    header = y4m.Header(32, 18)
-    writer = y4m.Writer(serve.stdin, header)
-    for _ in range(3):
-        writer.write(y4m.Frame([np.zeros(s, np.uint8) for s in header.plane_shapes]))
-    serve.stdin.flush()
-    reader = y4m.Reader(serve.stdout)
-    frames = [reader.read() for _ in range(3)]  # the live source then stalls
-    serve.send_signal(signum)
-    assert serve.wait(timeout=30) == 130
-    assert reader.read() is None and len(frames) == 3
-    stderr = serve.stderr.read().decode()
+    with running_command("sr-serve", "--spool", tmp_path, deadline=120,
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as serve:
+        header = y4m.Header(32, 18)
+        writer = y4m.Writer(serve.stdin, header)
+        for _ in range(3):
+            writer.write(y4m.Frame([np.zeros(s, np.uint8) for s in header.plane_shapes]))
+        serve.stdin.flush()
+        reader = y4m.Reader(serve.stdout)
+        frames = [reader.read() for _ in range(3)]  # the live source then stalls
+        serve.send_signal(signum)
+        assert serve.wait(timeout=30) == 130
+        assert reader.read() is None and len(frames) == 3
+        stderr = serve.stderr.read().decode()
     assert "sr-serve: interrupted by SIG" in stderr and "error" not in stderr and "Traceback" not in stderr
     assert re.search(r"[23] frames in .* 0 bicubic fallbacks", stderr)  # the stats line still comes
 
@@ -262,33 +314,36 @@ def test_realtime_share_drops_while_another_process_loads_the_cpu(tmp_path):
     rng = np.random.default_rng(0)
     inputs = [y4m.Frame([rng.integers(0, 256, shape, dtype=np.uint8) for shape in header.plane_shapes])
               for _ in range(150)]
-    serve = start_command("sr-serve", "--spool", tmp_path, "--realtime", "--reuse-threshold", "0",
-                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     outputs, hogs = [], []
-    reader = threading.Thread(target=lambda: outputs.extend(y4m.Reader(serve.stdout)))
-    reader.start()
-    writer = y4m.Writer(serve.stdin, header)
-    serve.stdin.flush()
-    time.sleep(3)  # start-up and warm-up before the clock starts
-    try:
-        start = time.monotonic()
-        for i, frame in enumerate(inputs):
-            if i == 50:
-                hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(3)]
-            if i == 100:
-                for hog in hogs:
-                    hog.kill()
-            time.sleep(max(0.0, start + i / 25 - time.monotonic()))
-            writer.write(frame)
-            serve.stdin.flush()
-    finally:
-        for hog in hogs:
-            hog.kill()
-            hog.wait()
-    serve.stdin.close()
-    reader.join(timeout=60)
-    stderr = serve.stderr.read().decode() + f"(test: {channels} channels, {1e3 * upscaler.cost:.1f} ms per frame)"
-    assert serve.wait(timeout=30) == 0, stderr
+    with running_command("sr-serve", "--spool", tmp_path, "--realtime", "--reuse-threshold", "0",
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as serve:
+        log = LineReader(serve.stderr)
+        reader = threading.Thread(target=lambda: outputs.extend(y4m.Reader(serve.stdout)), daemon=True)
+        reader.start()
+        writer = y4m.Writer(serve.stdin, header)
+        serve.stdin.flush()
+        # Start-up and warm-up (logged once the model has run on the stream's size) before the clock starts.
+        log.wait_for(lambda lines: any(b"; network on " in line for line in lines), 120, "warmed up")
+        try:
+            start = time.monotonic()
+            for i, frame in enumerate(inputs):
+                if i == 50:
+                    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(3)]
+                if i == 100:
+                    for hog in hogs:
+                        hog.kill()
+                time.sleep(max(0.0, start + i / 25 - time.monotonic()))
+                writer.write(frame)
+                serve.stdin.flush()
+        finally:
+            for hog in hogs:
+                hog.kill()
+                hog.wait()
+        serve.stdin.close()
+        reader.join(timeout=60)
+        assert not reader.is_alive(), f"the output not ended 60 s after the input: {log.text_so_far()}"
+        stderr = log.text() + f"(test: {channels} channels, {1e3 * upscaler.cost:.1f} ms per frame)"
+        assert serve.wait(timeout=30) == 0, stderr
     assert len(outputs) == 150
     out_header = header.resized(320, 180)
     whole = [np.abs(upscaler.upscale(i, out_header).y.astype(int) - o.y).max() <= 1 for i, o in zip(inputs, outputs)]

@@ -10,7 +10,7 @@ from srtools import archs, loader, modelfile
 from srtools.fsutil import write_json_atomic
 from srtools.spool import Spool
 
-from conftest import Server, expect_error, run_command, start_command, stop_command
+from conftest import LineReader, Server, expect_error, run_command, running_command, stop_command
 
 TOKEN = "0123456789abcdef-upload-test-token"
 TOKEN_ENV = {"SRTOOLS_UPLOAD_TOKEN": TOKEN}
@@ -69,10 +69,10 @@ def test_rate_limited_upload_skips_stale_versions(tmp_path):
     push = Spool(tmp_path / "push", create=True)
     first = publish(push, channels=16, blocks=4)  # 123 KB: about 2.5 s at 400 kbit/s
     uplink, share = 2000, 0.2
-    with receiver(tmp_path) as server:
-        uploader = start_command("sr-upload", "--spool", push.root, "--to", f"{server.url}/models/default",
-                                 "--token-file", tmp_path / "token", "--uplink", uplink, "--share", share,
-                                 "--poll-interval", 0.1, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    with receiver(tmp_path) as server, running_command(
+            "sr-upload", "--spool", push.root, "--to", f"{server.url}/models/default", "--token-file",
+            tmp_path / "token", "--uplink", uplink, "--share", share, "--poll-interval", 0.1, deadline=120,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE) as uploader:
         try:
             server_tmp = tmp_path / "server" / "tmp"
             deadline = time.monotonic() + 60
@@ -100,22 +100,20 @@ def test_retries_until_the_server_comes_up(tmp_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    uploader = start_command("sr-upload", "--spool", push.root, "--to", f"http://127.0.0.1:{port}/models/default",
-                             "--token-file", write_token(tmp_path / "token"), "--uplink", 8000, "--once",
-                             "--max-backoff", 1, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        time.sleep(3)  # a few refused connections
+    with running_command("sr-upload", "--spool", push.root, "--to", f"http://127.0.0.1:{port}/models/default",
+                         "--token-file", write_token(tmp_path / "token"), "--uplink", 8000, "--once",
+                         "--max-backoff", 1, deadline=120, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as uploader:
+        log = LineReader(uploader.stderr)
+        log.wait_for(lambda lines: sum(b"retrying in" in line for line in lines) >= 2, 60,
+                     "two refused connections")
         assert uploader.poll() is None
         with receiver(tmp_path, f"127.0.0.1:{port}"):
-            out, err = uploader.communicate(timeout=60)
-    finally:
-        if uploader.poll() is None:
-            uploader.kill()
-            uploader.communicate()
-    assert uploader.returncode == 0, err.decode()
+            uploader.wait(timeout=60)
+        out, err = uploader.stdout.read(), log.text()
+    assert uploader.returncode == 0, err
     [line] = lines(out)
     assert line["status"] == "uploaded" and line["attempts"] >= 3, line
-    assert "retrying in" in err.decode()
+    assert "retrying in" in err
     assert Spool(tmp_path / "server").current("fedsr", 2).version == 1
 
 

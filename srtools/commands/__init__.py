@@ -1,7 +1,7 @@
 """One module per command; each defines ``command`` (click) and ``main`` (console_scripts entry point).
 
 COMMANDS lists the commands that exist; setup.cfg's console_scripts, bin/ and man/ follow it
-(tests/test_packaging.py checks that they agree).
+(tests/test_cli.py checks that they agree).
 """
 
 COMMANDS = {

@@ -46,20 +46,30 @@ def srtools_command(name: str, *args: object) -> list[str]:
 
 class StageProcess:
     """A started stage; a thread records the moment it exits, so that of several stages failing
-    together the first one (the cause; the others failed on its broken pipe) is blamed."""
+    together the first one (the cause; the others failed on its broken pipe) is blamed.
+
+    :attr:`returncode` stays None until that thread has recorded the exit, even once the process has
+    been waited for elsewhere: wait with :meth:`wait`, not ``process.wait()``, to read it after."""
 
     def __init__(self, name: str, process: subprocess.Popen):
         self.name, self.process = name, process
         self.exited_at: float | None = None
+        self._reaped = threading.Event()
         threading.Thread(target=self._reap, name=f"reap-{name}", daemon=True).start()
 
     def _reap(self) -> None:
         self.process.wait()
         self.exited_at = time.monotonic()
+        self._reaped.set()
 
     @property
     def returncode(self) -> int | None:
         return self.process.returncode if self.exited_at is not None else None
+
+    def wait(self) -> int:
+        """Wait until the stage has exited and its exit is recorded; its exit status."""
+        self._reaped.wait()
+        return self.process.returncode
 
 
 class Chain:
@@ -292,6 +302,5 @@ def _announced(stage: StageProcess) -> str:
     """The URL a server stage prints as its first stdout line."""
     line = stage.process.stdout.readline()
     if not line:
-        stage.process.wait()
-        raise StageFailed(f"stage {stage.name} failed to start (exit status {_describe(stage.returncode)})")
+        raise StageFailed(f"stage {stage.name} failed to start (exit status {_describe(stage.wait())})")
     return json.loads(line)["url"]

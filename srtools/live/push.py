@@ -261,17 +261,26 @@ class Sampler:
         writer: where pairs go.
         rate: pairs per second of stream time.
         offset: the stream index of this run's first frame (frames delivered by earlier runs).
+        on_hr_header: also given the HR stream's header when it comes (the pusher logs and keeps it).
     """
 
-    def __init__(self, writer: PairWriter, rate: float, offset: int):
+    def __init__(self, writer: PairWriter, rate: float, offset: int,
+                 on_hr_header: Callable[[y4m.Header], None] | None = None):
         self.writer = writer
         self.rate = rate
         self.offset = offset
+        self.on_hr_header = on_hr_header
         self.fps: float | None = None  # from the HR stream's header, read before its first frame
         self.hr_frames = self.lr_frames = 0
         self._hr: dict[int, y4m.Frame] = {}  # sampled HR frames waiting for their LR frame
         self._lr: dict[int, y4m.Frame] = {}  # LR frames read before their HR frame (a reader was slow)
         self._lock = threading.Lock()
+
+    def hr_header(self, header: y4m.Header) -> None:
+        """The HR stream's header, read before its first frame: its frame rate times the pairs."""
+        self.fps = float(header.fps)
+        if self.on_hr_header is not None:
+            self.on_hr_header(header)
 
     def add_hr(self, frame: y4m.Frame) -> None:
         with self._lock:
@@ -327,9 +336,29 @@ def _ffmpeg_message(lines: list[str]) -> str:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Failure:
+class Failure:
+    """Why a push attempt failed, and whether a retry may help (a lost or refused destination)."""
+
     message: str
     retryable: bool
+
+
+def classify_failure(code: int, stderr_tail: list[str], network: bool) -> Failure | None:
+    """What the pushing ffmpeg's exit means: None for success; retryable when a network destination
+    failed (the tee says so), its reason the network error in ffmpeg's words; else fatal, with
+    ffmpeg's most telling line.
+
+    Args:
+        code: ffmpeg's exit status.
+        stderr_tail: its last stderr lines, oldest first.
+        network: whether the destination is a URL (a file destination that fails is never retried).
+    """
+    if code == 0:
+        return None
+    if network and any(_DESTINATION_FAILED in line for line in stderr_tail):
+        reason = next((m.group(0) for line in stderr_tail if (m := _NETWORK_ERROR.search(line))), "connection failed")
+        return Failure(reason, retryable=True)
+    return Failure(f"ffmpeg exited with status {code}: {_ffmpeg_message(stderr_tail)}", retryable=False)
 
 
 class Pusher:
@@ -399,45 +428,39 @@ class Pusher:
         return times.user + times.system
 
     def _start(self) -> tuple[ffmpeg.Process, ffmpeg.Process, int]:
-        """Start the decoder of the LR pipe, then the pushing ffmpeg; returns them and the HR pipe's end."""
+        """Start the decoder of the LR pipe, then the pushing ffmpeg; returns them and the HR pipe's read
+        end (the caller's to close). If either fails to start, nothing is left open or running."""
         settings = self.settings
         fps = float(self.hr_header.fps) if self.hr_header else None
         start = self.frames / fps if settings.seekable and fps else 0.0
-        hr_read, hr_write = os.pipe()
-        lr_read, lr_write = os.pipe()
-        try:
-            for fd in (hr_write, lr_write):
-                enlarge_pipe(fd, _PIPE_BYTES)
-            decoder = ffmpeg.Process(decoder_args(), stdin=lr_read, stdout=subprocess.PIPE)
-            enlarge_pipe(decoder.stdout.fileno(), _PIPE_BYTES)
-            try:
+        with contextlib.ExitStack() as on_failure:
+            with contextlib.ExitStack() as handed_over:  # the children hold these: their ends close when they exit
+                hr_read, hr_write = os.pipe()
+                on_failure.callback(os.close, hr_read)
+                handed_over.callback(os.close, hr_write)
+                lr_read, lr_write = os.pipe()
+                handed_over.callback(os.close, lr_read)
+                handed_over.callback(os.close, lr_write)
+                for fd in (hr_write, lr_write):
+                    enlarge_pipe(fd, _PIPE_BYTES)
+                decoder = ffmpeg.Process(decoder_args(), stdin=lr_read, stdout=subprocess.PIPE)
+                on_failure.callback(decoder.kill)
+                enlarge_pipe(decoder.stdout.fileno(), _PIPE_BYTES)
                 pusher = ffmpeg.Process(push_args(settings, hr_write, lr_write, start), pass_fds=(hr_write, lr_write))
-            except BaseException:
-                decoder.kill()
-                raise
-        except BaseException:
-            os.close(hr_read)
-            raise
-        finally:  # the children hold these now: their ends close when they exit
-            for fd in (hr_write, lr_read, lr_write):
-                os.close(fd)
+                on_failure.callback(pusher.kill)
+            on_failure.pop_all()  # started: the HR pipe's end and the decoder are the caller's
         if start:
             log.info("resuming the input at %.3f s", start)
         return pusher, decoder, hr_read
 
-    def _run_once(self) -> _Failure | None:
+    def _run_once(self) -> Failure | None:
         pusher, decoder, hr_read = self._start()
-        sampler = Sampler(self.writer, self.settings.pair_rate, self.frames)
+        sampler = Sampler(self.writer, self.settings.pair_rate, self.frames, on_hr_header=self._hr_header)
         errors: dict[str, list[Exception]] = {"HR": [], "LR": []}
-
-        def hr_header(header: y4m.Header) -> None:
-            sampler.fps = float(header.fps)
-            self._hr_header(header)
-
         with open(hr_read, "rb", buffering=0) as hr_stream:
             threads = [
                 threading.Thread(target=_read_frames, name="hr-reader", daemon=True,
-                                 args=(hr_stream, "HR pipe", hr_header, sampler.add_hr, errors["HR"])),
+                                 args=(hr_stream, "HR pipe", sampler.hr_header, sampler.add_hr, errors["HR"])),
                 threading.Thread(target=_read_frames, name="lr-reader", daemon=True,
                                  args=(decoder.stdout, "LR pipe", self._lr_header, sampler.add_lr, errors["LR"]))]
             try:
@@ -460,13 +483,9 @@ class Pusher:
                 raise
         # After a failure, the frames known to have reached the destination are those decoded back.
         self.frames += sampler.hr_frames if code == 0 else sampler.lr_frames
-        if code != 0:
-            tail = pusher.stderr_tail
-            if self.settings.network and any(_DESTINATION_FAILED in line for line in tail):
-                reason = next((m.group(0) for line in tail if (m := _NETWORK_ERROR.search(line))),
-                              "connection failed")
-                return _Failure(reason, retryable=True)
-            return _Failure(f"ffmpeg exited with status {code}: {_ffmpeg_message(tail)}", retryable=False)
+        failure = classify_failure(code, pusher.stderr_tail, self.settings.network)
+        if failure is not None:
+            return failure
         if errors["HR"]:
             raise FFmpegError(f"ffmpeg's HR frames: {errors['HR'][0]}")
         if decoder_code != 0 or errors["LR"]:
