@@ -148,7 +148,29 @@ def test_file_push_audio_in_sync_and_pairs_of_what_was_encoded(tmp_path, av_clip
         for j in (i - 1, i + 1):
             if 0 <= j < 50:
                 assert here > metrics.psnr(shrunk, lr_frames[j].y) + 3
+    # One run of 5 consecutive frames every 2 s (TCSR's material): frames 0-4, luma, HR and decoded LR aligned.
+    assert (summary["runs_written"], summary["runs_dropped"]) == (1, 0)
+    [run] = [Pool(spool).read_run(seq) for seq in Pool(spool).sequence("run")]
+    assert run.t == 0.0 and run.hr.shape == (5, 180, 320) and run.lr.shape == (5, 90, 160)
+    for i in range(5):
+        assert np.array_equal(run.hr[i], hr_frames[i].y) and np.array_equal(run.lr[i], lr_frames[i].y)
     assert list((spool / "tmp").iterdir()) == []
+
+
+@pytest.mark.slow
+def test_stream_time_in_the_pool_goes_on_across_pushes(tmp_path, av_clip):
+    """A restarted publisher's pairs are newer than its earlier ones (the trainer weights recent pairs)."""
+    spool = tmp_path / "spool"
+    for name in ("first.mkv", "second.mkv"):
+        result = run_command("sr-push", av_clip, "--to", tmp_path / name, "--spool", spool, "--no-pace")
+        assert result.returncode == 0, result.stderr
+    pool = Pool(spool)
+    times = [pool.read(seq).t for seq in pool.sequence()]
+    assert times == sorted(times) and len(times) == 16
+    assert summary_of(result)["time_base"] == times[7] + 1.0  # the second push starts 1 s after the first's newest
+    assert times[8] == times[7] + 1.0
+    runs = [pool.read_run(seq).t for seq in pool.sequence("run")]
+    assert runs == [0.0, times[8]]
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ from .. import cli, degrade, ffmpeg
 from ..errors import Interrupted, UsageError
 from ..fsutil import emit_json
 from ..live import push
-from ..live.pool import DEFAULT_MAX_PAIRS, Pool
+from ..live.pool import DEFAULT_MAX_PAIRS, DEFAULT_MAX_RUNS, Pool
 
 _RATE = re.compile(r"\d+(\.\d+)?[kKMG]?")
 _FORMAT = re.compile(r"[A-Za-z0-9_]+")
@@ -57,12 +57,20 @@ def _format_name(ctx: click.Context, param: click.Parameter, value: str | None) 
               show_default=True, metavar="R", help="Training pairs sampled per second of stream time.")
 @click.option("--max-pairs", type=click.IntRange(1), default=DEFAULT_MAX_PAIRS, show_default=True, metavar="N",
               help="Bound of the pool: the oldest pairs are removed beyond it.")
+@click.option("--run-rate", type=click.FloatRange(0, 25), default=push.DEFAULT_RUN_RATE, show_default=True,
+              metavar="R", help="Runs of consecutive frames (TCSR's training material) sampled per second of stream "
+                                "time; 0: none.")
+@click.option("--run-frames", type=click.IntRange(3, 17), default=push.DEFAULT_RUN_FRAMES, show_default=True,
+              metavar="N", help="Consecutive frames per run (2k+1 or more for a TCSR that looks k frames each way).")
+@click.option("--max-runs", type=click.IntRange(1), default=DEFAULT_MAX_RUNS, show_default=True, metavar="N",
+              help="Bound of the runs in the pool: the oldest are removed beyond it.")
 @click.option("--retries", type=click.IntRange(0, 30), default=push.DEFAULT_RETRIES, show_default=True,
               metavar="N", help="Reconnections to a network destination that refused or dropped the stream, "
                                 "after waits of 1, 2, 4, ... s.")
 def command(source: str, destination: str, spool: str, scale: int, input_format: str | None,
             output_format: str | None, no_pace: bool, fps: float | None, bitrate: str, crf: int, preset: str,
-            segment: float, pair_rate: float, max_pairs: int, retries: int) -> None:
+            segment: float, pair_rate: float, max_pairs: int, run_rate: float, run_frames: int, max_runs: int,
+            retries: int) -> None:
     """Push a low-res H.264 stream to a server and sample training pairs on the way.
 
     INPUT is anything ffmpeg reads: a file, a URL, a lavfi filter graph (--input-format lavfi,
@@ -83,7 +91,11 @@ def command(source: str, destination: str, spool: str, scale: int, input_format:
 
     --pair-rate times per second of stream time, the high-res frame, the decoded low-res frame
     of the same index and the stream time t = index / fps are added to the pool in SPOOL/pool
-    (srtools-spool(5)), which keeps the --max-pairs newest. Pairs are written by a separate
+    (srtools-spool(5)), which keeps the --max-pairs newest; --run-rate times per second, the
+    luma of --run-frames consecutive frames (high-res and decoded low-res) goes in as a run,
+    the --max-runs newest kept (TCSR's training material, for sr-train --watch). Stream time
+    continues after the newest pair or run already in the pool (plus 1 s), so that a restarted
+    push never makes its earlier pairs look newer than its new ones. Pairs are written by a separate
     thread behind a short queue: when the disk is slow or full, pairs are dropped (counted, with
     a warning), never the video. With --no-pace on a file or lavfi INPUT nothing is real time:
     the sampler waits for the disk instead of dropping pairs. The summary's pairs_sampled are
@@ -97,7 +109,8 @@ def command(source: str, destination: str, spool: str, scale: int, input_format:
 
     At the end of the input (or on SIGINT or SIGTERM, after ffmpeg has closed its outputs, exit
     status 130) one JSON line goes to stdout: frames (delivered), seconds (of stream), fps, hr
-    and lr ([width, height]), pairs_sampled, pairs_written, pairs_dropped, attempts
+    and lr ([width, height]), pairs_sampled, pairs_written, pairs_dropped, runs_written,
+    runs_dropped, time_base (the stream time of this push's first frame), attempts
     (connections), wall_s, cpu_s (this process alone: frame readers, sampler and pool writes,
     not ffmpeg), destination (stream key masked) and interrupted.
     """
@@ -106,12 +119,12 @@ def command(source: str, destination: str, spool: str, scale: int, input_format:
     settings = push.PushSettings(
         source=source, destination=destination, scale=scale, input_format=input_format,
         output_format=output_format, pace=not no_pace, fps=fps, bitrate=bitrate, crf=crf, preset=preset,
-        segment=segment, pair_rate=pair_rate, retries=retries)
+        segment=segment, pair_rate=pair_rate, run_rate=run_rate, run_frames=run_frames, retries=retries)
     if settings.container is None and (settings.network or not Path(destination).suffix):
         raise UsageError(f"{push.redact(destination)}: cannot tell the container; add --output-format")
     if input_format is None and not settings.listens and source != "-":
         ffmpeg.require_input(source)
-    pusher = push.Pusher(settings, Pool(spool, max_pairs, create=True))
+    pusher = push.Pusher(settings, Pool(spool, max_pairs, create=True, max_runs=max_runs))
     try:
         try:
             pusher.run()

@@ -42,6 +42,8 @@ from .pool import Pool
 log = logging.getLogger("srtools.push")
 
 DEFAULT_PAIR_RATE = 4.0  # pairs per second: a new scene has pairs in the pool within a quarter second
+DEFAULT_RUN_RATE = 0.5  # runs of consecutive frames per second (TCSR's training material)
+DEFAULT_RUN_FRAMES = 5  # frames per run: three whole windows of a TCSR that looks one frame each way
 DEFAULT_RETRIES = 5  # waits of 1, 2, 4, 8 and 16 s: 31 s in all
 DEFAULT_BITRATE = degrade.LIVE_BITRATE
 DEFAULT_SEGMENT = degrade.LIVE_SEGMENT
@@ -80,6 +82,8 @@ class PushSettings:
     preset: str = degrade.LIVE_PRESET
     segment: float = DEFAULT_SEGMENT
     pair_rate: float = DEFAULT_PAIR_RATE
+    run_rate: float = DEFAULT_RUN_RATE
+    run_frames: int = DEFAULT_RUN_FRAMES
     retries: int = DEFAULT_RETRIES
 
     @property
@@ -193,7 +197,7 @@ def decoder_args() -> list[str]:
 
 
 class PairWriter:
-    """Adds pairs to the pool on its own thread.
+    """Adds pairs (and runs of consecutive frames) to the pool on its own thread.
 
     Args:
         pool: where pairs go.
@@ -206,6 +210,7 @@ class PairWriter:
         self.pool = pool
         self.wait = wait
         self.offered = self.written = self.dropped = 0
+        self.runs_written = self.runs_dropped = 0
         self._queue: queue.Queue = queue.Queue(capacity)
         self._lock = threading.Lock()
         self._last_warning = -math.inf
@@ -216,9 +221,16 @@ class PairWriter:
         with self._lock:
             self.offered += 1
         try:
-            self._queue.put((t, hr, lr), block=self.wait)
+            self._queue.put((self.pool.add, (t, hr, lr)), block=self.wait)
         except queue.Full:
             self._drop("the pool writer is behind")
+
+    def offer_run(self, t: float, hr: list[y4m.Frame], lr: list[y4m.Frame]) -> None:
+        try:
+            self._queue.put((self.pool.add_run, (t, hr, lr)), block=self.wait)
+        except queue.Full:
+            with self._lock:
+                self.runs_dropped += 1
 
     def lose(self, reason: str) -> None:
         """Count a sampled pair that could not be offered."""
@@ -237,15 +249,24 @@ class PairWriter:
 
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
+            add, args = item
+            run = add == self.pool.add_run
             try:
-                self.pool.add(*item)
-            except OSError as exc:  # disk full, spool removed: the stream goes on without pairs
-                self._drop(f"cannot write to {self.pool.dir}: {exc.strerror or exc}")
-            except Exception as exc:  # this thread must live on: a waiting reader would block for ever
-                self._drop(f"cannot add a pair: {type(exc).__name__}: {exc}")
+                add(*args)
+            except Exception as exc:  # disk full, spool removed...: the stream goes on without pairs; and this
+                # thread must live on, or a waiting reader would block for ever
+                reason = exc.strerror or exc if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
+                if run:
+                    with self._lock:
+                        self.runs_dropped += 1
+                else:
+                    self._drop(f"cannot write to {self.pool.dir}: {reason}")
             else:
                 with self._lock:
-                    self.written += 1
+                    if run:
+                        self.runs_written += 1
+                    else:
+                        self.written += 1
 
     def close(self) -> None:
         """Write what is queued, then stop."""
@@ -255,25 +276,30 @@ class PairWriter:
 
 class Sampler:
     """Matches HR frame i with decoded LR frame i (each fed in order by its own reader thread) for the
-    sampled indices, and offers the pairs to the writer.
+    sampled indices, and offers the pairs, and the runs of consecutive frames, to the writer.
 
     Args:
         writer: where pairs go.
         rate: pairs per second of stream time.
-        offset: the stream index of this run's first frame (frames delivered by earlier runs).
+        offset: the stream index of this attempt's first frame (frames delivered by earlier attempts).
         on_hr_header: also given the HR stream's header when it comes (the pusher logs and keeps it).
+        run_rate / run_frames: runs of ``run_frames`` consecutive frames per second of stream time (0: none).
+        time_base: stream time of index 0 (a push continues the pool's time, see :meth:`Pool.resume_time`).
     """
 
     def __init__(self, writer: PairWriter, rate: float, offset: int,
-                 on_hr_header: Callable[[y4m.Header], None] | None = None):
+                 on_hr_header: Callable[[y4m.Header], None] | None = None, run_rate: float = 0.0,
+                 run_frames: int = DEFAULT_RUN_FRAMES, time_base: float = 0.0):
         self.writer = writer
-        self.rate = rate
+        self.rate, self.run_rate, self.run_frames = rate, run_rate, run_frames
         self.offset = offset
+        self.time_base = time_base
         self.on_hr_header = on_hr_header
         self.fps: float | None = None  # from the HR stream's header, read before its first frame
         self.hr_frames = self.lr_frames = 0
-        self._hr: dict[int, y4m.Frame] = {}  # sampled HR frames waiting for their LR frame
+        self._hr: dict[int, y4m.Frame] = {}  # wanted HR frames waiting for their LR frame
         self._lr: dict[int, y4m.Frame] = {}  # LR frames read before their HR frame (a reader was slow)
+        self._runs: dict[int, list[tuple[y4m.Frame, y4m.Frame]]] = {}  # run start -> its pairs so far
         self._lock = threading.Lock()
 
     def hr_header(self, header: y4m.Header) -> None:
@@ -287,15 +313,17 @@ class Sampler:
             i = self.hr_frames
             self.hr_frames += 1
             lr = self._lr.pop(i, None)
-            if not sampled(self.offset + i, self.fps, self.rate):
+            if not self._wanted(i):
                 return
             if lr is not None:
                 self._emit(i, frame, lr)
                 return
             self._hr[i] = frame
             while len(self._hr) > PENDING_FRAMES:
-                del self._hr[next(iter(self._hr))]  # the oldest: dicts keep insertion order
-                self.writer.lose("the decoded LR frames lag too far behind")
+                oldest = next(iter(self._hr))  # dicts keep insertion order
+                del self._hr[oldest]
+                if self._pair(oldest):
+                    self.writer.lose("the decoded LR frames lag too far behind")
 
     def add_lr(self, frame: y4m.Frame) -> None:
         with self._lock:
@@ -307,8 +335,40 @@ class Sampler:
             elif i >= self.hr_frames and len(self._lr) < PENDING_FRAMES:
                 self._lr[i] = frame
 
+    def _pair(self, i: int) -> bool:
+        return sampled(self.offset + i, self.fps, self.rate)
+
+    def _run_start(self, i: int) -> int | None:
+        """The index of the run frame ``i`` belongs to, or None."""
+        if not self.run_rate:
+            return None
+        for start in range(i, max(i - self.run_frames, -1), -1):
+            if sampled(self.offset + start, self.fps, self.run_rate):
+                return start
+        return None
+
+    def _wanted(self, i: int) -> bool:
+        return self._pair(i) or self._run_start(i) is not None
+
+    def _time(self, i: int) -> float:
+        return self.time_base + (self.offset + i) / self.fps
+
     def _emit(self, i: int, hr: y4m.Frame, lr: y4m.Frame) -> None:
-        self.writer.offer((self.offset + i) / self.fps, hr, lr)
+        if self._pair(i):
+            self.writer.offer(self._time(i), hr, lr)
+        for stale in [s for s in self._runs if s + self.run_frames <= i]:  # frames of it never came
+            del self._runs[stale]
+        start = self._run_start(i)
+        if start is None:
+            return
+        run = self._runs.setdefault(start, [])
+        if len(run) != i - start:  # a frame of it went missing (dropped by the pending bound): not consecutive
+            self._runs.pop(start)
+            return
+        run.append((hr, lr))
+        if len(run) == self.run_frames:
+            self._runs.pop(start)
+            self.writer.offer_run(self._time(start), [h for h, _ in run], [low for _, low in run])
 
 
 def _read_frames(stream: BinaryIO, name: str, on_header: Callable[[y4m.Header], None],
@@ -372,7 +432,8 @@ class Pusher:
     def __init__(self, settings: PushSettings, pool: Pool):
         self.settings = settings
         self.writer = PairWriter(pool, wait=not (settings.pace or settings.live))
-        self.frames = 0  # frames delivered: the stream index the next run starts at
+        self.time_base = pool.resume_time()  # stream time goes on from the pool's newest pair
+        self.frames = 0  # frames delivered: the stream index the next attempt starts at
         self.hr_header: y4m.Header | None = None
         self.lr_header: y4m.Header | None = None
         self.attempts = 0
@@ -417,7 +478,9 @@ class Pusher:
                 "hr": [self.hr_header.width, self.hr_header.height] if self.hr_header else None,
                 "lr": [self.lr_header.width, self.lr_header.height] if self.lr_header else None,
                 "pairs_sampled": self.writer.offered, "pairs_written": self.writer.written,
-                "pairs_dropped": self.writer.dropped, "attempts": self.attempts,
+                "pairs_dropped": self.writer.dropped, "runs_written": self.writer.runs_written,
+                "runs_dropped": self.writer.runs_dropped, "time_base": round(self.time_base, 3),
+                "attempts": self.attempts,
                 "wall_s": round(time.monotonic() - self._started, 3),
                 "cpu_s": round(self._cpu() - self._cpu_started, 3),  # readers, sampler, pool writes
                 "destination": redact(self.settings.destination), "interrupted": interrupted}
@@ -455,7 +518,9 @@ class Pusher:
 
     def _run_once(self) -> Failure | None:
         pusher, decoder, hr_read = self._start()
-        sampler = Sampler(self.writer, self.settings.pair_rate, self.frames, on_hr_header=self._hr_header)
+        sampler = Sampler(self.writer, self.settings.pair_rate, self.frames, on_hr_header=self._hr_header,
+                          run_rate=self.settings.run_rate, run_frames=self.settings.run_frames,
+                          time_base=self.time_base)
         errors: dict[str, list[Exception]] = {"HR": [], "LR": []}
         with open(hr_read, "rb", buffering=0) as hr_stream:
             threads = [
