@@ -41,7 +41,7 @@ class Process:
                  pass_fds: Sequence[int] = ()):
         self.args = [ffmpeg_binary(), *args]
         log.debug("running %s", " ".join(self.args))
-        # A frame pipe we read is unbuffered (see srtools.y4m.open_input); one we write is buffered.
+        # A frame pipe we read is unbuffered (see srtools.y4m.open_file); one we write is buffered.
         # pass_fds: pipe ends ffmpeg reaches as pipe:N (the same numbers in the child).
         self._proc = subprocess.Popen(self.args, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE,
                                       bufsize=-1 if stdin == subprocess.PIPE else 0, pass_fds=tuple(pass_fds))

@@ -35,17 +35,16 @@ import secrets
 import select
 import stat
 import subprocess
-import sys
 import threading
 import time
 from fractions import Fraction
 from pathlib import Path
-from typing import BinaryIO
+from typing import Iterator
 
 from . import ffmpeg, y4m
 from .errors import FFmpegError, InputError, SrError, UsageError
 from .fsutil import read_json_document, write_atomic, write_json_atomic
-from .httpserve import QuietHandler
+from .httpserve import ReadOnlyHandler
 from .procutil import enlarge_pipe
 
 log = logging.getLogger("srtools.hls")
@@ -261,7 +260,8 @@ class Encoder:
         self.audio = enc.audio
         self.write_timeout = write_timeout
         self.process = ffmpeg.Process(ffmpeg_args(enc, out, header.fps, append, start), stdin=subprocess.PIPE)
-        self._fd = self.process.stdin.fileno()  # type: ignore[union-attr]
+        assert self.process.stdin is not None  # asked for
+        self._fd = self.process.stdin.fileno()
         os.set_blocking(self._fd, False)  # writes wait in select(), with a timeout
         self.write(header_line)
 
@@ -331,68 +331,98 @@ def hold_fifo(path: str) -> int | None:
     return fd
 
 
-class StreamReader(threading.Thread):
-    """Reads Y4M streams on a thread into :attr:`events`, a short queue of tuples:
+@dataclasses.dataclass(frozen=True)
+class Stream:
+    """The start of one Y4M stream of the input."""
 
-    ("header", line, Header) at the start of a stream (the input's first header, or a new header
-    line between frames), ("frame", bytes) with the FRAME line and the planes, ("end",) at the end
-    of the input, ("error", exception) on a read error. A FIFO is opened again after each end when
-    ``reopen``; the thread then waits in open() for the next writer.
+    header_line: bytes  # as read, for ffmpeg
+    header: y4m.Header
+
+
+class StreamReader(threading.Thread):
+    """Reads the Y4M streams of ``path`` on a thread, one :class:`y4m.Reader` each, and hands them over
+    through a short queue: the thread runs at most ``depth`` items ahead, and the consumer's waits can
+    time out (a blocking read cannot).
+
+    The consumer iterates :meth:`streams` and, for each stream, :meth:`frames`. The queue holds, for
+    each stream, its :class:`Stream`, its frames (bytearrays: the FRAME line and the planes) and None;
+    at the end of an opening of the input, None in place of the next Stream; and an exception, raised
+    again by the consumer, where reading fails. A FIFO is opened again after each end when ``reopen``;
+    the thread then waits in open() for the next writer.
+
+    Args:
+        path: '-' for stdin, a file, or a named FIFO.
+        reopen: open the input again after each end.
+        stall_timeout: seconds a stream may go without a frame once its header has come (None: no limit).
+        depth: items the queue holds.
     """
 
-    def __init__(self, path: str, reopen: bool, depth: int = 8):
+    def __init__(self, path: str, reopen: bool, stall_timeout: float | None, depth: int = 8):
         super().__init__(name="y4m-reader", daemon=True)
-        self.path, self.reopen = path, reopen
-        self.name_ = "<stdin>" if path == "-" else path
-        self.events: queue.Queue = queue.Queue(maxsize=depth)
+        self.path, self.reopen, self.stall_timeout = path, reopen, stall_timeout
+        self.input_name = y4m.input_name(path)
+        self._items: queue.Queue[Stream | bytearray | Exception | None] = queue.Queue(maxsize=depth)
 
     def run(self) -> None:
         try:
             while True:
-                with self._open() as stream:
-                    self._read(stream)
-                self.events.put(("end",))
+                with y4m.open_file(self.path) as file:
+                    for reader in y4m.streams(file, self.input_name, allow_empty=self.reopen):
+                        self._items.put(Stream(reader.header_line, reader.header))
+                        while (frame := reader.read_raw()) is not None:
+                            self._items.put(frame)
+                        self._items.put(None)
+                self._items.put(None)
                 if not self.reopen:
                     return
         except Exception as exc:  # raised again by the consumer
-            self.events.put(("error", exc))
+            self._items.put(exc)
 
-    def _open(self) -> BinaryIO:
-        try:  # unbuffered, as in y4m.open_input
-            return open(sys.stdin.fileno() if self.path == "-" else self.path, "rb", buffering=0,
-                        closefd=self.path != "-")
-        except OSError as exc:
-            raise InputError(f"{self.path}: cannot open: {exc.strerror}") from None
+    def _get(self, timeout: float | None) -> Stream | bytearray | None:
+        item = self._items.get(timeout=timeout)
+        if isinstance(item, Exception):
+            raise item
+        return item
 
-    def _read(self, stream: BinaryIO) -> None:
-        header: y4m.Header | None = None
-        frames = 0
+    def streams(self, reopen_wait: float) -> Iterator[Stream]:
+        """The input's streams as they start, until it ends: at its end, or for a FIFO opened again
+        when no stream comes within ``reopen_wait`` seconds of an end. The first stream may take any
+        time to come. Read each stream's frames with :meth:`frames` before asking for the next.
+
+        Raises:
+            InputError: not Y4M, or truncated.
+        """
+        wait: float | None = None
+        count = 0
         while True:
-            line = stream.readline(4096)
-            if not line:
-                if header is None and not self.reopen:
-                    raise InputError(f"{self.name_}: empty input (expected a YUV4MPEG2 stream)")
+            try:
+                item = self._get(wait)
+            except queue.Empty:
+                log.info("no new stream within %g s: the input has ended", reopen_wait)
                 return
-            if line.startswith(y4m.MAGIC):
-                if not line.endswith(b"\n"):
-                    raise InputError(f"{self.name_}: YUV4MPEG2 header line too long")
-                header = y4m.Header.parse(line, self.name_)
-                self.events.put(("header", line, header))
+            if isinstance(item, Stream):
+                count += 1
+                yield item
                 continue
-            if header is None:
-                raise InputError(f"{self.name_}: not a YUV4MPEG2 stream (no {y4m.MAGIC.decode()} header)")
-            if not line.startswith(y4m.FRAME_TAG) or not line.endswith(b"\n"):
-                raise InputError(f"{self.name_}: frame {frames}: expected FRAME marker, got {line[:16]!r}")
-            data = bytearray(len(line) + header.frame_bytes)
-            data[:len(line)] = line
-            view = memoryview(data)[len(line):]
-            while view:
-                n = stream.readinto(view)  # type: ignore[attr-defined]
-                if not n:
-                    raise InputError(f"{self.name_}: truncated frame {frames}")
-                view = view[n:]
-            frames += 1
-            self.events.put(("frame", data))
+            if not self.reopen:  # None: this opening of the input has ended
+                return
+            log.info("end of stream %d; waiting up to %g s for the next on %s", count, reopen_wait, self.path)
+            wait = reopen_wait
+
+    def frames(self) -> Iterator[bytearray]:
+        """The frames of the stream :meth:`streams` yielded last, each its FRAME line and planes.
+
+        Raises:
+            InputError: not Y4M, truncated, or no frame for ``stall_timeout`` seconds.
+        """
+        while True:
+            try:
+                item = self._get(self.stall_timeout)
+            except queue.Empty:
+                raise InputError(f"{self.input_name}: no frame for {self.stall_timeout:g} s (input stalled)") from None
+            if not isinstance(item, bytearray):  # None: the stream has ended
+                return
+            yield item
 
 
 @dataclasses.dataclass
@@ -419,48 +449,24 @@ def publish(source: str, out: OutputDir, enc: Encoding, stall_timeout: float | N
         InputError: not Y4M, truncated, or stalled.
         FFmpegError: ffmpeg failed.
     """
-    reader = StreamReader(source, reopen=is_fifo(source) and reopen_wait > 0)
+    reader = StreamReader(source, reopen=is_fifo(source) and reopen_wait > 0, stall_timeout=stall_timeout)
     reader.start()
     summary = Summary()
     encoder: Encoder | None = None
-    header: y4m.Header | None = None
-    header_line = b""
-    wait_for_stream: float | None = None  # the first stream may take any time to come
     try:
-        while True:
-            try:
-                event = reader.events.get(timeout=stall_timeout if header is not None else wait_for_stream)
-            except queue.Empty:
-                if header is not None:
-                    raise InputError(f"{reader.name_}: no frame for {stall_timeout:g} s (input stalled)") from None
-                log.info("no new stream within %g s: the input has ended", reopen_wait)
-                break
-            if event[0] == "frame":
-                if encoder is None:
-                    encoder = Encoder(out, enc, header_line, header, stall_timeout)  # type: ignore[arg-type]
-                encoder.write(event[1])
+        for stream in reader.streams(reopen_wait):
+            summary.streams += 1
+            log.info("stream %d: %dx%d at %g fps%s", summary.streams, stream.header.width, stream.header.height,
+                     float(stream.header.fps), " (a discontinuity in the playlist)" if summary.streams > 1 else "")
+            for frame in reader.frames():
+                if encoder is None:  # started at the first frame: a stream without frames makes no segment
+                    encoder = Encoder(out, enc, stream.header_line, stream.header, stall_timeout)
+                encoder.write(frame)
                 summary.frames += 1
-                summary.seconds += 1 / float(header.fps)  # type: ignore[union-attr]
-            elif event[0] == "header":
-                if encoder is not None:
-                    encoder.finish()
-                    encoder = None
-                _, header_line, header = event
-                summary.streams += 1
-                log.info("stream %d: %dx%d at %g fps%s", summary.streams, header.width, header.height,
-                         float(header.fps), " (a discontinuity in the playlist)" if summary.streams > 1 else "")
-            elif event[0] == "end":
-                if encoder is not None:
-                    encoder.finish()
-                    encoder = None
-                header = None
-                if not reader.reopen:
-                    break
-                log.info("end of stream %d; waiting up to %g s for the next on %s", summary.streams, reopen_wait,
-                         source)
-                wait_for_stream = reopen_wait
-            else:
-                raise event[1]
+                summary.seconds += 1 / float(stream.header.fps)
+            if encoder is not None:
+                encoder.finish()
+                encoder = None
     finally:
         if encoder is not None:  # an error or an interrupt: still close the last segment
             encoder.finish(check=False)
@@ -469,20 +475,16 @@ def publish(source: str, out: OutputDir, enc: Encoding, stall_timeout: float | N
     return summary
 
 
-class HlsHandler(QuietHandler):
+class HlsHandler(ReadOnlyHandler):
     """Serves ``server.root``'s playlist and segments (nothing else in it), and the player page."""
 
     server_version = "sr-hls"
 
-    def do_GET(self) -> None:  # noqa: N802
-        if not self.send_player(self.url_path(), PLAYLIST, "sr-hls"):
-            self._serve(head_only=False)
-
-    def do_HEAD(self) -> None:  # noqa: N802
-        self._serve(head_only=True)
-
-    def _serve(self, head_only: bool) -> None:
-        name = self.url_path().lstrip("/")
+    def respond(self, head_only: bool) -> None:
+        path = self.url_path()
+        if self.send_player(path, PLAYLIST, "sr-hls", head_only):
+            return
+        name = path.lstrip("/")
         if name == PLAYLIST or SEGMENT_NAME.fullmatch(name):
             self.send_file_under(self.server.root, head_only)
         else:

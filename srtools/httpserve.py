@@ -1,4 +1,5 @@
-"""The threaded HTTP server every srtools server uses (sr-edge, sr-proxy, and the live HLS server).
+"""The threaded HTTP server every srtools server uses (sr-edge, sr-proxy, sr-receive, and the live HLS
+server), served on a thread until the command is interrupted (:func:`serving`).
 
 Responses carry what players and browsers need: MIME types for HLS playlists and segments, cache
 headers (playlists are re-read, segments never change once listed), CORS so a player page on
@@ -8,14 +9,18 @@ browser's native HLS otherwise). ``make`` vendors hls.js into vendor/hls.min.js 
 
 from __future__ import annotations
 
+import contextlib
 import html
 import http.server
 import json
 import logging
 import posixpath
 import sys
+import threading
+import time
 import urllib.parse
 from pathlib import Path
+from typing import Iterator, NoReturn
 
 from .errors import UsageError
 from .fsutil import emit_json
@@ -95,6 +100,32 @@ def announce(url: str, **extra) -> None:
     emit_json({"url": url, **extra})
 
 
+@contextlib.contextmanager
+def serving(server: Server, **announced) -> Iterator[str]:
+    """Serve ``server`` on a thread for the time of the with-block, which gets its URL.
+
+    The URL is announced first (one JSON line on stdout with ``announced``). On leaving, however the
+    block ends, the server stops accepting requests and is closed; requests in progress finish on
+    their own threads.
+    """
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="http", daemon=True)
+    thread.start()
+    try:
+        url = server_url(server)
+        announce(url, **announced)
+        yield url
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def serve_until_interrupted() -> NoReturn:
+    """Wait, while a :func:`serving` thread serves, until SIGINT or SIGTERM ends the command (the
+    signal's exception propagates from here)."""
+    while True:
+        time.sleep(3600)
+
+
 def player_page(playlist: str, title: str, hls_js: str | None = "hls.min.js") -> str:
     """An HTML page playing ``playlist`` (a URL relative to the page) with hls.js, loaded from
     ``hls_js`` when given, or the browser's native HLS (Safari, mobile browsers)."""
@@ -150,15 +181,15 @@ class QuietHandler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", "0")
         self.end_headers()
 
-    def send_player(self, path: str, playlist: str, title: str) -> bool:
+    def send_player(self, path: str, playlist: str, title: str, head_only: bool = False) -> bool:
         """Answer / and /player.html with the player page of ``playlist``, and /hls.min.js with the
         vendored hls.js where the checkout has it; False for any other path."""
         has_hls_js = HLS_JS.is_file()
         if path in ("/", "/player.html"):
             page = player_page(playlist, title, "hls.min.js" if has_hls_js else None)
-            self.send_bytes(page.encode(), content_type("player.html"))
+            self.send_bytes(page.encode(), content_type("player.html"), head_only)
         elif path == "/hls.min.js" and has_hls_js:
-            self.send_bytes(HLS_JS.read_bytes(), content_type(path))
+            self.send_bytes(HLS_JS.read_bytes(), content_type(path), head_only)
         else:
             return False
         return True
@@ -190,3 +221,18 @@ class QuietHandler(http.server.BaseHTTPRequestHandler):
             return None
         self.send_bytes(body, content_type(target.name), head_only)
         return len(body)
+
+
+class ReadOnlyHandler(QuietHandler):
+    """A handler that only serves: GET and HEAD are both answered by :meth:`respond`, so that a HEAD
+    gets the status and headers its GET would (and no body) on every path."""
+
+    def do_GET(self) -> None:  # noqa: N802
+        self.respond(head_only=False)
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self.respond(head_only=True)
+
+    def respond(self, head_only: bool) -> None:
+        """Answer the request, without the body when ``head_only``."""
+        raise NotImplementedError

@@ -169,19 +169,30 @@ class Reader:
     Args:
         stream: a binary file object positioned at the header, buffered or raw.
         name: how errors refer to the stream.
+        header_line: the header line, when the caller has read it from ``stream`` already.
+        concatenated: a header line where a FRAME line is expected ends this stream and starts the
+            next (``cat a.y4m b.y4m``; see :func:`streams`); otherwise it is an error.
+
+    Attributes:
+        header_line: the header line as read, newline included.
+        next_header_line: the header line that ended this stream (``concatenated`` only), else None.
     """
 
-    def __init__(self, stream: BinaryIO, name: str = "-"):
+    def __init__(self, stream: BinaryIO, name: str = "-", *, header_line: bytes | None = None,
+                 concatenated: bool = False):
         self.stream = stream
         self.name = name
-        line = stream.readline(_MAX_LINE)
+        self.concatenated = concatenated
+        line = stream.readline(_MAX_LINE) if header_line is None else header_line
         if not line:
             raise InputError(f"{name}: empty input (expected a YUV4MPEG2 stream)")
         if not line.endswith(b"\n"):
             raise InputError(f"{name}: not a YUV4MPEG2 stream (header line missing or too long)")
         self.header = Header.parse(line, name)
+        self.header_line = line
+        self.next_header_line: bytes | None = None
         self.frames_read = 0
-        self.at_end = False  # true once read() has seen the end of the stream
+        self.at_end = False  # true once read() has seen the end of the file
 
     def read(self) -> Frame | None:
         """Return the next frame, or None at the end of the stream.
@@ -189,22 +200,70 @@ class Reader:
         Raises:
             InputError: a malformed FRAME line or a truncated frame.
         """
+        data = self.read_raw()
+        if data is None:
+            return None
+        planes_start = len(data) - self.header.frame_bytes
+        return Frame(_split_planes(data, planes_start, self.header),
+                     params=bytes(data[len(FRAME_TAG):planes_start - 1]))
+
+    def read_raw(self) -> bytearray | None:
+        """Return the next frame as it stands in the stream: its FRAME line (parameters and newline
+        included) and then its planes, for a caller that passes frames on unparsed; None at the end
+        of the stream, and on every call after it (nothing more is read).
+
+        Raises:
+            InputError: a malformed FRAME line or a truncated frame.
+        """
+        if self.at_end or self.next_header_line is not None:
+            return None
         line = self.stream.readline(_MAX_LINE)
         if not line:
             self.at_end = True
             return None
+        if self.concatenated and line.startswith(MAGIC):
+            self.next_header_line = line
+            return None
         if not line.startswith(FRAME_TAG) or not line.endswith(b"\n"):
             raise InputError(f"{self.name}: frame {self.frames_read}: expected FRAME marker, got {line[:16]!r}")
-        buffer = bytearray(self.header.frame_bytes)
-        got = _read_fully(self.stream, buffer)
-        if got != len(buffer):
-            raise InputError(f"{self.name}: truncated frame {self.frames_read} ({got} of {len(buffer)} bytes)")
+        data = bytearray(len(line) + self.header.frame_bytes)
+        data[:len(line)] = line
+        got = _read_fully(self.stream, memoryview(data)[len(line):])
+        if got != self.header.frame_bytes:
+            raise InputError(f"{self.name}: truncated frame {self.frames_read} ({got} of {self.header.frame_bytes} "
+                             f"bytes)")
         self.frames_read += 1
-        return Frame(_split_planes(buffer, self.header), params=line[len(FRAME_TAG):].rstrip(b"\n"))
+        return data
 
     def __iter__(self) -> Iterator[Frame]:
         while (frame := self.read()) is not None:
             yield frame
+
+
+def streams(stream: BinaryIO, name: str = "-", allow_empty: bool = False) -> Iterator[Reader]:
+    """A reader for each Y4M stream in ``stream``, one after another: a header line where a FRAME line
+    is expected ends a stream and starts the next. Frames a caller leaves unread are skipped when it
+    asks for the next stream.
+
+    Args:
+        stream: a binary file object positioned at the first header.
+        name: how errors refer to the stream.
+        allow_empty: an empty ``stream`` holds no stream rather than being an error.
+
+    Raises:
+        InputError: as :class:`Reader` does.
+    """
+    line = stream.readline(_MAX_LINE)
+    if not line and allow_empty:
+        return
+    while True:
+        reader = Reader(stream, name, header_line=line, concatenated=True)
+        yield reader
+        while reader.read_raw() is not None:
+            pass
+        if reader.next_header_line is None:
+            return
+        line = reader.next_header_line
 
 
 class Writer:
@@ -227,10 +286,9 @@ class Writer:
         self.stream.flush()
 
 
-def _read_fully(stream: BinaryIO, buffer: bytearray) -> int:
-    view = memoryview(buffer)
+def _read_fully(stream: BinaryIO, view: memoryview) -> int:
     got = 0
-    while got < len(buffer):
+    while got < len(view):
         n = stream.readinto(view[got:])  # type: ignore[attr-defined]
         if not n:
             break
@@ -238,8 +296,9 @@ def _read_fully(stream: BinaryIO, buffer: bytearray) -> int:
     return got
 
 
-def _split_planes(buffer: bytearray, header: Header) -> list[np.ndarray]:
-    flat = np.frombuffer(buffer, dtype=np.uint8)
+def _split_planes(buffer: bytearray, start: int, header: Header) -> list[np.ndarray]:
+    """Views of the planes that start at ``buffer[start]``."""
+    flat = np.frombuffer(buffer, dtype=np.uint8, offset=start)
     planes, offset = [], 0
     for h, w in header.plane_shapes:
         planes.append(flat[offset:offset + h * w].reshape(h, w))
@@ -250,14 +309,28 @@ def _split_planes(buffer: bytearray, header: Header) -> list[np.ndarray]:
 @contextlib.contextmanager
 def open_input(path: str) -> Iterator[Reader]:
     """A reader over '-' (stdin), a file or a named FIFO holding Y4M; closes what it opened."""
+    with open_file(path) as stream:
+        yield Reader(stream, input_name(path))
+
+
+def open_file(path: str) -> BinaryIO:
+    """Open '-' (stdin, left open when the file object is closed), a file or a named FIFO to read Y4M from.
+
+    Unbuffered: a reader thread blocked in read() then holds no buffer lock, which closing the stream,
+    or interpreter shutdown on sys.stdin, would wait for forever.
+
+    Raises:
+        InputError: the path cannot be opened.
+    """
     try:
-        # Unbuffered: a reader thread blocked in read() then holds no buffer lock, which closing the
-        # stream, or interpreter shutdown on sys.stdin, would wait for forever.
-        stream = open(sys.stdin.fileno() if path == "-" else path, "rb", buffering=0, closefd=path != "-")
+        return open(sys.stdin.fileno() if path == "-" else path, "rb", buffering=0, closefd=path != "-")
     except OSError as exc:
         raise InputError(f"{path}: cannot open: {exc.strerror}") from None
-    with stream:
-        yield Reader(stream, "<stdin>" if path == "-" else path)
+
+
+def input_name(path: str) -> str:
+    """How errors refer to the input ``path`` ('-': <stdin>)."""
+    return "<stdin>" if path == "-" else path
 
 
 @contextlib.contextmanager

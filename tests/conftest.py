@@ -13,6 +13,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import IO, Callable, Iterator
 
@@ -35,6 +37,23 @@ def expect_error(result: subprocess.CompletedProcess, status: int, fragment: str
     assert fragment in err, err
     assert result.stdout == b""
     return err
+
+
+def assert_head_answers_as_get(url: str) -> int:
+    """HEAD ``url`` is answered as GET is, without the body: the same status and headers. Returns the status."""
+    answers = []
+    for method in ("HEAD", "GET"):
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, method=method), timeout=60) as response:
+                answers.append((response.status, response.headers, response.read()))
+        except urllib.error.HTTPError as error:
+            answers.append((error.code, error.headers, error.read()))
+    (head_status, head_headers, head_body), (status, headers, body) = answers
+    assert (head_status, head_body) == (status, b""), (url, head_status, status)
+    for name in ("Content-Type", "Content-Length", "Cache-Control", "Access-Control-Allow-Origin"):
+        assert head_headers[name] == headers[name], (url, name, head_headers[name], headers[name])
+    assert int(headers["Content-Length"]) == len(body), url
+    return status
 
 
 def command_line(name: str, *args) -> list[str]:

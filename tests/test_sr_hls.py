@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import Server, expect_error, make_y4m, run_command, start_command
+from conftest import Server, assert_head_answers_as_get, expect_error, make_y4m, run_command, start_command
 
 FPS = 25
 
@@ -117,6 +117,19 @@ def test_serves_live_hls_over_http(media, tmp_path):
         code, err = server.stop()
     assert code == 130 and "Traceback" not in err, err  # served until SIGTERM
     assert "100 frames" in err
+
+
+def test_head_answers_as_get_does(media, tmp_path):
+    out = tmp_path / "out"
+    with Server("sr-hls", media["small"], "--out", out, "--serve", "127.0.0.1:0", "--segment", 1) as server:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (out / "index.m3u8").exists():
+            time.sleep(0.2)
+        segment = read_playlist(out / "index.m3u8")[1][0].name
+        statuses = [assert_head_answers_as_get(server.url + path)
+                    for path in ("/", "/player.html", "/index.m3u8", f"/{segment}", "/.sr-hls.json", "/nothing.ts")]
+        assert statuses == [200, 200, 200, 200, 404, 404]
+        assert_head_answers_as_get(f"{server.url}/hls.min.js")  # 200 where the checkout vendors it, else 404
 
 
 def test_rolling_window_deletes_old_segments(media, tmp_path):

@@ -14,7 +14,7 @@ import pytest
 from srtools import metrics, video
 from srtools.tiled.manifest import Manifest
 
-from conftest import Server, expect_error, run_command
+from conftest import Server, assert_head_answers_as_get, expect_error, run_command
 from tiled_fixtures import LATENCIES
 
 
@@ -77,22 +77,36 @@ def test_bad_arguments(tmp_path, tiled, tiled_plan):
                  "unreadable plan")
 
 
-def test_unreachable_edge_gives_502(tmp_path, tiled, tiled_plan):
+@pytest.fixture
+def dead_edge_proxy(tmp_path, tiled, tiled_plan):
+    """sr-proxy with a plan caching nothing, so that every tile must come from the edges; edge 2 points
+    to a closed port."""
     tiles, _ = tiled
     empty = tmp_path / "none.json"
     plan_path, _, data = tiled_plan
-    # A plan caching nothing: every tile must come from the edges; edge 2 points to a closed port.
     data = {**data, "segments": [{**s, "cached": []} for s in data["segments"]]}
     empty.write_text(json.dumps(data))
     with Server("sr-edge", tiles / "edges/edge-0") as e0, Server("sr-edge", tiles / "edges/edge-1") as e1:
         with Server("sr-proxy", tiles, "--plan", empty, "--edges", e0.url, "--edges", e1.url, "--edges",
                     "http://127.0.0.1:9") as proxy:
-            with pytest.raises(urllib.error.HTTPError) as info:
-                get(f"{proxy.url}/seg00000.ts")
-            assert info.value.code == 502
-            with pytest.raises(urllib.error.HTTPError) as info:
-                get(f"{proxy.url}/seg00099.ts")
-            assert info.value.code == 404
+            yield proxy
+
+
+def test_unreachable_edge_gives_502(dead_edge_proxy):
+    proxy = dead_edge_proxy
+    with pytest.raises(urllib.error.HTTPError) as info:
+        get(f"{proxy.url}/seg00000.ts")
+    assert info.value.code == 502
+    with pytest.raises(urllib.error.HTTPError) as info:
+        get(f"{proxy.url}/seg00099.ts")
+    assert info.value.code == 404
+
+
+def test_head_answers_as_get_does(dead_edge_proxy):
+    # The player page, the playlist, the stats, a segment whose edge is down (502), one past the end (404).
+    statuses = [assert_head_answers_as_get(dead_edge_proxy.url + path)
+                for path in ("/", "/playlist.m3u8", "/stats.json", "/seg00000.ts", "/seg00099.ts")]
+    assert statuses == [200, 200, 200, 502, 404]
 
 
 def uncached_plan(path, manifest_dir):

@@ -80,3 +80,19 @@ def test_frame_parameters_pass_through():
     out = io.BytesIO()
     y4m.Writer(out, y4m.Header(2, 2, colorspace="mono")).write(frame)
     assert out.getvalue().endswith(b"FRAME Ixyz\n" + bytes(4))
+
+
+def test_concatenated_streams_are_read_one_after_another(tmp_path):
+    first = make_y4m(tmp_path / "a.y4m", size="64x36", seconds=0.12).read_bytes()
+    second = make_y4m(tmp_path / "b.y4m", size="32x18", rate=30, seconds=0.1).read_bytes()
+    readers, raw = [], []
+    for reader in y4m.streams(io.BytesIO(first + second)):
+        readers.append(reader)
+        raw.append(reader.header_line + b"".join(iter(reader.read_raw, None)))
+    assert [(r.header.width, r.frames_read) for r in readers] == [(64, 3), (32, 3)]
+    assert raw == [first, second]  # frames as they stand: FRAME lines and planes, nothing lost or added
+    assert list(y4m.streams(io.BytesIO(b""), allow_empty=True)) == []
+    # Frames left unread are skipped; a plain reader still refuses a second header.
+    assert [r.header.width for r in y4m.streams(io.BytesIO(first + second))] == [64, 32]
+    with pytest.raises(InputError, match="frame 3: expected FRAME marker"):
+        list(y4m.Reader(io.BytesIO(first + second)))

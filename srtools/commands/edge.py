@@ -11,21 +11,15 @@ import click
 
 from .. import cli
 from ..errors import UsageError
-from ..httpserve import QuietHandler, announce, bind, server_url
+from ..httpserve import ReadOnlyHandler, bind, serve_until_interrupted, serving
 
 log = logging.getLogger("srtools.edge")
 
 
-class EdgeHandler(QuietHandler):
+class EdgeHandler(ReadOnlyHandler):
     server_version = "sr-edge"
 
-    def do_GET(self) -> None:  # noqa: N802
-        self._serve(head_only=False)
-
-    def do_HEAD(self) -> None:  # noqa: N802
-        self._serve(head_only=True)
-
-    def _serve(self, head_only: bool) -> None:
+    def respond(self, head_only: bool) -> None:
         server = self.server
         if server.delay_s:
             time.sleep(server.delay_s)
@@ -63,13 +57,11 @@ def command(directory: str, listen: str, delay_ms: float) -> None:
         raise UsageError(f"{directory}: no such directory")
     server = bind(EdgeHandler, listen, root=root, delay_s=delay_ms / 1e3, lock=threading.Lock(), served=0,
                   bytes_out=0)
-    url = server_url(server)
-    announce(url, directory=str(root), delay_ms=delay_ms)
-    log.info("serving %s at %s with %.0f ms latency", root, url, delay_ms)
     try:
-        server.serve_forever(poll_interval=0.2)
+        with serving(server, directory=str(root), delay_ms=delay_ms) as url:
+            log.info("serving %s at %s with %.0f ms latency", root, url, delay_ms)
+            serve_until_interrupted()
     finally:
-        server.server_close()
         log.info("served %d tiles, %d bytes", server.served, server.bytes_out)
 
 

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
-import threading
-import time
 
 import click
 
 from .. import cli
 from ..errors import InputError, UsageError
 from ..hls import PLAYLIST, X264_PRESETS, Encoding, HlsHandler, OutputDir, hold_fifo, publish
-from ..httpserve import announce, bind, server_url
+from ..httpserve import bind, serve_until_interrupted, server_url, serving
 
 log = logging.getLogger("srtools.hls")
 
@@ -108,9 +107,9 @@ def command(input: str, out_dir: str, continue_: bool, fresh: bool, listen: str 
     (no EXT-X-ENDLIST; players wait for more, and a restart with --continue extends it) unless
     --endlist is given. With --serve it keeps serving until SIGINT or SIGTERM (status 130).
 
-    --serve HOST:PORT serves /index.m3u8 (no-cache), the segments (immutable: names are never
-    reused), a player page at / (hls.js, /hls.min.js) with CORS on every answer, and nothing else
-    from DIR. The playlist exists from the first segment on. The first stdout line is
+    --serve HOST:PORT serves (GET and HEAD) /index.m3u8 (no-cache), the segments (immutable: names
+    are never reused), a player page at / (hls.js, /hls.min.js) with CORS on every answer, and
+    nothing else from DIR. The playlist exists from the first segment on. The first stdout line is
     {"url": ..., "playlist": ..., "player": ...}; nothing else goes to stdout.
 
     Failures are one line on stderr: a foreign or earlier DIR, a bad option or a port in use
@@ -132,28 +131,20 @@ def command(input: str, out_dir: str, continue_: bool, fresh: bool, listen: str 
     server = bind(HlsHandler, listen, root=None) if listen else None  # a port in use fails before DIR is touched
     out = OutputDir(out_dir, "continue" if continue_ else "fresh" if fresh else "new")
     audio_fd = hold_fifo(audio) if audio else None
-    serving = None
     try:
-        if server is not None:
-            server.root = out.path
-            url = server_url(server)
-            announce(url, playlist=f"{url}/{PLAYLIST}", player=f"{url}/")
-            serving = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="http",
-                                       daemon=True)
-            serving.start()
-            log.info("serving %s at %s/%s", out.path, url, PLAYLIST)
-        summary = publish(input, out, enc, stall_timeout or None, reopen_wait, endlist)
-        log.info("input ended: %d frames (%.1f s of video) in %d stream(s)", summary.frames, summary.seconds,
-                 summary.streams)
-        if server is not None:
-            log.info("serving until interrupted")
-            while True:
-                time.sleep(3600)
+        with contextlib.ExitStack() as stack:
+            if server is not None:
+                server.root = out.path
+                url = server_url(server)
+                stack.enter_context(serving(server, playlist=f"{url}/{PLAYLIST}", player=f"{url}/"))
+                log.info("serving %s at %s/%s", out.path, url, PLAYLIST)
+            summary = publish(input, out, enc, stall_timeout or None, reopen_wait, endlist)
+            log.info("input ended: %d frames (%.1f s of video) in %d stream(s)", summary.frames, summary.seconds,
+                     summary.streams)
+            if server is not None:
+                log.info("serving until interrupted")
+                serve_until_interrupted()
     finally:
-        if serving is not None:
-            server.shutdown()
-        if server is not None:
-            server.server_close()
         if audio_fd is not None:
             os.close(audio_fd)
         out.close()

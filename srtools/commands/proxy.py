@@ -11,7 +11,7 @@ import click
 
 from .. import cli
 from ..errors import UsageError
-from ..httpserve import QuietHandler, announce, bind, content_type, server_url
+from ..httpserve import ReadOnlyHandler, bind, content_type, serve_until_interrupted, server_url, serving
 from ..tiled import planning
 from ..tiled.manifest import Manifest
 from ..tiled.options import model_options, open_upscaler, with_options
@@ -22,38 +22,38 @@ log = logging.getLogger("srtools.proxy")
 _SEGMENT = re.compile(r"/seg(\d{5})\.ts")
 
 
-class ProxyHandler(QuietHandler):
+class ProxyHandler(ReadOnlyHandler):
     server_version = "sr-proxy"
 
-    def do_GET(self) -> None:  # noqa: N802
+    def respond(self, head_only: bool) -> None:
         builder: SegmentBuilder = self.server.builder
         path = self.url_path()
-        if self.send_player(path, "playlist.m3u8", "sr-proxy"):
+        if self.send_player(path, "playlist.m3u8", "sr-proxy", head_only):
             return
         if path in ("/playlist.m3u8", "/index.m3u8"):
-            self.send_bytes(builder.playlist().encode(), content_type(path))
+            self.send_bytes(builder.playlist().encode(), content_type(path), head_only)
             return
         if path == "/stats.json":
             stats = {"precached_bytes": self.server.precached_bytes, "kept_segments": sorted(builder.segments),
                      "evicted_segments": builder.evicted,
                      "segments": [dataclasses.asdict(t) for _, t in sorted(builder.timings.items())]}
-            self.send_bytes(json.dumps(stats).encode(), "application/json")
+            self.send_bytes(json.dumps(stats).encode(), "application/json", head_only)
             return
         match = _SEGMENT.fullmatch(path)
         if match is None or int(match.group(1)) >= len(builder.m.segments):
-            self.send_bytes(b"not found\n", "text/plain", status=404)
+            self.send_bytes(b"not found\n", "text/plain", head_only, status=404)
             return
-        try:
+        try:  # a HEAD builds the segment too: its length and status are the GET's
             body = builder.segment(int(match.group(1)))
         except FetchError as exc:
             log.warning("%s", exc)
-            self.send_bytes(f"{exc}\n".encode(), "text/plain", status=502)
+            self.send_bytes(f"{exc}\n".encode(), "text/plain", head_only, status=502)
             return
         except Exception as exc:  # one bad segment must not take the server down
             log.error("segment %s: %s: %s", match.group(1), type(exc).__name__, exc)
-            self.send_bytes(f"{exc}\n".encode(), "text/plain", status=500)
+            self.send_bytes(f"{exc}\n".encode(), "text/plain", head_only, status=500)
             return
-        self.send_bytes(body, content_type(path))
+        self.send_bytes(body, content_type(path), head_only)
 
 
 def check_url(url: str) -> str:
@@ -106,7 +106,7 @@ def command(manifest: str, plan_path: str, edge_urls: list[str], origin_url: str
     --fetch-timeout is fetched from the origin in high resolution instead. Only when no source
     delivers does the segment answer 502 (its queued work is cancelled).
 
-    Endpoints: /playlist.m3u8 (the VOD playlist: play it with ffplay or any HLS player),
+    Endpoints (GET and HEAD): /playlist.m3u8 (the VOD playlist: play it with ffplay or any HLS player),
     / (a player page, with hls.js at /hls.min.js where the checkout vendors it: make),
     /segNNNNN.ts, and /stats.json (per-segment fetch, reconstruction and encode times,
     fallbacks, kept and evicted segments; also logged). On start one JSON line {"url": ...}
@@ -129,13 +129,10 @@ def command(manifest: str, plan_path: str, edge_urls: list[str], origin_url: str
         precached = builder.precache()
         log.info("cached %d HR tile sets (%d bytes) from %s", int(plan["cached_array"].sum()), precached, origin_url)
         server = bind(ProxyHandler, listen, builder=builder, precached_bytes=precached)
-        url = server_url(server)
-        announce(url, playlist=f"{url}/playlist.m3u8")
-        log.info("serving %d segments at %s/playlist.m3u8", len(m.segments), url)
-        try:
-            server.serve_forever(poll_interval=0.2)
-        finally:
-            server.server_close()
+        playlist = f"{server_url(server)}/playlist.m3u8"
+        with serving(server, playlist=playlist):
+            log.info("serving %d segments at %s", len(m.segments), playlist)
+            serve_until_interrupted()
     finally:
         builder.close()
 

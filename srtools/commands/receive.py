@@ -8,7 +8,7 @@ import click
 
 from .. import cli
 from ..errors import UsageError
-from ..httpserve import announce, bind, server_url
+from ..httpserve import bind, serve_until_interrupted, serving
 from ..live.receive import DEFAULT_KEY, ReceiveHandler, Stream, parse_stream, serve_attributes
 from ..live.upload import TOKEN_ENV, read_token
 from ..spool import Spool
@@ -105,13 +105,11 @@ def command(spool: str | None, stream_specs: tuple[str, ...], token_file: str | 
         token = default_token if stream_token_file is None else read_token(stream_token_file)
         streams.append(Stream(key, Spool(spool_dir, create=True, keep=keep_models or None), token))
     server = bind(ReceiveHandler, listen, **serve_attributes(streams, max_bytes))
-    url = server_url(server)
-    announce(url, streams={s.key: str(s.spool.root) for s in streams}, max_bytes=max_bytes)
-    log.info("receiving models at %s for %s", url, ", ".join(f"{s.key} -> {s.spool.root}" for s in streams))
     try:
-        server.serve_forever(poll_interval=0.2)
+        with serving(server, streams={s.key: str(s.spool.root) for s in streams}, max_bytes=max_bytes) as url:
+            log.info("receiving models at %s for %s", url, ", ".join(f"{s.key} -> {s.spool.root}" for s in streams))
+            serve_until_interrupted()
     finally:
-        server.server_close()
         log.info("%d models accepted, %d requests refused", server.accepted, server.refused)
 
 
