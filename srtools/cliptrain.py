@@ -126,7 +126,7 @@ class ClipJob:
     seed: int = 0
 
     def budget(self) -> TrainConfig:
-        """The budget, with the held-out score measured twelve times over it, at most every 5 s."""
+        """The budget, with the held-out score measured every twelfth of it, at least 5 s apart."""
         return TrainConfig(max_seconds=self.max_seconds, batch=self.batch, learning_rate=self.learning_rate,
                            eval_every=max(5.0, self.max_seconds / 12), seed=self.seed)
 

@@ -108,8 +108,8 @@ class WatchConfig:
 
 
 def session_budget(max_seconds: float, batch: int = 16, learning_rate: float = 1e-3, seed: int = 0) -> TrainConfig:
-    """One session's budget, with the held-out score measured 24 times over it, every 2 to 10 s: the
-    stopping rule fits its curve to those points."""
+    """One session's budget, with the held-out score measured every 24th of it, from 2 to 10 s apart:
+    the stopping rule fits its curve to those points."""
     return TrainConfig(max_seconds=max_seconds, batch=batch, learning_rate=learning_rate,
                        eval_every=max(2.0, min(10.0, max_seconds / 24)), seed=seed)
 

@@ -147,24 +147,25 @@ def run(m: Manifest, experiment: Experiment, profile: Profile, quality: Quality,
     ``reconstruction`` (the mean times, and ``profile_from``: where they came from),
     ``tile_choice`` (:func:`tile_choice`), ``results`` (:func:`compare_policies`) and ``stall_cut``
     (:func:`stall_cut`)."""
-    e, n = experiment, len(m.segments)
-    rng = np.random.default_rng(e.seed)
-    low, high = e.latency_range_ms
-    draws = [rng.uniform(low, high, (n, m.edges)) for _ in range(e.trials)]
-    results = compare_policies(m, profile, quality, e.threshold, e.capacities, draws, e.buffer,
-                               np.random.default_rng([e.seed, 1]), e.workers)
-    dnn = planning.tile_modes(m.array("lr_bytes"), e.threshold)
+    n, seed, threshold = len(m.segments), experiment.seed, experiment.threshold
+    low, high = experiment.latency_range_ms
+    rng = np.random.default_rng(seed)
+    draws = [rng.uniform(low, high, (n, m.edges)) for _ in range(experiment.trials)]
+    results = compare_policies(m, profile, quality, threshold, experiment.capacities, draws, experiment.buffer,
+                               np.random.default_rng([seed, 1]), experiment.workers)
+    dnn = planning.tile_modes(m.array("lr_bytes"), threshold)
     return {
         "config": {"manifest": str(m.root / "manifest.json"), "segments": n, "edges": m.edges,
                    "tiles_per_segment": m.tiles_per_segment, "segment_seconds": m.segment_seconds,
-                   "latency_range_ms": [low, high], "trials": e.trials, "buffer_segments": e.buffer, "seed": e.seed},
+                   "latency_range_ms": [low, high], "trials": experiment.trials,
+                   "buffer_segments": experiment.buffer, "seed": seed},
         "reconstruction": {"model": profile.model, "machine": profile.machine, "from": profile_from,
                            "dnn_ms_mean": round(float(profile.dnn_ms.mean()), 3),
                            "bicubic_ms_mean": round(float(profile.bicubic_ms.mean()), 3),
                            "decode_ms_mean": round(float(profile.decode_ms.mean()), 3),
                            "hr_decode_ms_mean": round(float(profile.hr_decode_ms.mean()), 3),
                            "encode_ms_mean": round(float(profile.encode_ms.mean()), 3)},
-        "tile_choice": tile_choice(profile, quality, dnn, e.threshold),
+        "tile_choice": tile_choice(profile, quality, dnn, threshold),
         "results": results,
         "stall_cut": stall_cut(results),
     }
