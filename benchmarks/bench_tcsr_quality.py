@@ -28,8 +28,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from srtools import archs, degrade, ffmpeg, generic, metrics, modelfile, training  # noqa: E402
+from srtools import archs, degrade, ffmpeg, generic, metrics, modelfile  # noqa: E402
 from srtools.framefilter import measure_cost  # noqa: E402
+from srtools.tcsr import window_indices  # noqa: E402
 from srtools.training import RefineRecipe, TrainConfig, UpscaleRecipe, load_pairs, train, upscale_planes  # noqa: E402
 from srtools.upscale import to_plane, to_unit  # noqa: E402
 
@@ -75,7 +76,7 @@ def default_fedsr(steps: int | None, seconds: float, pairs, device: torch.device
 @torch.inference_mode()
 def refine_all(tcsr: torch.nn.Module, upscaled: np.ndarray, k: int, device: torch.device) -> np.ndarray:
     """sr-tcsr --every 1: every frame refined from its window, the ends repeated."""
-    return np.stack([to_plane(tcsr(to_unit(upscaled[training.window_indices(t, k, len(upscaled))], device)[None])[0, 0])
+    return np.stack([to_plane(tcsr(to_unit(upscaled[window_indices(t, k, len(upscaled))], device)[None])[0, 0])
                      for t in range(len(upscaled))])
 
 

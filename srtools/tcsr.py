@@ -70,6 +70,12 @@ def refiner_factory(device: str, precision: str) -> Callable[..., Refiner]:
     return functools.partial(Refiner, device=device, precision=resolve_precision(precision, device))
 
 
+def window_indices(i: int, k: int, n: int) -> np.ndarray:
+    """Indices of frame i's window in a sequence of n: frames i-k .. i+k, the first and last frames
+    repeated past the ends (as :class:`TcsrStage` refines, and training trains)."""
+    return np.clip(np.arange(i - k, i + k + 1), 0, n - 1)
+
+
 def motion(window: list[Frame], k: int) -> float:
     """Mean absolute luma difference between the middle frame and its neighbours: how much the
     neighbours can add (a static scene gains little from alignment it does not need)."""
@@ -164,8 +170,7 @@ class TcsrStage:
             t = self.next_out
             frame = self.frames[t]
             if engine is not None and use_engine and (end or not ran):  # one refinement per frame in
-                last = self.received - 1
-                window = [self.frames[min(max(i, 0), last)] for i in range(t - k, t + k + 1)]
+                window = [self.frames[i] for i in window_indices(t, k, self.received).tolist()]
                 if self.selector.pick(t, window, k, self.gate.cost):
                     start = time.perf_counter()
                     frame = engine.refine(window)

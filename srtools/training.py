@@ -7,16 +7,18 @@ model on held-out frames kept. The F-EDSR recipe (:class:`UpscaleRecipe`), and w
 - The network predicts the residual over bicubic and starts as exact bicubic (see
   :class:`srtools.archs.fedsr_arch.FEDSR`), so every minute of training is spent on what bicubic
   gets wrong and the published model is never worse than bicubic on the held-out frames.
-- Patches are drawn where bicubic is most wrong: half of them with probability proportional to the
-  square root of the bicubic error in the patch, half uniformly. Flat areas (sky, walls) teach the
-  network nothing, and they are most of a frame.
+- Patches are drawn where bicubic is most wrong (:class:`PatchSampler`): half of them with
+  probability proportional to the square root of the bicubic error in the patch, half uniformly.
+  Flat areas (sky, walls) teach the network nothing, and they are most of a frame.
 - The learning rate follows a cosine over the time budget (not a step count), after a short
   warm-up, so a run stopped by --max-seconds has annealed properly.
-- The best model on held-out frames is kept (measured every ``eval_every`` seconds and at the end).
+- The best model on held-out frames (:func:`hold_out`: every tenth, at most eight spread over the
+  clip) is kept, measured every ``eval_every`` seconds and at the end.
 
 The TCSR recipe (:class:`RefineRecipe`) trains on windows of 2k+1 consecutive frames upscaled by
 the current F-EDSR model, against the high-res middle frame, with the loss of
-:func:`srtools.archs.tcsr_arch.tcsr_loss`; its baseline is the F-EDSR output itself.
+:func:`srtools.archs.tcsr_arch.tcsr_loss`; its baseline is the F-EDSR output itself. Its patches
+are drawn the same way, where the F-EDSR output is most wrong, and the same frames are held out.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import copy
 import dataclasses
 import math
 import time
-from typing import Callable, Protocol
+from typing import Callable, Iterable, Protocol
 
 import cv2
 import numpy as np
@@ -35,6 +37,7 @@ from torch.nn import functional as F
 from . import degrade, metrics, video
 from .archs.tcsr_arch import tcsr_loss
 from .errors import InputError
+from .tcsr import window_indices
 from .upscale import network_planes, resize_plane, to_plane, to_unit
 
 
@@ -58,15 +61,24 @@ class PairSet:
         return self.hr.shape[-1] // self.lr.shape[-1]
 
     def split(self, max_val: int = 8, every: int = 10) -> tuple[PairSet, PairSet]:
-        """(train, validation): every ``every``-th frame held out, at most ``max_val`` of them."""
-        n = len(self)
-        val_idx = np.arange(every // 2, n, every)
-        if len(val_idx) > max_val:
-            val_idx = val_idx[np.linspace(0, len(val_idx) - 1, max_val).round().astype(int)]
-        if len(val_idx) == 0 or len(val_idx) == n:
-            return self, self
-        train_idx = np.setdiff1d(np.arange(n), val_idx)
+        """(train, validation), the frames held out by :func:`hold_out`."""
+        train_idx, val_idx = hold_out(len(self), every, max_val)
         return PairSet(self.lr[train_idx], self.hr[train_idx]), PairSet(self.lr[val_idx], self.hr[val_idx])
+
+
+def hold_out(n: int, every: int = 10, max_val: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """(training, held-out) indices of n frames: every ``every``-th frame from ``every // 2`` is held out,
+    at most ``max_val`` of them spread evenly over those (so they cover the whole clip).
+
+    When no frame can be held out (n <= every // 2), both are every frame: the model is then scored on
+    what it trains on.
+    """
+    val_idx = np.arange(every // 2, n, every)
+    if len(val_idx) > max_val:
+        val_idx = val_idx[np.linspace(0, len(val_idx) - 1, max_val).round().astype(int)]
+    if len(val_idx) == 0 or len(val_idx) == n:
+        return np.arange(n), np.arange(n)
+    return np.setdiff1d(np.arange(n), val_idx), val_idx
 
 
 def load_pairs(hr_source: str, lr_source: str, scale: int, color: str, max_frames: int,
@@ -110,51 +122,49 @@ def load_pairs(hr_source: str, lr_source: str, scale: int, color: str, max_frame
 
 
 class PatchSampler:
-    """Draws (LR, HR) patch batches, half weighted by bicubic error, half uniform.
+    """Draws patch positions, half with probability proportional to the square root of the error in
+    the patch, half uniformly (see the module docstring).
+
+    The candidate patches lie on a grid of ``stride`` pixels over every frame; a patch's error is the
+    sum of its frame's error map over it (:func:`srtools.metrics.box_sums`).
 
     Args:
-        pairs: training pairs.
-        patch: LR patch size (HR patches are ``patch * scale``).
+        shape: (H, W) of the error maps, the grid patches are drawn on.
+        error_maps: one (H, W) float32 map of squared error per frame, read one at a time (a
+            generator holds one map in memory).
+        patch: patch size on that grid, at most H and W.
+        stride: pixels between candidate positions.
         rng: random generator.
     """
 
-    _STRIDE = 4  # candidate patch positions on a 4-pixel LR grid
-
-    def __init__(self, pairs: PairSet, patch: int, rng: np.random.Generator):
-        self.pairs, self.patch, self.rng = pairs, patch, rng
-        n, _, h, w = pairs.lr.shape
+    def __init__(self, shape: tuple[int, int], error_maps: Iterable[np.ndarray], patch: int, stride: int,
+                 rng: np.random.Generator):
+        h, w = shape
         if h < patch or w < patch:
             raise ValueError(f"frames {w}x{h} smaller than the {patch}px training patch")
-        self.positions_y = np.arange(0, h - patch + 1, self._STRIDE)
-        self.positions_x = np.arange(0, w - patch + 1, self._STRIDE)
-        weights = np.stack([self._patch_error(i) for i in range(n)]).reshape(-1)
-        weights = np.sqrt(weights) + 1e-12
+        self.rng = rng
+        self.positions_y = np.arange(0, h - patch + 1, stride)
+        self.positions_x = np.arange(0, w - patch + 1, stride)
+        y0, x0 = np.meshgrid(self.positions_y, self.positions_x, indexing="ij")
+        errors = [metrics.box_sums(error, y0, y0 + patch, x0, x0 + patch).reshape(-1) for error in error_maps]
+        weights = np.sqrt(np.concatenate(errors)) + 1e-12
         self.cdf = np.cumsum(weights / weights.sum())
 
-    def _patch_error(self, i: int) -> np.ndarray:
-        """Sum of squared bicubic error over every candidate patch of frame i, on the LR grid."""
-        lr, hr = self.pairs.lr[i, 0], self.pairs.hr[i, 0]
-        up = resize_plane(lr, *hr.shape).astype(np.float32)
-        err = (hr.astype(np.float32) - up) ** 2
-        err_lr = cv2.resize(err, (lr.shape[1], lr.shape[0]), interpolation=cv2.INTER_AREA)
-        integral = cv2.integral(err_lr, sdepth=cv2.CV_64F)
-        p = self.patch
-        ys, xs = np.meshgrid(self.positions_y, self.positions_x, indexing="ij")
-        return integral[ys + p, xs + p] - integral[ys, xs + p] - integral[ys + p, xs] + integral[ys, xs]
-
-    def sample(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
-        n_pos = len(self.positions_y) * len(self.positions_x)
+    def sample(self, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(frame, y, x) of ``batch`` patches: frame indices in the order of ``error_maps``, top-left corners."""
         weighted = np.searchsorted(self.cdf, self.rng.random(batch // 2))
-        uniform = self.rng.integers(0, len(self.pairs) * n_pos, batch - batch // 2)
-        flat = np.minimum(np.concatenate([weighted, uniform]), len(self.pairs) * n_pos - 1)
-        frame, pos = np.divmod(flat, n_pos)
-        py, px = np.divmod(pos, len(self.positions_x))
-        s, p = self.pairs.scale, self.patch
-        lr = np.stack([self.pairs.lr[f, :, y:y + p, x:x + p]
-                       for f, y, x in zip(frame, self.positions_y[py], self.positions_x[px])])
-        hr = np.stack([self.pairs.hr[f, :, y * s:(y + p) * s, x * s:(x + p) * s]
-                       for f, y, x in zip(frame, self.positions_y[py], self.positions_x[px])])
-        return lr, hr
+        uniform = self.rng.integers(0, len(self.cdf), batch - batch // 2)
+        flat = np.minimum(np.concatenate([weighted, uniform]), len(self.cdf) - 1)
+        frame, position = np.divmod(flat, len(self.positions_y) * len(self.positions_x))
+        py, px = np.divmod(position, len(self.positions_x))
+        return frame, self.positions_y[py], self.positions_x[px]
+
+
+def bicubic_error(lr: np.ndarray, hr: np.ndarray) -> np.ndarray:
+    """(h, w) float32 squared error of OpenCV bicubic upscaling of the (h, w) uint8 plane ``lr`` against
+    the (h*s, w*s) plane ``hr``, measured at HR and area-averaged onto the LR grid."""
+    error = (hr.astype(np.float32) - resize_plane(lr, *hr.shape).astype(np.float32)) ** 2
+    return cv2.resize(error, (lr.shape[1], lr.shape[0]), interpolation=cv2.INTER_AREA)
 
 
 def _augment(*tensors: torch.Tensor, rng: np.random.Generator) -> list[torch.Tensor]:
@@ -199,14 +209,21 @@ class UpscaleRecipe:
         rng: random generator.
     """
 
+    _STRIDE = 4  # candidate patch positions on a 4-pixel LR grid
+
     def __init__(self, train_pairs: PairSet, val_pairs: PairSet, patch: int, device: torch.device,
                  rng: np.random.Generator):
-        self.sampler = PatchSampler(train_pairs, patch, rng)
-        self.val_pairs, self.device, self.rng = val_pairs, device, rng
+        self.sampler = PatchSampler(train_pairs.lr.shape[-2:],
+                                    (bicubic_error(lr[0], hr[0]) for lr, hr in zip(train_pairs.lr, train_pairs.hr)),
+                                    patch, self._STRIDE, rng)
+        self.train_pairs, self.val_pairs, self.patch, self.device, self.rng = train_pairs, val_pairs, patch, device, rng
         self.baseline_psnr = bicubic_psnr(val_pairs)
 
     def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        lr, hr = self.sampler.sample(size)
+        s, p = self.train_pairs.scale, self.patch
+        corners = list(zip(*self.sampler.sample(size)))
+        lr = np.stack([self.train_pairs.lr[f, :, y:y + p, x:x + p] for f, y, x in corners])
+        hr = np.stack([self.train_pairs.hr[f, :, y * s:(y + p) * s, x * s:(x + p) * s] for f, y, x in corners])
         inputs, targets = _augment(to_unit(lr, self.device), to_unit(hr, self.device), rng=self.rng)
         return inputs, targets
 
@@ -220,19 +237,14 @@ class UpscaleRecipe:
         return float(np.mean(scores))
 
 
-def window_indices(i: int, k: int, n: int) -> np.ndarray:
-    """Indices of frames i-k .. i+k of a sequence of n, the ends repeated (as sr-tcsr does)."""
-    return np.clip(np.arange(i - k, i + k + 1), 0, n - 1)
-
-
 class RefineRecipe:
     """TCSR on consecutive frames: windows of 2k+1 upscaled frames -> the HR middle frame.
 
-    Patches (``patch`` pixels at output resolution) are drawn half where the upscaled frame is most
-    wrong, half uniformly, from every frame whose index is not held out; held-out frames (every
-    ``every``-th, at most ``max_val``) are scored on fixed crops of ``val_crop`` pixels, so an
-    evaluation costs a fraction of a full frame at 640x360 and more. Windows at the ends of the
-    sequence repeat the end frames, as sr-tcsr does.
+    Patches (``patch`` pixels at output resolution) are drawn by :class:`PatchSampler`, weighted by
+    the error of the upscaled frame, from every frame not held out; the held-out frames
+    (:func:`hold_out`) are scored on fixed crops of ``val_crop`` pixels, so an evaluation costs a
+    fraction of a full frame at 640x360 and more. Windows at the ends of the sequence repeat the end
+    frames, as sr-tcsr does (:func:`srtools.tcsr.window_indices`).
 
     Args:
         upscaled: (N, 1, H, W) uint8, the F-EDSR output of N consecutive frames.
@@ -250,15 +262,9 @@ class RefineRecipe:
         patch = min(patch, h, w)
         self.upscaled, self.hr, self.k, self.patch = upscaled, hr, k, patch
         self.device, self.rng = device, rng
-        val = np.arange(every // 2, n, every)[:max_val] if n > every else np.array([], dtype=int)
-        self.train_idx = np.setdiff1d(np.arange(n), val)
-        self.val_idx = val if len(val) else self.train_idx[:max_val]
-        ys = np.arange(0, h - patch + 1, self._STRIDE)
-        xs = np.arange(0, w - patch + 1, self._STRIDE)
-        self.positions = np.stack(np.meshgrid(ys, xs, indexing="ij"), -1).reshape(-1, 2)
-        error = np.stack([self._patch_error(i) for i in self.train_idx]).reshape(-1)
-        weights = np.sqrt(error) + 1e-12
-        self.cdf = np.cumsum(weights / weights.sum())
+        self.train_idx, self.val_idx = hold_out(n, every, max_val)
+        self.sampler = PatchSampler((h, w), ((upscaled[i, 0].astype(np.float32) - hr[i, 0].astype(np.float32)) ** 2
+                                             for i in self.train_idx), patch, self._STRIDE, rng)
         crop = min(val_crop, h, w)
         self.val_windows = [(i, y, x) for i in self.val_idx
                             for y, x in ((0, 0), (h - crop, w - crop), ((h - crop) // 2, (w - crop) // 2))]
@@ -275,20 +281,11 @@ class RefineRecipe:
     def _crop(frames: np.ndarray, i: int, y: int, x: int, size: int) -> np.ndarray:
         return frames[i, 0, y:y + size, x:x + size]
 
-    def _patch_error(self, i: int) -> np.ndarray:
-        err = (self.upscaled[i, 0].astype(np.float32) - self.hr[i, 0].astype(np.float32)) ** 2
-        integral = cv2.integral(err, sdepth=cv2.CV_64F)
-        y, x, p = self.positions[:, 0], self.positions[:, 1], self.patch
-        return integral[y + p, x + p] - integral[y, x + p] - integral[y + p, x] + integral[y, x]
-
     def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        weighted = np.searchsorted(self.cdf, self.rng.random(size // 2))
-        uniform = self.rng.integers(0, len(self.cdf), size - size // 2)
-        flat = np.minimum(np.concatenate([weighted, uniform]), len(self.cdf) - 1)
-        frame, pos = np.divmod(flat, len(self.positions))
+        frame, ys, xs = self.sampler.sample(size)
         p = self.patch
         inputs, targets = [], []
-        for f, (y, x) in zip(self.train_idx[frame], self.positions[pos]):
+        for f, y, x in zip(self.train_idx[frame], ys, xs):
             inputs.append(self._window(f, y, x, p))
             targets.append(self.hr[f, :, y:y + p, x:x + p])
         inputs_t, targets_t = _augment(to_unit(np.stack(inputs), self.device), to_unit(np.stack(targets), self.device),

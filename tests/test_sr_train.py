@@ -3,11 +3,13 @@
 import json
 import subprocess
 
+import numpy as np
 import pytest
 import torch
 
 from srtools import modelfile
 from srtools.spool import Spool
+from srtools.training import PairSet, RefineRecipe, hold_out
 
 from conftest import make_clip, run_command
 
@@ -153,3 +155,15 @@ def test_scores_stay_finite_when_the_output_equals_the_target(tmp_path):
 def test_options_of_the_other_architecture(tmp_path, hr_clip, args, message):
     result = run_command("sr-train", "--spool", tmp_path, "--hr", hr_clip, *args)
     assert result.returncode == 2 and message in result.stderr
+
+
+def test_both_recipes_hold_out_the_same_frames_spread_over_the_clip():
+    """Every tenth frame, at most eight spread evenly over the clip, for F-EDSR's pairs and TCSR's windows
+    alike; a clip too short to spare a frame is scored on the frames it trains on."""
+    frames = np.random.default_rng(0).integers(0, 256, (300, 1, 16, 16), dtype=np.uint8)
+    spread = [5, 45, 85, 125, 175, 215, 255, 295]
+    train_pairs, val_pairs = PairSet(frames[:, :, ::2, ::2], frames).split()
+    assert len(train_pairs) == 292 and np.array_equal(val_pairs.hr, frames[spread])
+    tcsr = RefineRecipe(frames, frames, 1, 16, torch.device("cpu"), np.random.default_rng(0))
+    assert tcsr.val_idx.tolist() == spread and len(np.intersect1d(tcsr.train_idx, spread)) == 0
+    assert hold_out(10)[1].tolist() == [5] and [a.tolist() for a in hold_out(4)] == [[0, 1, 2, 3]] * 2

@@ -11,7 +11,7 @@ from ..errors import UsageError
 from ..fsutil import emit_json
 from ..tiled import cacheplan, planning
 from ..tiled.manifest import Manifest
-from ..tiled.options import measured_profile, model_options, parse_capacity, profile_options, with_options
+from .tiled_options import measured_profile, model_options, parse_capacity, profile_options, with_options
 
 log = logging.getLogger("srtools.cache")
 

@@ -14,9 +14,9 @@ from ..errors import UsageError
 from ..httpserve import ReadOnlyHandler, bind, content_type, serve_until_interrupted, server_url, serving
 from ..tiled import planning
 from ..tiled.manifest import Manifest
-from ..tiled.options import model_options, open_upscaler, with_options
 from ..tiled.proxy import FetchError, SegmentBuilder
 from ..tiled.reconstruct import DEFAULT_CRF, Reconstructor
+from .tiled_options import model_options, open_upscaler, with_options
 
 log = logging.getLogger("srtools.proxy")
 _SEGMENT = re.compile(r"/seg(\d{5})\.ts")

@@ -6,7 +6,6 @@ import dataclasses
 import logging
 
 import click
-import numpy as np
 from rich.table import Table
 
 from .. import cli
@@ -15,9 +14,7 @@ from ..fsutil import emit_json
 from ..plot import line_chart
 from ..tiled import cacheplan, planning, simulate
 from ..tiled.manifest import Manifest
-from ..tiled.options import model_options, open_upscaler, parse_capacity, profile_options, with_options
-from ..tiled.profile import Profile
-from ..tiled.reconstruct import Reconstructor
+from .tiled_options import model_options, open_upscaler, parse_capacity, profile_options, with_options
 
 log = logging.getLogger("srtools.sim")
 
@@ -83,7 +80,6 @@ def command(manifest: str, capacities: str, trials: int, latency_range: str, buf
                              f"more than its bound of {cacheplan.MAX_ALLOCATION_VECTORS} (fewer --segments or a "
                              f"smaller capacity)")
     threshold = planning.threshold_bytes(dnn_threshold, m.array("lr_bytes"))
-    dnn = planning.tile_modes(m.array("lr_bytes"), threshold)
     if spool is None and model_path is None:
         raise UsageError("give --spool DIR or --model FILE: the simulation reconstructs tiles with the model")
     plan = planning.load_plan(plan_path, m) if plan_path else None
@@ -92,40 +88,18 @@ def command(manifest: str, capacities: str, trials: int, latency_range: str, buf
     upscaler = open_upscaler(spool, model_path, m.scale, device, precision, "reconstruct tiles")
     with cli.console.status("reconstructing tiles") as status:
         profile, quality = simulate.measure_quality(
-            m, Reconstructor(m, upscaler), lambda i: status.update(f"reconstructed segment {i + 1}/{n}"))
-    if profile_path:
-        profile = Profile.load(profile_path, m)
+            m, upscaler, profile_path, lambda i: status.update(f"reconstructed segment {i + 1}/{n}"))
     if save_profile:
         profile.save(save_profile)
-    rng = np.random.default_rng(seed)
-    draws = [rng.uniform(lo, hi, (n, edges)) for _ in range(trials)]
-    results = simulate.compare_policies(m, profile, quality, threshold, slots, draws, buffer,
-                                        np.random.default_rng([seed, 1]), workers)
-    output = {
-        "config": {"manifest": str(m.root / "manifest.json"), "segments": n, "edges": edges,
-                   "tiles_per_segment": m.tiles_per_segment, "segment_seconds": m.segment_seconds,
-                   "latency_range_ms": [lo, hi], "trials": trials, "buffer_segments": buffer, "seed": seed},
-        "reconstruction": {"model": profile.model, "machine": profile.machine, "from": profile_path or "measured",
-                           "dnn_ms_mean": round(float(profile.dnn_ms.mean()), 3),
-                           "bicubic_ms_mean": round(float(profile.bicubic_ms.mean()), 3),
-                           "decode_ms_mean": round(float(profile.decode_ms.mean()), 3),
-                           "hr_decode_ms_mean": round(float(profile.hr_decode_ms.mean()), 3),
-                           "encode_ms_mean": round(float(profile.encode_ms.mean()), 3)},
-        "tile_choice": simulate.tile_choice(profile, quality, dnn, threshold),
-        "results": results,
-        "stall_cut": simulate.stall_cut(results),
-    }
+    experiment = simulate.Experiment(capacities=slots, trials=trials, latency_range_ms=(lo, hi), buffer=buffer,
+                                     threshold=threshold, workers=workers, seed=seed)
+    output = simulate.run(m, experiment, profile, quality, profile_path or "measured")
     if plan is not None:
-        cached = simulate.cached_tiles(m.tile_sets, plan["cached_array"], m.tiles_per_segment)
-        output["plan"] = {"file": plan_path, "cached_sets": int(plan["cached_array"].sum()),
-                          "psnr_db": round(quality.psnr(cached, plan["dnn_array"]), 4),
-                          "psnr_db_uncached": round(quality.psnr(np.zeros_like(cached), plan["dnn_array"]), 4)}
+        output["plan"] = {"file": plan_path, **simulate.plan_quality(m, quality, plan)}
     print_table(output)
     if plot:
-        shares = sorted({r["capacity_share"] for r in results})
-        series = {p: [next(r["stall_s"] for r in results if r["policy"] == p and r["capacity_share"] == s)
-                      for s in shares] for p in simulate.POLICIES}
-        line_chart(plot, [100 * s for s in shares], series, "cache capacity (% of tile sets)", "total stall (s)",
+        shares, stalls = simulate.stall_curves(output["results"])
+        line_chart(plot, shares, stalls, "cache capacity (% of tile sets)", "total stall (s)",
                    f"sr-sim: {n} segments, {edges} edges, buffer {buffer}")
     emit_json(output)
 

@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import logging
-import tempfile
-import time
-from pathlib import Path
 
 import click
-import numpy as np
-import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from .. import archs, cli, degrade, generic, loader, modelfile
-from ..errors import ModelError, UsageError
+from .. import archs, cli, degrade, modelfile
+from ..cliptrain import ClipJob, ClipSpec, ClipTraining, ModelSpec
+from ..errors import UsageError
 from ..fsutil import emit_json
 from ..live.stoprule import StopRule
-from ..live.watchtrain import MODES, Event, OnlineTrainer, WatchConfig, spool_lock
+from ..live.watchtrain import MODES, Event, WatchConfig, session_budget, watch_spool
 from ..spool import Spool
-from ..training import Evaluation, RefineRecipe, TrainConfig, UpscaleRecipe, load_pairs, train, upscale_planes
+from ..training import Evaluation
 
 log = logging.getLogger("srtools.train")
 UPSCALERS, REFINERS = archs.for_task(archs.UPSCALE), archs.for_task(archs.REFINE)
@@ -136,52 +132,25 @@ def command(spool: str, arch: str, hr_source: str | None, lr_source: str | None,
         if hr_source or lr_source or init_from != "auto" or arch != UPSCALERS[0] or color != "y":
             raise UsageError(f"--watch trains {UPSCALERS[0]} (luma) on the spool's pool: "
                              "drop --hr, --lr, --init, --arch and --color")
-        stop = StopRule(fixed_db=stop_db, alpha=alpha, horizon_s=horizon)
-        session = TrainConfig(max_seconds=max_seconds, batch=batch, learning_rate=learning_rate,
-                              eval_every=max(2.0, min(10.0, max_seconds / 24)), seed=seed)
-        config = WatchConfig(mode=mode, session=session, stop=stop, max_pairs=pool_pairs, half_life_s=half_life,
-                             patch=patch, channels=channels, blocks=blocks)
+        config = WatchConfig(mode=mode, session=session_budget(max_seconds, batch, learning_rate, seed),
+                             stop=StopRule(fixed_db=stop_db, alpha=alpha, horizon_s=horizon), max_pairs=pool_pairs,
+                             half_life_s=half_life, patch=patch, channels=channels, blocks=blocks)
         spool_dir = Spool(spool, create=True, keep=keep_models or None)
-        _watch(spool_dir, scale, config, cli.resolve_device(device), poll_interval, seed)
+        watch_spool(spool_dir, scale, config, cli.resolve_device(device), _emit, poll_interval, seed)
         return
     if hr_source is None:
         raise UsageError("--hr is required (or --watch to train on the spool's pool)")
     device = cli.resolve_device(device)
-    refine = arch in REFINERS
-    if refine and color != "y":
+    spec = ModelSpec(arch=arch, scale=scale, color=color, channels=channels, blocks=blocks, neighbours=neighbours,
+                     init=init_from)
+    if spec.refines and color != "y":
         raise UsageError(f"--arch {arch} refines luma only: use --color y")
-    if not refine and neighbours is not None:
+    if not spec.refines and neighbours is not None:
         raise UsageError(f"--neighbours is for {', '.join(REFINERS)}, not {arch}")
-    spool_dir = Spool(spool, create=True, keep=keep_models or None)
-    model, hparams, started_from = _initial_model(spool_dir, arch, init_from, scale, color,
-                                                  _hparams(arch, scale, color, channels, blocks, neighbours))
-    hr_section = lr_section = {"start": start, "duration": duration}
-    with tempfile.TemporaryDirectory(prefix="sr-train-") as tmp:
-        if lr_source is None:
-            lr_source = str(Path(tmp) / "lr.mp4")
-            log.info("degrading %s: area x1/%d + libx264 crf %d", hr_source, scale, crf)
-            degrade.make_lr(hr_source, lr_source, scale, crf=crf, **hr_section)
-            lr_section = {}  # the degraded file holds just the section
-        pairs, fps = load_pairs(hr_source, lr_source, scale, color, max_frames, hr_section, lr_section,
-                                consecutive=refine)
-    rng = np.random.default_rng(seed)
-    if refine:
-        upscaler = loader.load_current(spool_dir, archs.UPSCALE, scale)
-        if upscaler is None:
-            log.warning("the spool has no x%d upscaling model yet: TCSR learns to refine bicubic output", scale)
-        baseline = f"{upscaler[1].arch} v{upscaler[2]}" if upscaler else "bicubic"
-        upscaled = upscale_planes(upscaler[0] if upscaler else None, pairs.lr, scale, torch.device(device))
-        recipe = RefineRecipe(upscaled, pairs.hr, hparams["k"], patch * scale, torch.device(device), rng)
-        log.info("%d consecutive frames (%d held out), %dx%d, refining %s output, model %s %s", len(pairs),
-                 len(recipe.val_idx), pairs.hr.shape[-1], pairs.hr.shape[-2], baseline, arch, hparams)
-    else:
-        baseline = "bicubic"
-        train_pairs, val_pairs = pairs.split()
-        recipe = UpscaleRecipe(train_pairs, val_pairs, min(patch, *pairs.lr.shape[-2:]), torch.device(device), rng)
-        log.info("%d training and %d held-out frame pairs, LR %dx%d, model %s %s", len(train_pairs),
-                 len(val_pairs), pairs.lr.shape[-1], pairs.lr.shape[-2], arch, hparams)
-    config = TrainConfig(max_seconds=max_seconds, batch=batch, learning_rate=learning_rate,
-                         eval_every=max(5.0, max_seconds / 12), seed=seed)
+    clip = ClipSpec(hr=hr_source, lr=lr_source, start=start, duration=duration, max_frames=max_frames, crf=crf)
+    job = ClipJob(model=spec, clip=clip, max_seconds=max_seconds, batch=batch, learning_rate=learning_rate,
+                  patch=patch, seed=seed)
+    run = ClipTraining(Spool(spool, create=True, keep=keep_models or None), job, device)
     with Progress(TextColumn("training"), BarColumn(), TextColumn("{task.fields[status]}"),
                   TimeRemainingColumn(), console=cli.console, transient=True,
                   disable=not cli.console.is_terminal) as bar:
@@ -192,88 +161,13 @@ def command(spool: str, arch: str, hr_source: str | None, lr_source: str | None,
             bar.update(task, completed=e.fraction, status=status)
             log.debug("%.0f%% step %d val %.3f best %.3f", 100 * e.fraction, e.step, e.psnr, e.best_psnr)
 
-        fallback = None if started_from == "scratch" else archs.build(arch, hparams)  # never worse than a new model
-        result = train(model, recipe, config, device, report, fallback)
-    info = modelfile.ModelInfo(arch=arch, hparams=hparams, scale=scale, color=color,
-                               source=Path(hr_source).name, val_psnr_db=round(result.val_psnr_db, 4),
-                               gain_db=round(result.gain_db, 4), train_seconds=round(result.seconds, 1),
-                               steps=result.steps)
-    pointer = spool_dir.publish(model, info)
-    log.info("published v%d: held-out Y-PSNR %.2f dB, %+.2f dB over %s, %d steps in %.0f s from %s",
-             pointer.version, result.val_psnr_db, result.gain_db, baseline, result.steps, result.seconds, started_from)
-    if result.gain_db <= 0:
-        log.warning("the model does not beat %s on the held-out frames", baseline)
-    summary = {"version": pointer.version, "file": str(pointer.path), "arch": arch, "val_psnr_db": info.val_psnr_db,
-               "baseline": baseline, "baseline_psnr_db": round(result.baseline_psnr_db, 4), "gain_db": info.gain_db,
-               "steps": result.steps, "train_seconds": info.train_seconds, "frames": len(pairs), "fps": fps,
-               "start": started_from}
-    emit_json(summary)
+        result = run.train(report)
+    emit_json(run.publish(result))
 
 
-def _watch(spool: Spool, scale: int, config: WatchConfig, device: str, poll_interval: float, seed: int) -> None:
-    def emit(event: Event) -> None:
-        emit_json(event.as_dict())
-        log.info("%s: %s", event.event, ", ".join(f"{k} {v}" for k, v in event.fields.items()))
-
-    with spool_lock(spool):
-        trainer = OnlineTrainer(spool, scale, config, device, emit, seed)
-        log.info("watching %s (mode %s)", spool.root, config.mode)
-        while True:
-            if not trainer.tick(seconds=poll_interval):
-                time.sleep(poll_interval)
-
-
-def _hparams(arch: str, scale: int, color: str, channels: int | None, blocks: int | None,
-             neighbours: int | None) -> dict:
-    """Constructor arguments of a new model: the options given, else the architecture's defaults."""
-    def pick(name: str, value: int | None) -> int:
-        return archs.default_hparam(arch, name) if value is None else value
-
-    if arch in REFINERS:
-        return {"k": pick("k", neighbours), "channels": pick("channels", channels),
-                "flow_channels": pick("flow_channels", channels), "flow_blocks": pick("flow_blocks", blocks),
-                "in_channels": 1}
-    return {"scale": scale, "channels": pick("channels", channels), "blocks": pick("blocks", blocks),
-            "in_channels": 1 if color == "y" else 3}
-
-
-def _initial_model(spool: Spool, arch: str, init_from: str, scale: int, color: str,
-                   hparams: dict) -> tuple[torch.nn.Module, dict, str]:
-    """(model, hparams, what it is) that training starts from, by --init (see its help)."""
-    if init_from == "auto":
-        init_from = _auto_start(spool, arch, scale, color, hparams)
-    if init_from == "scratch":
-        return archs.build(arch, hparams), hparams, "scratch"
-    if init_from == "generic":
-        path = generic.find(arch, hparams, scale, color)
-        if path is None:
-            name = generic.file_name(arch, hparams, scale, color)
-            raise UsageError(f"--init generic: no generic model ships for this configuration ({name})")
-        return modelfile.load(path, scale=scale, arch=arch)[0], hparams, "generic"
-    start = init_from
-    if init_from == "current":
-        pointer = spool.current(arch, scale)
-        if pointer is None:
-            raise UsageError(f"--init current: the spool has no {arch} x{scale} model yet")
-        init_from, start = str(pointer.path), f"current v{pointer.version}"
-    model, info = modelfile.load(init_from, scale=scale, arch=arch)
-    if info.color != color:
-        raise UsageError(f"--init {init_from}: colour mode {info.color}, but --color {color}")
-    return model, info.hparams, start
-
-
-def _auto_start(spool: Spool, arch: str, scale: int, color: str, hparams: dict) -> str:
-    """current if the spool's current model is the configuration asked for, else generic, else scratch."""
-    pointer = spool.current(arch, scale)
-    if pointer is not None:
-        try:
-            info = modelfile.read_info(pointer.path)
-        except ModelError as exc:
-            log.warning("not starting from the current model: %s", exc)
-        else:
-            if info.color == color and info.hparams == hparams:
-                return "current"
-    return "generic" if generic.find(arch, hparams, scale, color) else "scratch"
+def _emit(event: Event) -> None:
+    emit_json(event.as_dict())
+    log.info("%s: %s", event.event, ", ".join(f"{k} {v}" for k, v in event.fields.items()))
 
 
 main = cli.entry_point(command)

@@ -29,6 +29,7 @@ import fcntl
 import logging
 import math
 import os
+import time
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -104,6 +105,13 @@ class WatchConfig:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+
+
+def session_budget(max_seconds: float, batch: int = 16, learning_rate: float = 1e-3, seed: int = 0) -> TrainConfig:
+    """One session's budget, with the held-out score measured every 24th of it, from 2 to 10 s apart:
+    the stopping rule fits its curve to those points."""
+    return TrainConfig(max_seconds=max_seconds, batch=batch, learning_rate=learning_rate,
+                       eval_every=max(2.0, min(10.0, max_seconds / 24)), seed=seed)
 
 
 def recent_pairs(pool: Pool, max_pairs: int, half_life_s: float, rng: np.random.Generator) -> list[Pair]:
@@ -316,3 +324,19 @@ class OnlineTrainer:
             self.emit(Event("stopped", {**self.session.summary, "requests_dropped": len(requests)}))
             self.session = None
         return True
+
+
+def watch_spool(spool: Spool, scale: int, config: WatchConfig, device: str, emit: Callable[[Event], None],
+                poll_interval: float = 1.0, seed: int = 0) -> None:
+    """Run the online trainer of ``spool`` until interrupted (sr-train --watch), holding its lock
+    (:func:`spool_lock`) and sleeping ``poll_interval`` seconds whenever there is nothing to do.
+
+    Raises:
+        BusyError: another trainer holds the spool.
+    """
+    with spool_lock(spool):
+        trainer = OnlineTrainer(spool, scale, config, device, emit, seed)
+        log.info("watching %s (mode %s)", spool.root, config.mode)
+        while True:
+            if not trainer.tick(seconds=poll_interval):
+                time.sleep(poll_interval)

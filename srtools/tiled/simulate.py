@@ -13,6 +13,10 @@ Quality. Each tile's per-frame luma squared error against the original is measur
 has the error of the forms it picks, so its Y-PSNR (mean of per-frame PSNR, srtools.metrics
 conventions) is exact for every plan without re-running the reconstruction. sr-proxy with
 ``--crf 0`` serves exactly these frames.
+
+The experiment (:func:`run`): every capacity is simulated under the same ``trials`` latency draws,
+uniform in the latency range per segment and edge (common random numbers, so differences between
+capacities are not noise); the results are means over the draws.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import numpy as np
 
 from .. import video
 from ..errors import InputError
+from ..upscale import ModelUpscaler
 from . import planning
 from .cacheplan import segment_delays, solve_auction, solve_exact, solve_largest_latency_first, solve_none, solve_random
 from .manifest import Manifest
@@ -95,9 +100,10 @@ def reference_luma(m: Manifest) -> list[np.ndarray]:
     return out
 
 
-def measure_quality(m: Manifest, reconstructor: Reconstructor,
-                    progress: Callable[[int], None] | None = None) -> tuple[Profile, Quality]:
-    """Reconstruct every tile in every form once: timings (the profile) and per-frame errors."""
+def measure_quality(m: Manifest, upscaler: ModelUpscaler, profile_path: str | None = None,
+            progress: Callable[[int], None] | None = None) -> tuple[Profile, Quality]:
+    """Reconstruct every tile in every form once: the per-frame errors, and the times (the profile,
+    or the one at ``profile_path`` instead when given). ``progress`` gets each segment's index."""
     refs = reference_luma(m)
     sse = {form: [np.zeros((m.tiles_per_segment, s.frames)) for s in m.segments] for form in ("hr", "dnn", "bicubic")}
 
@@ -106,8 +112,71 @@ def measure_quality(m: Manifest, reconstructor: Reconstructor,
         for form, frames in forms.items():
             sse[form][i][j] = tile_sse(reference, frames)
 
-    profile = measure(m, reconstructor, on_tile, progress)
+    profile = measure(m, Reconstructor(m, upscaler), on_tile, progress)
+    if profile_path is not None:
+        profile = Profile.load(profile_path, m)
     return profile, Quality(sse, m.width * m.height)
+
+
+@dataclasses.dataclass
+class Experiment:
+    """What sr-sim simulates.
+
+    Attributes:
+        capacities: cache sizes in sets.
+        trials: latency draws per capacity.
+        latency_range_ms: (low, high): edge latencies are uniform in it, per segment and edge.
+        buffer: segments the client buffers (see :func:`playback`).
+        threshold: the DNN threshold in bytes (e_ij).
+        workers: the proxy's reconstruction threads (see :func:`planning.build_instance`).
+        seed: of the latency draws and the random policy.
+    """
+
+    capacities: list[int]
+    trials: int
+    latency_range_ms: tuple[float, float]
+    buffer: int
+    threshold: float
+    workers: int = 2
+    seed: int = 0
+
+
+def run(m: Manifest, experiment: Experiment, profile: Profile, quality: Quality,
+        profile_from: str = "measured") -> dict:
+    """The experiment on measured times and errors, as sr-sim's JSON document: ``config``,
+    ``reconstruction`` (the mean times, and ``profile_from``: where they came from),
+    ``tile_choice`` (:func:`tile_choice`), ``results`` (:func:`compare_policies`) and ``stall_cut``
+    (:func:`stall_cut`)."""
+    n, seed, threshold = len(m.segments), experiment.seed, experiment.threshold
+    low, high = experiment.latency_range_ms
+    rng = np.random.default_rng(seed)
+    draws = [rng.uniform(low, high, (n, m.edges)) for _ in range(experiment.trials)]
+    results = compare_policies(m, profile, quality, threshold, experiment.capacities, draws, experiment.buffer,
+                               np.random.default_rng([seed, 1]), experiment.workers)
+    dnn = planning.tile_modes(m.array("lr_bytes"), threshold)
+    return {
+        "config": {"manifest": str(m.root / "manifest.json"), "segments": n, "edges": m.edges,
+                   "tiles_per_segment": m.tiles_per_segment, "segment_seconds": m.segment_seconds,
+                   "latency_range_ms": [low, high], "trials": experiment.trials,
+                   "buffer_segments": experiment.buffer, "seed": seed},
+        "reconstruction": {"model": profile.model, "machine": profile.machine, "from": profile_from,
+                           "dnn_ms_mean": round(float(profile.dnn_ms.mean()), 3),
+                           "bicubic_ms_mean": round(float(profile.bicubic_ms.mean()), 3),
+                           "decode_ms_mean": round(float(profile.decode_ms.mean()), 3),
+                           "hr_decode_ms_mean": round(float(profile.hr_decode_ms.mean()), 3),
+                           "encode_ms_mean": round(float(profile.encode_ms.mean()), 3)},
+        "tile_choice": tile_choice(profile, quality, dnn, threshold),
+        "results": results,
+        "stall_cut": stall_cut(results),
+    }
+
+
+def plan_quality(m: Manifest, quality: Quality, plan: dict) -> dict:
+    """The quality of an sr-cache plan (:func:`planning.load_plan`), as sr-proxy --crf 0 serves it."""
+    cached = cached_tiles(m.tile_sets, plan["cached_array"], m.tiles_per_segment)
+    return {"cached_sets": int(plan["cached_array"].sum()),
+            "psnr_db": round(quality.psnr(cached, plan["dnn_array"]), 4),
+            "psnr_db_uncached": round(quality.psnr(np.zeros_like(cached), plan["dnn_array"]), 4)}
 
 
 def compare_policies(m: Manifest, profile: Profile, quality: Quality, threshold: float, capacities: list[int],
@@ -173,3 +242,11 @@ def stall_cut(results: list[dict]) -> dict:
     base = rows["none"]["stall_s"]
     return {"capacity": rows["none"]["capacity"], "capacity_share": target, "none_stall_s": base,
             **{p: (round(1 - rows[p]["stall_s"] / base, 4) if base > 0 else 0.0) for p in POLICIES if p != "none"}}
+
+
+def stall_curves(results: list[dict]) -> tuple[list[float], dict[str, list[float]]]:
+    """(capacities in % of the sets, total stall in s per policy at each): the data of sr-sim --plot."""
+    shares = sorted({r["capacity_share"] for r in results})
+    series = {p: [next(r["stall_s"] for r in results if r["policy"] == p and r["capacity_share"] == share)
+                  for share in shares] for p in POLICIES}
+    return [100 * share for share in shares], series

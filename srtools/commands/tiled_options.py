@@ -1,5 +1,10 @@
 """Command-line options shared by the tiled-delivery commands (sr-cache, sr-sim, sr-proxy), defined once,
-with the wording of their errors."""
+with the wording of their errors, and what turns them into objects (capacity, upscaler, profile).
+
+Not a command (:data:`srtools.commands.COMMANDS` does not list it): the one module of this floor that
+commands import, because what it shares is about the command line; the rest of tiled delivery is in
+:mod:`srtools.tiled`.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +16,11 @@ import click
 
 from .. import archs, cli, loader
 from ..errors import UsageError
+from ..tiled import planning
+from ..tiled.manifest import Manifest
+from ..tiled.profile import Profile, measure
+from ..tiled.reconstruct import Reconstructor
 from ..upscale import ModelUpscaler, upscaler_factory
-from . import planning
-from .manifest import Manifest
-from .profile import Profile, measure
-from .reconstruct import Reconstructor
 
 log = logging.getLogger("srtools.tiled")
 
