@@ -135,7 +135,7 @@ def main() -> None:
             fedsr, fedsr_steps = default_fedsr(args.fedsr_steps, args.fedsr_seconds, train_pairs, device, rng)
             upscaled = upscale_planes(fedsr, frames.lr, 2, device)
             tcsr = archs.build("tcsr", dict(hparams))
-            recipe = RefineRecipe(upscaled[:n_train], frames.hr[:n_train], args.k, args.patch, device, rng)
+            recipe = RefineRecipe([(upscaled[:n_train], frames.hr[:n_train])], args.k, args.patch, device, rng)
             result = train(tcsr, recipe, TrainConfig(max_seconds=args.tcsr_seconds, max_steps=args.tcsr_steps,
                                                      batch=args.batch, learning_rate=args.learning_rate), device)
             # The test frames' windows reach back into the training section, as a live stream's would.

@@ -159,8 +159,8 @@ class ClipTraining:
                             spec.scale)
             self.baseline = f"{upscaler[1].arch} v{upscaler[2]}" if upscaler else "bicubic"
             upscaled = upscale_planes(upscaler[0] if upscaler else None, pairs.lr, spec.scale, torch_device)
-            self.recipe = RefineRecipe(upscaled, pairs.hr, self.hparams["k"], job.patch * spec.scale, torch_device,
-                                       rng)
+            self.recipe = RefineRecipe([(upscaled, pairs.hr)], self.hparams["k"], job.patch * spec.scale,
+                                       torch_device, rng)
             log.info("%d consecutive frames (%d held out), %dx%d, refining %s output, model %s %s", len(pairs),
                      len(self.recipe.val_idx), pairs.hr.shape[-1], pairs.hr.shape[-2], self.baseline, spec.arch,
                      self.hparams)

@@ -240,15 +240,20 @@ class UpscaleRecipe:
 class RefineRecipe:
     """TCSR on consecutive frames: windows of 2k+1 upscaled frames -> the HR middle frame.
 
-    Patches (``patch`` pixels at output resolution) are drawn by :class:`PatchSampler`, weighted by
-    the error of the upscaled frame, from every frame not held out; the held-out frames
-    (:func:`hold_out`) are scored on fixed crops of ``val_crop`` pixels, so an evaluation costs a
-    fraction of a full frame at 640x360 and more. Windows at the ends of the sequence repeat the end
-    frames, as sr-tcsr does (:func:`srtools.tcsr.window_indices`).
+    The frames come as one or more sequences (a clip, or many short runs: the online trainer's pool,
+    the generic model's synthetic clips); a window never crosses from one sequence into another, and
+    is centred only where it lies inside its sequence (every frame of a sequence shorter than a
+    window), so that the network learns from real neighbours. Patches (``patch`` pixels at output
+    resolution) are drawn by :class:`PatchSampler`, weighted by the error of the upscaled frame; what
+    is held out (:func:`hold_out`) is frames of a single sequence, or whole sequences of many (their
+    middle frames scored: neighbouring frames of one sequence are too alike to test each other), each
+    scored on fixed crops of ``val_crop`` pixels, so an evaluation costs a fraction of a full frame at
+    640x360 and more. Windows at a sequence's ends repeat its end frames, as sr-tcsr does
+    (:func:`srtools.tcsr.window_indices`).
 
     Args:
-        upscaled: (N, 1, H, W) uint8, the F-EDSR output of N consecutive frames.
-        hr: (N, 1, H, W) uint8, the matching high-res frames.
+        sequences: (upscaled, hr) pairs of (N, 1, H, W) uint8 arrays, the F-EDSR output of N consecutive
+            frames and the matching high-res frames; one H and W for all.
         k: neighbours on each side.
         patch: training patch size at output resolution.
         device / rng: torch device, random generator.
@@ -256,26 +261,42 @@ class RefineRecipe:
 
     _STRIDE = 8
 
-    def __init__(self, upscaled: np.ndarray, hr: np.ndarray, k: int, patch: int, device: torch.device,
+    def __init__(self, sequences: list[tuple[np.ndarray, np.ndarray]], k: int, patch: int, device: torch.device,
                  rng: np.random.Generator, every: int = 10, max_val: int = 8, val_crop: int = 128):
-        n, _, h, w = hr.shape
+        self.upscaled = np.concatenate([upscaled for upscaled, _ in sequences])
+        self.hr = hr = np.concatenate([target for _, target in sequences])
+        h, w = hr.shape[-2:]
+        lengths = np.array([len(upscaled) for upscaled, _ in sequences])
+        self.first = np.repeat(np.cumsum(lengths) - lengths, lengths)  # each frame's sequence: its first frame
+        self.length = np.repeat(lengths, lengths)
         patch = min(patch, h, w)
-        self.upscaled, self.hr, self.k, self.patch = upscaled, hr, k, patch
-        self.device, self.rng = device, rng
-        self.train_idx, self.val_idx = hold_out(n, every, max_val)
-        self.sampler = PatchSampler((h, w), ((upscaled[i, 0].astype(np.float32) - hr[i, 0].astype(np.float32)) ** 2
-                                             for i in self.train_idx), patch, self._STRIDE, rng)
+        self.k, self.patch, self.device, self.rng = k, patch, device, rng
+        position = np.arange(len(hr)) - self.first
+        whole = (position >= k) & (position < self.length - k) | (self.length < 2 * k + 1)
+        if len(sequences) == 1:
+            train, val = hold_out(len(hr), every, max_val)
+        else:
+            train_seq, val_seq = hold_out(len(sequences), every, max_val)
+            starts = np.cumsum(lengths) - lengths
+            train = np.concatenate([np.arange(starts[q], starts[q] + lengths[q]) for q in train_seq])
+            val = starts[val_seq] + lengths[val_seq] // 2
+        self.train_idx, self.val_idx = train[whole[train]], val
+        self.sampler = PatchSampler((h, w), ((self.upscaled[i, 0].astype(np.float32) - hr[i, 0].astype(np.float32))
+                                             ** 2 for i in self.train_idx), patch, self._STRIDE, rng)
         crop = min(val_crop, h, w)
         self.val_windows = [(i, y, x) for i in self.val_idx
                             for y, x in ((0, 0), (h - crop, w - crop), ((h - crop) // 2, (w - crop) // 2))]
         self.val_crop = crop
-        self.baseline_psnr = float(np.mean([metrics.bounded_psnr(self._crop(upscaled, i, y, x, crop),
+        self.baseline_psnr = float(np.mean([metrics.bounded_psnr(self._crop(self.upscaled, i, y, x, crop),
                                                                  self._crop(hr, i, y, x, crop))
                                             for i, y, x in self.val_windows]))
 
     def _window(self, i: int, y: int, x: int, size: int) -> np.ndarray:
-        """(2k+1, 1, size, size): upscaled frames i-k .. i+k cropped at (y, x), the ends repeated."""
-        return self.upscaled[window_indices(i, self.k, len(self.upscaled)), :, y:y + size, x:x + size]
+        """(2k+1, 1, size, size): upscaled frames i-k .. i+k cropped at (y, x), the ends of i's sequence
+        repeated."""
+        first = self.first[i]
+        frames = first + window_indices(i - first, self.k, self.length[i])
+        return self.upscaled[frames, :, y:y + size, x:x + size]
 
     @staticmethod
     def _crop(frames: np.ndarray, i: int, y: int, x: int, size: int) -> np.ndarray:
@@ -293,8 +314,8 @@ class RefineRecipe:
         return inputs_t.contiguous(), targets_t.contiguous()
 
     def loss(self, model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        output, flows_half, flows_full, _ = model.forward_with_flows(inputs)
-        return tcsr_loss(output, targets, inputs, flows_half, flows_full)
+        output, flows_coarse, flows_full, _ = model.forward_with_flows(inputs)
+        return tcsr_loss(output, targets, inputs, flows_coarse, flows_full)
 
     @torch.inference_mode()
     def evaluate(self, model: torch.nn.Module) -> float:

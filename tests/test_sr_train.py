@@ -164,6 +164,22 @@ def test_both_recipes_hold_out_the_same_frames_spread_over_the_clip():
     spread = [5, 45, 85, 125, 175, 215, 255, 295]
     train_pairs, val_pairs = PairSet(frames[:, :, ::2, ::2], frames).split()
     assert len(train_pairs) == 292 and np.array_equal(val_pairs.hr, frames[spread])
-    tcsr = RefineRecipe(frames, frames, 1, 16, torch.device("cpu"), np.random.default_rng(0))
+    tcsr = RefineRecipe([(frames, frames)], 1, 16, torch.device("cpu"), np.random.default_rng(0))
     assert tcsr.val_idx.tolist() == spread and len(np.intersect1d(tcsr.train_idx, spread)) == 0
     assert hold_out(10)[1].tolist() == [5] and [a.tolist() for a in hold_out(4)] == [[0, 1, 2, 3]] * 2
+
+
+def test_tcsr_windows_stay_inside_their_sequence_and_whole_sequences_are_held_out():
+    """Many short runs (the pool's, the generic model's clips): a window never mixes two runs, is centred
+    only where it is whole, and held-out runs are scored on their middle frame."""
+    runs = [np.full((5, 1, 16, 16), 10 * r, np.uint8) + np.arange(5, dtype=np.uint8)[:, None, None, None]
+            for r in range(12)]
+    recipe = RefineRecipe([(run, run) for run in runs], 1, 16, torch.device("cpu"), np.random.default_rng(0))
+    assert recipe.val_idx.tolist() == [5 * 5 + 2]  # run 5 of 12 held out (every tenth), its middle frame
+    assert not set(range(25, 30)) & set(recipe.train_idx.tolist())  # nothing of run 5 is trained on
+    assert all(i % 5 in (1, 2, 3) for i in recipe.train_idx)  # centres with a whole window
+    for i in recipe.train_idx:
+        window = recipe._window(i, 0, 0, 1)[:, 0, 0, 0]
+        assert (window // 10).tolist() == [i // 5] * 3 and (window % 10).tolist() == [i % 5 - 1, i % 5, i % 5 + 1]
+    inputs, targets = recipe.batch(8)
+    assert inputs.shape == (8, 3, 1, 16, 16) and targets.shape == (8, 1, 16, 16)
