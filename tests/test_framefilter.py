@@ -3,7 +3,8 @@ that recovers after a slow period, frames kept in order.
 
 Real-time decisions are tested in simulated time (:class:`SimulatedClock`): the network's calls take
 a set time per pixel and nothing else takes any, so other processes loading the machine change no
-decision."""
+decision.
+"""
 
 import io
 import math
@@ -72,7 +73,7 @@ class SimulatedNetwork(torch.nn.Module):
 
 
 def tiny_upscaler(clock: SimulatedClock, seed: int = 0) -> ModelUpscaler:
-    """A small F-EDSR in simulated time, its warm-up cost measured there."""
+    """A small F-EDSR in simulated time, with a whole frame's time there for its warm-up cost."""
     torch.manual_seed(seed)
     hparams = {"scale": 2, "channels": 4, "blocks": 1}
     model = archs.build("fedsr", hparams)
