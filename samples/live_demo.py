@@ -109,7 +109,7 @@ def summary(out: Path, seconds: float, startup: float | None) -> None:
     print(f"training sessions: {len(sessions)} ({', '.join(e['reason'] for e in sessions)}); models published: "
           f"{len(published)}; uploaded: {len(uploaded)} ({', '.join('v' + str(u['version']) for u in uploaded)}); "
           f"swapped in by sr-serve: {serve.get('swaps', 0)}", file=sys.stderr)
-    print(f"sr-serve: {serve.get('frames', 0)} frames, {serve.get('engine_frames', 0)} through the model, "
+    print(f"sr-serve: {serve.get('frames', 0)} frames, {serve.get('engine_frames', 0)} with network output, "
           f"{serve.get('late', 0)} late; sr-tcsr: {tcsr.get('engine_frames', 0)} frames refined"
           + (" (no TCSR model in the spool: frames pass through unchanged, gain 0; train one with "
              "sr-train --arch tcsr)" if not tcsr.get("engine_frames") else ""), file=sys.stderr)

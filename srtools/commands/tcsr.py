@@ -26,7 +26,7 @@ log = logging.getLogger("srtools.tcsr")
 @click.option("--budget-ms", type=click.FloatRange(0, None, min_open=True), metavar="MS",
               help="Live use: spend at most MS ms per frame on average, never miss a frame's deadline at the "
                    "input frame rate, and prefer the frames that move most.")
-@cli.stats_option
+@cli.stats_option()
 @cli.threads_option
 @cli.device_option
 @cli.precision_option
