@@ -209,7 +209,7 @@ class TCSR(nn.Module):
         Returns:
             output (N, C, H, W); then, one entry per neighbour in :meth:`neighbour_indices` order,
             coarse flows (see :class:`OFRNet`), full-size flows (N, 2, H, W) and the neighbour frames
-            themselves (N, C, H, W).
+            warped onto frame t by them (N, C, H, W).
         """
         if frames.dim() != 5 or frames.shape[1] != 2 * self.k + 1 or frames.shape[2] != self.in_channels:
             raise ValueError(f"TCSR(k={self.k}, in_channels={self.in_channels}) expects frames of shape "
@@ -237,7 +237,7 @@ class TCSR(nn.Module):
         def per_neighbour(t: torch.Tensor) -> list[torch.Tensor]:
             return list(t.reshape(n, k2, *t.shape[1:]).unbind(1))
 
-        return output, per_neighbour(flows_coarse), per_neighbour(flows_full), per_neighbour(neighbours)
+        return output, per_neighbour(flows_coarse), per_neighbour(flows_full), per_neighbour(aligned)
 
     def _fold(self, x: torch.Tensor) -> torch.Tensor:
         """(M, C, H, W) -> (M, C g^2, ceil(H/g), ceil(W/g)) for ``grid`` g: each g x g pixel block folded
