@@ -468,15 +468,20 @@ class OnlineTrainer:
         if self.refining is None:
             if not self.config.refine or self.config.mode == "continuous":
                 return False
-            upscaler = loader.load_current(self.spool, archs.UPSCALE, self.scale)
-            runs = recent_runs(self.pool, self.config.max_runs)
-            if upscaler is None or len(runs) < self.config.min_runs:
+            # Cheap checks first (a directory listing, a pointer): the runs are read only for a session.
+            pointer = loader.current_pointer(self.spool, archs.UPSCALE, self.scale)
+            seqs = self.pool.sequence(RUN)
+            if pointer is None or len(seqs) < self.config.min_runs:
                 return False
-            material = (upscaler[2], runs[-1].seq)
+            material = (pointer.version, seqs[-1])
             if self._refined is not None and material[0] == self._refined[0] \
                     and material[1] - self._refined[1] < self.config.min_runs:
                 return False  # nothing new since the last refine session
             self._refined = material
+            upscaler = loader.load_current(self.spool, archs.UPSCALE, self.scale)
+            runs = recent_runs(self.pool, self.config.max_runs)
+            if upscaler is None or len(runs) < self.config.min_runs:
+                return False
             self.refining = RefineSession(self.spool, self.scale, upscaler, runs, self.config, self.device, self.rng,
                                           self.emit)
         self._run(self.refining, seconds, steps)
