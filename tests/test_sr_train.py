@@ -128,7 +128,7 @@ def test_tcsr_on_the_upscalers_output(tmp_path, hr_clip):
     # Starts as the identity on F-EDSR's output and keeps the best held-out model: never worse.
     assert summary["gain_db"] >= 0 and summary["steps"] > 0
     model, info = modelfile.load(Spool(spool).current("tcsr", 2).path, scale=2)
-    assert info.hparams == {"k": 2, "channels": 4, "flow_channels": 4, "flow_blocks": 0, "in_channels": 1}
+    assert info.hparams == {"k": 2, "channels": 4, "flow_channels": 4, "flow_blocks": 0, "in_channels": 1, "grid": 2}
     assert Spool(spool).current("fedsr", 2).version == 1  # the upscaler is untouched
 
 
