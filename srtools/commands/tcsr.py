@@ -31,8 +31,10 @@ log = logging.getLogger("srtools.tcsr")
 @cli.device_option
 @cli.precision_option
 @cli.poll_interval_option()
+@cli.max_pixels_option("in")
 def command(input: str, output: str, spool: str | None, model_path: str | None, scale: int, every: int | None,
-            budget_ms: float | None, device: str, precision: str, poll_interval: float, stats_path: str | None) -> None:
+            budget_ms: float | None, device: str, precision: str, poll_interval: float, stats_path: str | None,
+            max_pixels: int) -> None:
     """Refine upscaled frames with the temporal network TCSR.
 
     Reads Y4M (srtools-y4m(7)) from INPUT ('-' for stdin, a file or named FIFO; typically
@@ -51,6 +53,11 @@ def command(input: str, output: str, spool: str | None, model_path: str | None, 
     The model is the spool's current TCSR model for --scale (srtools-spool(5)); the spool may
     not exist yet. New models are hot-swapped between frames; with no model, frames pass
     through.
+
+    Frames are bounded: a stream of frames with more than --max-pixels pixels is refused (exit
+    status 3) before anything is allocated for it, and the model is warmed up on frames of at
+    most 640x360 pixels, its time scaled to the stream's size: a header costs its sender nothing
+    and the stream's first frame pays for its size.
     """
     if spool is None and model_path is None:
         raise UsageError("give --spool DIR, --model FILE, or both")
@@ -64,6 +71,7 @@ def command(input: str, output: str, spool: str | None, model_path: str | None, 
     with contextlib.ExitStack() as stack:
         reader = stack.enter_context(video.open_source(input))
         header = reader.header
+        y4m.check_frame_size(header, max_pixels, reader.name)
         refiner, watcher = loader.follow_spool(stack, refiner, factory, archs.REFINE, scale, header, spool,
                                               poll_interval)
         log.info("model: %s; %s; network on %s in %s",
