@@ -135,6 +135,7 @@ def test_slow_clients_are_cut_off_and_connections_are_capped(tmp_path):
     thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     url = httpserve.server_url(srv)
+    tricklers: list[socket.socket] = []
     try:
         port = srv.server_address[1]
         listing = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True).stdout.split()
