@@ -1,13 +1,17 @@
-"""Soak: the whole live system for --minutes, with memory, disk, open files and processes sampled.
+"""Soak: the whole live system for --minutes, --streams streams at once, with memory, disk, open files
+and processes sampled, and each stream's late frames and uploads counted.
 
-Push side: sr-push of an endless lavfi source with audio (testsrc2 and a tone) over RTMP, sampling
-pairs into a bounded pool; sr-monitor; sr-train --watch --mode continuous (so models keep coming);
-sr-upload. Server side: sr-live with sr-receive. Every --every seconds: the summed resident memory
-of every process of the run, their open file descriptors, their number, and the disk use of the
-two spools and the HLS directory. Nothing should grow after warm-up: the pool is bounded, spools
-keep their newest 10 models, HLS keeps its window.
+Per stream, push side: sr-push of an endless lavfi source with audio (testsrc2 and a tone) over
+RTMP with the stream's token, sampling pairs into a bounded pool; sr-monitor; sr-train --watch
+--mode continuous --max-seconds --upload-every (so a model comes every --upload-every seconds);
+sr-upload. Server side: sr-live with sr-receive, its own port, spools and HLS directory. Every
+--every seconds: the summed resident memory of every process of the run, their open file
+descriptors, their number, and the disk use of the spools and HLS directories. Nothing should grow
+after warm-up: pools are bounded, spools keep their newest 10 models, HLS keeps its window. At the
+end, per stream: sr-serve's frames and late frames, and the models sr-receive accepted. Each
+command's log is in the run's directory (kept with --keep).
 
-    .venv/bin/python benchmarks/bench_soak.py [--minutes 30] [--every 30]
+    .venv/bin/python benchmarks/bench_soak.py [--minutes 60] [--every 60] [--streams 2] [--upload-every 30]
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -67,46 +73,79 @@ def sample(marks: list[str], work: Path) -> dict:
     return {"rss_mb": rss / 1024, "fds": fds, "processes": count, "disk_mb": disk / 2 ** 20}
 
 
+def start_stream(chain: Chain, work: Path, name: str, upload_every: float) -> dict:
+    """One stream's server side (sr-live, sr-receive) and push side, each command logging to a file."""
+    root = work / name
+    root.mkdir()
+    token = root / "token"
+    token.write_text(secrets.token_hex(16) + "\n")
+    token.chmod(0o600)
+    rtmp = f"rtmp://127.0.0.1:{free_port()}/live/{name}"
+
+    def start(stage: str, *args: object, **kwargs) -> None:
+        chain.start(f"{stage}-{name}", srtools_command(stage, *args), stderr=open(root / f"{stage}.log", "wb"),
+                    **kwargs)
+
+    start("sr-live", rtmp, "--spool", root / "server-spool", "--hls", root / "hls", "--receive", "127.0.0.1:0",
+          "--token-file", token, "--segment", "2", "--stats-dir", root / "stats", stdout=subprocess.PIPE)
+    receive = json.loads(chain.stages[-1].process.stdout.readline())["receive"]
+    push = root / "push-spool"
+    start("sr-train", "--watch", "--spool", push, "--mode", "continuous", "--max-seconds", upload_every,
+          "--threads", "1")
+    start("sr-monitor", "--spool", push, "--threads", "1", "--log", root / "monitor.jsonl")
+    start("sr-upload", "--spool", push, "--to", f"{receive}/models/{name}", "--token-file", token, "--uplink", "4000")
+    start("sr-push", SOURCE, "--input-format", "lavfi", "--to", rtmp, "--token-file", token, "--spool", push,
+          "--max-pairs", "120", stdout=subprocess.DEVNULL)
+    return {"name": name, "root": root, "rtmp": rtmp}
+
+
+def stream_report(stream: dict) -> str:
+    """Frames and late frames of sr-serve over the stream's sessions, and the uploads accepted."""
+    frames = late = 0
+    for stats in sorted((stream["root"] / "stats").glob("sr-serve-*.json")):
+        counters = json.loads(stats.read_text())
+        frames, late = frames + counters["frames"], late + counters["late"]
+    log = (stream["root"] / "sr-live.log").read_text(errors="replace")
+    uploads = len(re.findall(r"sr-receive: \S+: \S+ v\d+ is current", log))
+    return f"  {stream['name']}: {frames} frames through sr-serve, {late} late; {uploads} models uploaded"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=30)
-    parser.add_argument("--every", type=float, default=30)
+    parser.add_argument("--minutes", type=float, default=60)
+    parser.add_argument("--every", type=float, default=60, help="seconds between samples")
+    parser.add_argument("--streams", type=int, default=2, help="publishers, each with its own chain")
+    parser.add_argument("--upload-every", type=float, default=30, help="seconds between a stream's models")
+    parser.add_argument("--keep", action="store_true", help="keep the run's directory (logs, spools, HLS)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="sr-soak-") as tmp:
-        work = Path(tmp)
-        token = work / "token"
-        token.write_text(secrets.token_hex(16) + "\n")
-        rtmp = f"rtmp://127.0.0.1:{free_port()}/live/soak"
-        rows = []
+    work = Path(tempfile.mkdtemp(prefix="sr-soak-"))
+    rows, streams = [], []
+    try:
         with Chain(prefix="sr-soak-chain-") as chain:
-            server = chain.start("sr-live", srtools_command(
-                "sr-live", rtmp, "--spool", work / "server-spool", "--hls", work / "hls", "--receive", "127.0.0.1:0",
-                "--token-file", token, "--segment", "2"), stdout=subprocess.PIPE)
-            receive = json.loads(server.process.stdout.readline())["receive"]
-            push = work / "push-spool"
-            chain.start("sr-train", srtools_command("sr-train", "--watch", "--spool", push, "--mode", "continuous",
-                                                    "--max-seconds", "30", "--threads", "1"))
-            chain.start("sr-monitor", srtools_command("sr-monitor", "--spool", push, "--threads", "1",
-                                                      "--log", work / "monitor.jsonl"))
-            chain.start("sr-upload", srtools_command("sr-upload", "--spool", push, "--to", f"{receive}/models/default",
-                                                     "--token-file", token, "--uplink", "4000"))
-            chain.start("sr-push", srtools_command("sr-push", SOURCE, "--input-format", "lavfi", "--to", rtmp,
-                                                   "--spool", push, "--max-pairs", "120"))
+            streams = [start_stream(chain, work, f"soak{i}", args.upload_every) for i in range(args.streams)]
             start = time.monotonic()
+            print(f"{args.streams} streams, a model every {args.upload_every:g} s each; logs in {work}", flush=True)
             print(f"{'minute':>6} {'RSS MB':>8} {'fds':>5} {'procs':>5} {'disk MB':>8}", flush=True)
             while time.monotonic() - start < args.minutes * 60:
                 time.sleep(args.every)
                 chain.check()
-                row = sample([tmp, rtmp, "sr-soak-chain-"], work)
+                row = sample([str(work), *(s["rtmp"] for s in streams), "sr-soak-chain-"], work)
                 rows.append(row)
                 print(f"{(time.monotonic() - start) / 60:6.1f} {row['rss_mb']:8.0f} {row['fds']:5d} "
                       f"{row['processes']:5d} {row['disk_mb']:8.1f}", flush=True)
-    half = len(rows) // 2
-    print("\nafter warm-up (second half against the first half's end):")
-    for key in ("rss_mb", "fds", "processes", "disk_mb"):
-        values = np.array([r[key] for r in rows])
-        print(f"  {key:<10} {values[half - 1]:8.1f} -> max {values[half:].max():8.1f}, last {values[-1]:8.1f}")
-    print(f"{args.minutes:g} min, sampled every {args.every:g} s; {time.strftime('%Y-%m-%d %H:%M')}")
+        half = len(rows) // 2
+        print("\nafter warm-up (second half against the first half's end):")
+        for key in ("rss_mb", "fds", "processes", "disk_mb"):
+            values = np.array([r[key] for r in rows])
+            print(f"  {key:<10} {values[max(half - 1, 0)]:8.1f} -> max {values[half:].max():8.1f}, "
+                  f"last {values[-1]:8.1f}")
+        print("per stream:")
+        for stream in streams:
+            print(stream_report(stream))
+        print(f"{args.minutes:g} min, sampled every {args.every:g} s; {time.strftime('%Y-%m-%d %H:%M')}")
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 import click
 from rich.console import Console
 
-from . import __version__
+from . import __version__, y4m
 from .errors import ExitStatus, Interrupted, SrError
 
 log = logging.getLogger("srtools")
@@ -130,6 +130,16 @@ def stats_option(more_fields: str = "") -> Callable:
              + (f"; {more_fields}" if more_fields else "") + ".")
 
 
+def max_pixels_option(which: str) -> Callable:
+    """--max-pixels N: the largest frame a stage accepts, its input frames (``which`` "in") or the
+    frames it makes of them ("out")."""
+    frames = "whose frames have" if which == "in" else "whose frames, once upscaled, would have"
+    return click.option(
+        "--max-pixels", type=click.IntRange(1, 16384 * 16384), default=y4m.MAX_PIXELS, show_default=True,
+        metavar="N", help=f"Refuse (exit status 3) a stream {frames} more than N pixels (the default is 3840x2160), "
+                          "before allocating anything for it: a Y4M header may claim any size (srtools-y4m(7)).")
+
+
 def spool_option(required: bool = True) -> Callable:
     return click.option("--spool", type=click.Path(file_okay=False), required=required, metavar="DIR",
                         help="Model spool directory (see srtools-spool(5)).")
@@ -189,4 +199,13 @@ def run(cmd: click.Command, argv: Sequence[str] | None = None) -> int:
 
 def entry_point(cmd: click.Command) -> Callable[[], None]:
     """A console_scripts entry point running ``cmd``."""
-    return lambda: sys.exit(run(cmd))
+
+    def main() -> None:
+        status = run(cmd)
+        # Exiting already: a signal now (a supervisor stopping us as our input ended) would only
+        # raise in the interpreter's clean-up, as a traceback.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        sys.exit(status)
+
+    return main

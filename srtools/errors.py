@@ -25,12 +25,14 @@ EXIT_STATUS_DESCRIPTIONS = {
     ExitStatus.OK: "Success.",
     ExitStatus.ERROR: "Runtime error not covered below (I/O failure, spool not writable, internal error).",
     ExitStatus.USAGE: "Bad command line: unknown option, missing or invalid argument, binary output to a terminal.",
-    ExitStatus.BAD_INPUT: "Input missing or unreadable, not valid YUV4MPEG2 (see srtools-y4m(7)), truncated, "
-    "or in an unsupported pixel format.",
+    ExitStatus.BAD_INPUT: "Input missing or unreadable, or not valid: not valid YUV4MPEG2 where Y4M is read (see "
+    "srtools-y4m(7)) or nothing ffmpeg can decode where ffmpeg decodes it, video or audio (its message quoted), "
+    "truncated, in an unsupported pixel format, or of frames over the size limit (--max-pixels).",
     ExitStatus.BAD_MODEL: "A model file asked for explicitly is corrupt or does not match (architecture, "
     "tensor shapes, scale). A bad model found in the spool by a running server is only a warning.",
-    ExitStatus.FFMPEG_FAILED: "ffmpeg is missing or one of its processes failed; the message quotes its last "
-    "stderr line.",
+    ExitStatus.FFMPEG_FAILED: "ffmpeg is missing, or one of its processes failed on something other than an "
+    "input it cannot decode (that is status 3): an encoder, an output or destination, a live source that stopped "
+    "sending, a signal; the message quotes its last stderr line.",
     ExitStatus.BUSY: "Another process holds what this one needs: a second online trainer (sr-train --watch) "
     "on the same spool.",
     ExitStatus.STAGE_FAILED: "A stage of a live chain (sr-live) failed; the message names it. The other stages "

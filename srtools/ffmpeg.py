@@ -2,7 +2,9 @@
 
 Every process started here has its stderr drained by a thread into a short ring buffer (and the
 ``srtools.ffmpeg`` debug log), so ffmpeg never blocks on a full stderr pipe and a failure can quote
-ffmpeg's own last words. Return codes are always checked.
+ffmpeg's own last words. Return codes are always checked. A process started from the main thread
+is sent SIGTERM if its parent dies (:func:`srtools.procutil.die_with_parent`), so that no ffmpeg
+outlives a command killed with SIGKILL.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import threading
 from typing import IO, Sequence
 
 from .errors import FFmpegError, InputError
+from .procutil import die_with_parent
 
 log = logging.getLogger("srtools.ffmpeg")
 # Before every ffmpeg's inputs: no banner, no progress, errors only (drained by Process), and no keyboard
@@ -40,11 +43,17 @@ class Process:
     def __init__(self, args: Sequence[str], *, stdin: int | IO | None = None, stdout: int | IO | None = None,
                  pass_fds: Sequence[int] = ()):
         self.args = [ffmpeg_binary(), *args]
+        # What it reads that a user gave it (a pipe from us is not the user's input).
+        self.inputs = [args[i + 1] for i in range(len(args) - 1)
+                       if args[i] == "-i" and not args[i + 1].startswith("pipe:")]
         log.debug("running %s", " ".join(self.args))
         # A frame pipe we read is unbuffered (see srtools.y4m.open_file); one we write is buffered.
-        # pass_fds: pipe ends ffmpeg reaches as pipe:N (the same numbers in the child).
+        # pass_fds: pipe ends ffmpeg reaches as pipe:N (the same numbers in the child). Only a process
+        # the main thread starts dies with us: one started by a worker thread would die with the thread.
+        main = threading.current_thread() is threading.main_thread()
         self._proc = subprocess.Popen(self.args, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE,
-                                      bufsize=-1 if stdin == subprocess.PIPE else 0, pass_fds=tuple(pass_fds))
+                                      bufsize=-1 if stdin == subprocess.PIPE else 0, pass_fds=tuple(pass_fds),
+                                      preexec_fn=die_with_parent() if main else None)
         self.stdin, self.stdout = self._proc.stdin, self._proc.stdout
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=20)
         self._drain = threading.Thread(target=self._drain_stderr, daemon=True)
@@ -67,7 +76,9 @@ class Process:
         return list(self._stderr_tail)
 
     def wait(self, check: bool = True, timeout: float | None = None) -> int:
-        """Close our pipe ends, wait, and raise :class:`FFmpegError` on a non-zero exit if ``check``.
+        """Close our pipe ends, wait, and on a non-zero exit if ``check`` raise :class:`InputError` when
+        ffmpeg failed on one of its inputs (its last words, ffmpeg's way, start with the input's name:
+        it cannot decode it), else :class:`FFmpegError`.
 
         Raises:
             subprocess.TimeoutExpired: still running after ``timeout`` seconds (then call again).
@@ -81,6 +92,9 @@ class Process:
         code = self._proc.wait(timeout)
         self._drain.join()
         if check and code != 0:
+            failed = next((name for name in self.inputs if self.last_error.startswith(f"{name}: ")), None)
+            if code > 0 and failed is not None:
+                raise InputError(f"{failed}: ffmpeg cannot decode it ({self.last_error[len(failed) + 2:]})")
             raise FFmpegError(f"ffmpeg exited with status {code}: {self.last_error}")
         return code
 

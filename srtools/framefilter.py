@@ -22,12 +22,30 @@ from .fsutil import write_json_atomic
 log = logging.getLogger("srtools.filter")
 
 
+# The largest frame an engine warms up on: a larger stream's header would otherwise size the warm-up's
+# memory (1.4 GB for sr-serve at 1920x1080) before any frame has come, and a header costs nothing to send.
+WARM_UP_PIXELS = 640 * 360
+
+
 class Engine(Protocol):
     label: str  # for logs: "v7" for a spool version, else the file's source
     cost: float | None  # seconds one call takes, measured by warm_up()
 
     def warm_up(self, header: y4m.Header) -> None:
-        """Run on a blank frame of ``header``'s size, measuring :attr:`cost`."""
+        """Run on a blank frame of the size :func:`warm_up_size` gives for ``header``, measuring :attr:`cost`."""
+
+
+def warm_up_size(header: y4m.Header) -> tuple[y4m.Header, float]:
+    """The frame size to warm an engine up on for ``header``'s stream: the stream's own, or, above
+    :data:`WARM_UP_PIXELS`, the same shape scaled down to that many pixels; and the factor from a
+    call's time on it to one on the stream's frames (their ratio of pixels: the networks' time
+    grows with the pixels)."""
+    pixels = header.width * header.height
+    if pixels <= WARM_UP_PIXELS:
+        return header, 1.0
+    shrink = math.sqrt(WARM_UP_PIXELS / pixels)
+    width, height = max(1, int(header.width * shrink)), max(1, int(header.height * shrink))
+    return header.resized(width, height), pixels / (width * height)
 
 
 class FilterStage(Protocol):

@@ -59,6 +59,9 @@ FINISH_GRACE_S = 2.0
 # (packets: about 90 s of AAC at 48 kHz) and the pipe buffer of an audio FIFO (about 60 s at 128 kb/s).
 AUDIO_QUEUE_PACKETS = 4096
 AUDIO_PIPE_BYTES = 1 << 20
+# At a stream's first frame, how long a live audio FIFO may stay without a byte before the stream
+# counts as one without audio (the audio comes before the frames, which wait in the SR stages).
+AUDIO_WAIT_S = 2.0
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 
 
@@ -208,12 +211,14 @@ class OutputDir:
             write_atomic(self.playlist, lambda tmp: Path(tmp).write_text(text.rstrip("\n") + "\n#EXT-X-ENDLIST\n"))
 
 
-def ffmpeg_args(enc: Encoding, out: OutputDir, fps: Fraction, append: bool, start_number: int) -> list[str]:
-    """ffmpeg arguments: Y4M on stdin (and ``enc.audio``) to H.264/AAC HLS in ``out``."""
+def ffmpeg_args(enc: Encoding, out: OutputDir, fps: Fraction, append: bool, start_number: int,
+                audio_fd: int | None = None) -> list[str]:
+    """ffmpeg arguments: Y4M on stdin (and ``enc.audio``, read from ``audio_fd`` when given: its FIFO
+    held open, :func:`hold_fifo`) to H.264/AAC HLS in ``out``."""
     args = [*ffmpeg.GLOBAL_ARGS, "-f", "yuv4mpegpipe", "-i", "pipe:0"]
     if enc.audio:
         args += ["-thread_queue_size", str(AUDIO_QUEUE_PACKETS)]
-        if is_fifo(enc.audio):
+        if audio_fd is not None or is_fifo(enc.audio):
             # Probe a live source from its first packets: the default (5 s of it) waits for audio the
             # ingest only sends once its video, blocked behind this very probe, has moved on.
             args += ["-probesize", "32", "-analyzeduration", "0"]
@@ -221,7 +226,7 @@ def ffmpeg_args(enc: Encoding, out: OutputDir, fps: Fraction, append: bool, star
             args += ["-f", enc.audio_format]
         if enc.audio_delay:
             args += ["-itsoffset", f"{enc.audio_delay:.6f}"]
-        args += ["-i", enc.audio]
+        args += ["-i", enc.audio if audio_fd is None else f"pipe:{audio_fd}"]
     gop = max(1, round(enc.segment * fps))
     args += ["-map", "0:v:0", "-vf", "crop=trunc(iw/2)*2:trunc(ih/2)*2", "-pix_fmt", "yuv420p",
              "-c:v", "libx264", "-preset", enc.preset, "-tune", "zerolatency", "-g", str(gop),
@@ -251,15 +256,18 @@ class Encoder:
         header_line: the stream's Y4M header line, as read.
         header: the same, parsed.
         write_timeout: seconds ffmpeg may take to accept a frame (None: no limit).
+        audio_fd: ``enc.audio``'s FIFO held open (:func:`hold_fifo`), which ffmpeg reads.
     """
 
     def __init__(self, out: OutputDir, enc: Encoding, header_line: bytes, header: y4m.Header,
-                 write_timeout: float | None):
+                 write_timeout: float | None, audio_fd: int | None = None):
         window = enc.segment * (enc.list_size + 1) if enc.list_size else math.inf
         append, start = out.next_start(window)
         self.audio = enc.audio
         self.write_timeout = write_timeout
-        self.process = ffmpeg.Process(ffmpeg_args(enc, out, header.fps, append, start), stdin=subprocess.PIPE)
+        audio_fd = audio_fd if enc.audio else None
+        self.process = ffmpeg.Process(ffmpeg_args(enc, out, header.fps, append, start, audio_fd),
+                                      stdin=subprocess.PIPE, pass_fds=() if audio_fd is None else (audio_fd,))
         assert self.process.stdin is not None  # asked for
         self._fd = self.process.stdin.fileno()
         os.set_blocking(self._fd, False)  # writes wait in select(), with a timeout
@@ -313,22 +321,36 @@ def is_fifo(path: str) -> bool:
 
 
 def hold_fifo(path: str) -> int | None:
-    """Open the audio FIFO ``path`` without reading it, for as long as sr-hls runs; its descriptor, or
-    None for anything else.
+    """Open the audio FIFO ``path`` for as long as sr-hls runs; its descriptor, or None for anything
+    else. sr-hls's ffmpegs read the audio from this descriptor (``pipe:N``), never opening the FIFO.
 
-    A writer's open() then returns at once, before sr-hls's ffmpeg opens the FIFO (an ingest that
-    opens all its outputs before writing frames would otherwise wait for the audio reader, which
-    waits for frames: a deadlock); a writer also never sees a broken pipe between two of our
-    ffmpegs; and the pipe buffer is raised to :data:`AUDIO_PIPE_BYTES` to hold the audio while the
-    video is in the SR stages.
+    A writer's open() then returns at once (an ingest that opens all its outputs before writing
+    frames would otherwise wait for the audio reader, which waits for frames: a deadlock); a writer
+    never sees a broken pipe between two of our ffmpegs; an ffmpeg never waits in open() for a
+    writer (the ingest may have written all its audio and gone by the time the stream's frames come
+    out of the SR stages: the audio is still in the pipe); and the pipe buffer is raised to
+    :data:`AUDIO_PIPE_BYTES` to hold the audio while the video is in the SR stages.
     """
     if not is_fifo(path):
         return None
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # without a writer yet: no waiting
+    os.set_blocking(fd, True)  # ffmpeg's reads wait for the audio
     if not enlarge_pipe(fd, AUDIO_PIPE_BYTES):
         log.warning("%s: cannot raise the pipe buffer to %d bytes (above /proc/sys/fs/pipe-max-size?)", path,
                     AUDIO_PIPE_BYTES)
     return fd
+
+
+def fifo_has_audio(fd: int, wait: float = AUDIO_WAIT_S) -> bool:
+    """Whether the audio FIFO held open as ``fd`` (:func:`hold_fifo`) carries a stream's audio, asked
+    at the stream's first frame: yes once a byte is there, no when its writer has gone without
+    writing one (sr-live's ingest opens and closes it for a publisher without audio) or when none
+    has come within ``wait`` seconds (a live source's audio comes before its frames, which wait in
+    the SR stages)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLHUP)
+    events = poller.poll(wait * 1000)
+    return bool(events) and bool(events[0][1] & select.POLLIN)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -354,12 +376,14 @@ class StreamReader(threading.Thread):
         path: '-' for stdin, a file, or a named FIFO.
         reopen: open the input again after each end.
         stall_timeout: seconds a stream may go without a frame once its header has come (None: no limit).
+        max_pixels: the largest frame accepted (a stream of larger ones is an error).
         depth: items the queue holds.
     """
 
-    def __init__(self, path: str, reopen: bool, stall_timeout: float | None, depth: int = 8):
+    def __init__(self, path: str, reopen: bool, stall_timeout: float | None, max_pixels: int = y4m.MAX_PIXELS,
+                 depth: int = 8):
         super().__init__(name="y4m-reader", daemon=True)
-        self.path, self.reopen, self.stall_timeout = path, reopen, stall_timeout
+        self.path, self.reopen, self.stall_timeout, self.max_pixels = path, reopen, stall_timeout, max_pixels
         self.input_name = y4m.input_name(path)
         self._items: queue.Queue[Stream | bytearray | Exception | None] = queue.Queue(maxsize=depth)
 
@@ -368,6 +392,7 @@ class StreamReader(threading.Thread):
             while True:
                 with y4m.open_file(self.path) as file:
                     for reader in y4m.streams(file, self.input_name, allow_empty=self.reopen):
+                        y4m.check_frame_size(reader.header, self.max_pixels, self.input_name)
                         self._items.put(Stream(reader.header_line, reader.header))
                         while (frame := reader.read_raw()) is not None:
                             self._items.put(frame)
@@ -433,7 +458,7 @@ class Summary:
 
 
 def publish(source: str, out: OutputDir, enc: Encoding, stall_timeout: float | None, reopen_wait: float,
-            endlist: bool = False) -> Summary:
+            endlist: bool = False, max_pixels: int = y4m.MAX_PIXELS, audio_fd: int | None = None) -> Summary:
     """Encode the Y4M streams of ``source`` into ``out`` until the input ends.
 
     Args:
@@ -444,12 +469,16 @@ def publish(source: str, out: OutputDir, enc: Encoding, stall_timeout: float | N
         stall_timeout: seconds a stream may go without a frame (None: no limit).
         reopen_wait: seconds to wait for a FIFO's next writer before the input counts as ended.
         endlist: at the end, mark the playlist complete (EXT-X-ENDLIST).
+        max_pixels: the largest frame accepted.
+        audio_fd: ``enc.audio``'s FIFO held open (:func:`hold_fifo`): a stream whose audio writer
+            left it without a byte is encoded without audio (:func:`fifo_has_audio`).
 
     Raises:
-        InputError: not Y4M, truncated, or stalled.
+        InputError: not Y4M, truncated, stalled, or frames over ``max_pixels``.
         FFmpegError: ffmpeg failed.
     """
-    reader = StreamReader(source, reopen=is_fifo(source) and reopen_wait > 0, stall_timeout=stall_timeout)
+    reader = StreamReader(source, reopen=is_fifo(source) and reopen_wait > 0, stall_timeout=stall_timeout,
+                          max_pixels=max_pixels)
     reader.start()
     summary = Summary()
     encoder: Encoder | None = None
@@ -460,7 +489,11 @@ def publish(source: str, out: OutputDir, enc: Encoding, stall_timeout: float | N
                      float(stream.header.fps), " (a discontinuity in the playlist)" if summary.streams > 1 else "")
             for frame in reader.frames():
                 if encoder is None:  # started at the first frame: a stream without frames makes no segment
-                    encoder = Encoder(out, enc, stream.header_line, stream.header, stall_timeout)
+                    stream_enc = enc
+                    if audio_fd is not None and not fifo_has_audio(audio_fd):
+                        log.warning("stream %d: no audio on %s: video only", summary.streams, enc.audio)
+                        stream_enc = dataclasses.replace(enc, audio=None, audio_delay=0.0)
+                    encoder = Encoder(out, stream_enc, stream.header_line, stream.header, stall_timeout, audio_fd)
                 encoder.write(frame)
                 summary.frames += 1
                 summary.seconds += 1 / float(stream.header.fps)

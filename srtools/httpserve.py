@@ -3,8 +3,19 @@ server), served on a thread until the command is interrupted (:func:`serving`).
 
 Responses carry what players and browsers need: MIME types for HLS playlists and segments, cache
 headers (playlists are re-read, segments never change once listed), CORS so a player page on
-another origin can load the stream, and a player page (hls.js where the checkout has it, the
-browser's native HLS otherwise). ``make`` vendors hls.js into vendor/hls.min.js (npm pack hls.js@1).
+another origin can load the stream, byte ranges (``Range``: 206, or 416 past the end), and a player
+page (hls.js where the checkout has it, the browser's native HLS otherwise). ``make`` vendors
+hls.js into vendor/hls.min.js (npm pack hls.js@1).
+
+No client holds the server: each connection has a thread, and there are at most
+:attr:`Server.max_connections` of them (one more is answered 503 and closed, unread); the listen
+backlog (:attr:`Server.request_queue_size`) holds bursts of new connections until they are
+accepted. A request has :attr:`QuietHandler.request_timeout` seconds for its line and headers to
+arrive, and its body, if it has one, that much more plus its length at
+:attr:`QuietHandler.MIN_BODY_RATE`; a read or write that makes no progress for
+:attr:`QuietHandler.timeout` seconds ends the connection too. A malformed request (a NUL in its
+path, a Content-Length that is not one number) gets 400, and an error inside a handler 500 and one
+log line, never a traceback or an empty reply.
 """
 
 from __future__ import annotations
@@ -12,9 +23,13 @@ from __future__ import annotations
 import contextlib
 import html
 import http.server
+import io
 import json
 import logging
+import math
 import posixpath
+import re
+import socket
 import sys
 import threading
 import time
@@ -66,16 +81,74 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 
 class Server(http.server.ThreadingHTTPServer):
+    """A thread per connection, at most :attr:`max_connections` of them.
+
+    Attributes:
+        request_queue_size: the listen backlog: connections the kernel completes while the server
+            is busy accepting others (capped by the kernel's net.core.somaxconn).
+        max_connections: connections served at once; one more is answered 503 and closed.
+        busy_refusals: connections refused so far for being over :attr:`max_connections`.
+    """
+
     daemon_threads = True
-    request_queue_size = 64
+    block_on_close = False  # a request in progress finishes on its own thread
+    request_queue_size = 1024
+    max_connections = 256
+    BUSY_LOG_EVERY = 10.0  # seconds between two log lines about refused connections
+
+    def __init__(self, address: tuple[str, int], handler: type):
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(self.max_connections)
+        self.busy_refusals = 0
+        self._busy_logged = -math.inf
+
+    def process_request(self, request: socket.socket, client_address) -> None:
+        if not self._slots.acquire(blocking=False):
+            self._refuse_busy(request, client_address)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # no thread started: the slot is free again
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: socket.socket, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def _refuse_busy(self, request: socket.socket, client_address) -> None:
+        """503 without a thread: written without waiting (a client that does not read loses it), what the
+        client sent already discarded, so that closing sends it an end rather than a reset."""
+        self.busy_refusals += 1
+        now = time.monotonic()
+        if now - self._busy_logged >= self.BUSY_LOG_EVERY:
+            self._busy_logged = now
+            log.warning("%s: refused: %d connections served at once already (%d refused so far)", client_address[0],
+                        self.max_connections, self.busy_refusals)
+        request.setblocking(False)
+        try:
+            request.send(_BUSY)
+            request.recv(1 << 16)
+        except OSError:
+            pass
+        self.shutdown_request(request)
 
     def handle_error(self, request, client_address) -> None:
         """A client hanging up mid-request is routine (players and ffmpeg drop connections they no
-        longer need): a debug line, not socketserver's traceback on stderr."""
-        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+        longer need): a debug line, not socketserver's traceback on stderr; anything else one line."""
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionResetError, BrokenPipeError)):
             log.debug("%s: client disconnected", client_address[0])
             return
-        super().handle_error(request, client_address)
+        log.error("%s: internal error: %s: %s", client_address[0], type(error).__name__, error,
+                  exc_info=log.isEnabledFor(logging.DEBUG))
+
+
+_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 21\r\n"
+         b"Retry-After: 1\r\nCache-Control: no-store\r\nAccess-Control-Allow-Origin: *\r\nConnection: close\r\n\r\n"
+         b"too many connections\n")
 
 
 def bind(handler: type, listen: str, **attributes) -> Server:
@@ -161,9 +234,54 @@ video.play().catch(() => {{}});
 
 
 class QuietHandler(http.server.BaseHTTPRequestHandler):
-    """Request lines go to the debug log, not to stderr; every response allows any origin (CORS)."""
+    """Request lines go to the debug log, not to stderr; every response allows any origin (CORS).
+
+    Requests are bounded in time (see the module docstring) and checked before any handler sees
+    them: 400 for a NUL or control character in the path, or a Content-Length that is not one
+    number.
+    """
 
     protocol_version = "HTTP/1.1"
+    timeout = 30  # seconds a read or write may make no progress before the connection is dropped
+    request_timeout = 10.0  # seconds for a request's line and headers to arrive, and its body beyond them
+    MIN_BODY_RATE = 16 * 1024  # bytes a second a body must average (the rest of its time)
+    CHUNK = 1 << 16  # bytes written at a time: the idle timeout applies to each
+
+    def setup(self) -> None:  # socketserver's, with the reader and writer below
+        self.connection = self.request
+        self.deadline = math.inf
+        self.rfile = io.BufferedReader(_DeadlineReader(self))
+        self.wfile = _ChunkedWriter(self.connection, self.timeout, self.CHUNK)
+
+    def handle_one_request(self) -> None:
+        self.deadline = time.monotonic() + self.request_timeout
+        self._answered = False
+        try:
+            super().handle_one_request()
+        except (ConnectionError, TimeoutError):
+            raise
+        except Exception as exc:  # a handler's bug: one line, and 500 if nothing was sent yet
+            command, path = getattr(self, "command", ""), getattr(self, "path", "")[:200]
+            log.error("%s %s: internal error: %s: %s", command, path, type(exc).__name__, exc,
+                      exc_info=log.isEnabledFor(logging.DEBUG))
+            self.close_connection = True
+            if not self._answered:
+                self.send_bytes(b"internal error\n", "text/plain", command == "HEAD", status=500)
+
+    def parse_request(self) -> bool:
+        """The request line and headers, checked; the body's deadline (the head's plus its length at
+        :attr:`MIN_BODY_RATE`). False after answering 400."""
+        if not super().parse_request():
+            return False
+        problem = _request_problem(self.path, self.headers.get_all("Content-Length") or [])
+        if problem:
+            self.close_connection = True
+            self.send_bytes(f"bad request: {problem}\n".encode(), "text/plain", self.command == "HEAD", status=400,
+                            headers={"Connection": "close"})
+            return False
+        length = int(self.headers.get("Content-Length") or 0)
+        self.deadline = time.monotonic() + self.request_timeout + length / self.MIN_BODY_RATE
+        return True
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002
         log.debug("%s %s", self.address_string(), format % args)
@@ -171,6 +289,7 @@ class QuietHandler(http.server.BaseHTTPRequestHandler):
     def end_headers(self) -> None:
         self.send_header("Access-Control-Allow-Origin", "*")
         self.send_header("Access-Control-Expose-Headers", "Content-Length, Content-Range")
+        self._answered = True
         super().end_headers()
 
     def do_OPTIONS(self) -> None:  # noqa: N802  (CORS preflight)
@@ -198,11 +317,27 @@ class QuietHandler(http.server.BaseHTTPRequestHandler):
         """The request's path, decoded and normalised ('/a/../b' -> '/b')."""
         return posixpath.normpath(urllib.parse.unquote(urllib.parse.urlsplit(self.path).path))
 
-    def send_bytes(self, body: bytes, mime: str, head_only: bool = False, status: int = 200) -> None:
+    def send_bytes(self, body: bytes, mime: str, head_only: bool = False, status: int = 200,
+                   headers: dict[str, str] | None = None) -> None:
+        """Answer ``body``; a 200 honours a Range header asking for one range of it (206, or 416 when
+        it starts past the end)."""
+        headers = dict(headers or {})
+        if status == 200:
+            headers["Accept-Ranges"] = "bytes"
+            span = byte_range(self.headers.get("Range"), len(body))
+            if span == UNSATISFIABLE:
+                headers["Content-Range"] = f"bytes */{len(body)}"
+                status, body, mime = 416, b"range not satisfiable\n", "text/plain"
+            elif span is not None:
+                start, end = span
+                status, headers["Content-Range"] = 206, f"bytes {start}-{end}/{len(body)}"
+                body = body[start:end + 1]
         self.send_response(status)
         self.send_header("Content-Type", mime)
         self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", cache_control(mime) if status == 200 else "no-store")
+        self.send_header("Cache-Control", cache_control(mime) if status in (200, 206) else "no-store")
+        for name, value in headers.items():
+            self.send_header(name, value)
         self.end_headers()
         if not head_only:
             self.wfile.write(body)
@@ -210,17 +345,82 @@ class QuietHandler(http.server.BaseHTTPRequestHandler):
     def send_file_under(self, root: Path, head_only: bool = False) -> int | None:
         """Serve the file the URL path names under ``root`` (resolved; nothing outside it); its size,
         or None after a 404."""
-        target = (root / self.url_path().lstrip("/")).resolve()
-        if root not in target.parents or not target.is_file():
-            self.send_bytes(b"not found\n", "text/plain", head_only, status=404)
-            return None
         try:
-            body = target.read_bytes()
-        except FileNotFoundError:  # removed between the check and the read (a rolling HLS window)
+            target = (root / self.url_path().lstrip("/")).resolve()
+            body = target.read_bytes() if root in target.parents and target.is_file() else None
+        except (OSError, ValueError):  # removed meanwhile (a rolling HLS window), a name too long, ...
+            body = None
+        if body is None:
             self.send_bytes(b"not found\n", "text/plain", head_only, status=404)
             return None
         self.send_bytes(body, content_type(target.name), head_only)
         return len(body)
+
+
+UNSATISFIABLE = (-1, -1)
+
+
+def byte_range(spec: str | None, size: int) -> tuple[int, int] | None:
+    """The one byte range a Range header asks of ``size`` bytes: (first, last), inclusive;
+    :data:`UNSATISFIABLE` when it starts past the end (or asks for the last 0 bytes); None for no
+    header, several ranges or one that does not parse (the whole body is then sent, as RFC 9110
+    allows)."""
+    match = re.fullmatch(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*", spec or "")
+    if match is None or match[1] == match[2] == "":
+        return None
+    if match[1] == "":  # the last N bytes
+        suffix = int(match[2])
+        return UNSATISFIABLE if suffix == 0 or size == 0 else (max(0, size - suffix), size - 1)
+    first = int(match[1])
+    if first >= size:
+        return UNSATISFIABLE
+    last = size - 1 if match[2] == "" else int(match[2])
+    return None if last < first else (first, min(last, size - 1))
+
+
+def _request_problem(path: str, lengths: list[str]) -> str | None:
+    """What makes a request malformed, or None."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in urllib.parse.unquote(path)):
+        return "a control character in the path"
+    if len(lengths) > 1 or lengths and not re.fullmatch(r"\s*[0-9]{1,18}\s*", lengths[0]):
+        return "Content-Length is not one number of bytes"
+    return None
+
+
+class _DeadlineReader(io.RawIOBase):
+    """The socket as read by a handler whose request must arrive by ``handler.deadline``: each read
+    waits at most until then (and at most the idle timeout); past it, TimeoutError."""
+
+    def __init__(self, handler: QuietHandler):
+        self.handler, self.sock = handler, handler.connection
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        left = self.handler.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the request did not arrive in time")
+        self.sock.settimeout(min(self.handler.timeout, left))
+        return self.sock.recv_into(buffer)
+
+
+class _ChunkedWriter(io.BufferedIOBase):
+    """Writes to the socket in chunks, each allowed ``idle`` seconds: a slow reader is served as long
+    as it makes progress, one that stops is dropped."""
+
+    def __init__(self, sock: socket.socket, idle: float, chunk: int):
+        self.sock, self.idle, self.chunk = sock, idle, chunk
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        for start in range(0, len(view), self.chunk):
+            self.sock.settimeout(self.idle)
+            self.sock.sendall(view[start:start + self.chunk])
+        return len(view)
 
 
 class ReadOnlyHandler(QuietHandler):

@@ -57,6 +57,12 @@ def to_rgb(frame: Frame) -> np.ndarray:
 
 
 def rgb_psnr(a: Frame, b: Frame) -> float:
+    """RGB-PSNR of ``a`` against ``b``, both with chroma planes, ``b`` 4:2:0 with even dimensions: the
+    chroma of an ``a`` of another subsampling (4:2:2, 4:4:4) is first brought to ``b``'s size by area
+    averaging, as a conversion to 4:2:0 does."""
+    if a.planes[1].shape != b.planes[1].shape:
+        h, w = b.planes[1].shape
+        a = Frame([a.y, *(cv2.resize(p, (w, h), interpolation=cv2.INTER_AREA) for p in a.planes[1:])])
     return psnr(to_rgb(a), to_rgb(b))
 
 

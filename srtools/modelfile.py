@@ -10,8 +10,12 @@ A model file is a safetensors file (tensors only, no pickle) whose string metada
 - ``created`` (UTC, ISO 8601), ``source``, and training figures ``val_psnr_db``, ``gain_db``
   (Y-PSNR over bicubic on held-out frames), ``train_seconds``, ``steps``
 
-Loading validates all of it: the format tag, a known architecture, hyperparameters it accepts,
-exactly the expected tensor names and shapes, and the scale the caller needs.
+Loading validates all of it: the format tag, a known architecture, hyperparameters it accepts
+and within its size limits (``LIMITS`` of each architecture: F-EDSR at most 256 channels and 64
+blocks, TCSR k at most 8), exactly the expected tensor names and shapes, and the scale the caller
+needs. All of that is checked on the metadata and the file's header before the network is built:
+the shapes come from the network built on PyTorch's meta device, which allocates nothing, so a
+small file whose metadata describes a huge network costs nothing to refuse.
 """
 
 from __future__ import annotations
@@ -116,12 +120,11 @@ def load(path: str | os.PathLike, *, scale: int | None = None,
     if info.arch not in archs.ARCHITECTURES:
         raise ModelError(f"{name}: unknown architecture {info.arch!r}")
     try:
-        model = archs.build(info.arch, info.hparams)
+        meta, expected = archs.shapes(info.arch, info.hparams)
     except (TypeError, ValueError) as exc:
         raise ModelError(f"{name}: hyperparameters rejected by {info.arch}: {exc}") from None
-    if getattr(model, "scale", info.scale) != info.scale:
+    if getattr(meta, "scale", info.scale) != info.scale:
         raise ModelError(f"{name}: metadata scale x{info.scale} disagrees with hparams")
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     try:
         with safe_open(name, framework="pt") as f:
             found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
@@ -134,6 +137,7 @@ def load(path: str | os.PathLike, *, scale: int | None = None,
             state = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError) as exc:
         raise ModelError(f"{name}: unreadable model file ({exc})") from None
+    model = archs.build(info.arch, info.hparams)  # only now: the file's tensors are this network's
     if not all(torch.isfinite(t).all() for t in state.values()):
         raise ModelError(f"{name}: weights contain NaN or infinity")
     model.load_state_dict(state)

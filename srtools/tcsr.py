@@ -28,12 +28,13 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .framefilter import CostGate, measure_cost
+from .archs.tcsr_arch import TCSR
+from .framefilter import CostGate, measure_cost, warm_up_size
 from .modelfile import ModelInfo
 from .upscale import resolve_precision, to_plane, to_unit
 from .y4m import Frame, Header
 
-K_MAX = 8  # the most neighbours on each side a model may use
+K_MAX = TCSR.LIMITS["k"]  # the most neighbours on each side a model may use
 
 
 class Refiner:
@@ -66,9 +67,11 @@ class Refiner:
 
     def warm_up(self, header: Header) -> None:
         """Refine a blank window of ``header``'s size, measuring :attr:`cost` (see
-        :func:`srtools.framefilter.measure_cost`)."""
-        window = [Frame([np.full(shape, 128, np.uint8) for shape in header.plane_shapes])] * (2 * self.k + 1)
-        self.cost = measure_cost(lambda: self.refine(window))
+        :func:`srtools.framefilter.measure_cost`); of at most :data:`~srtools.framefilter.WARM_UP_PIXELS`
+        pixels, its cost scaled up (:func:`~srtools.framefilter.warm_up_size`)."""
+        size, factor = warm_up_size(header)
+        window = [Frame([np.full(shape, 128, np.uint8) for shape in size.plane_shapes])] * (2 * self.k + 1)
+        self.cost = factor * measure_cost(lambda: self.refine(window))
 
     @torch.inference_mode()
     def refine(self, window: list[Frame]) -> Frame | None:

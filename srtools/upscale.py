@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import torch
 
-from .framefilter import measure_cost
+from .framefilter import measure_cost, warm_up_size
 from .modelfile import ModelInfo
 from .y4m import Frame, Header
 
@@ -85,10 +85,13 @@ class ModelUpscaler:
 
     def warm_up(self, header: Header) -> None:
         """Run on a blank frame of ``header``'s size: first-call allocations stay out of the live
-        stream, and :attr:`cost` is measured (:func:`srtools.framefilter.measure_cost`)."""
-        blank = Frame([np.full(shape, 128, np.uint8) for shape in header.plane_shapes])
-        out_header = header.resized(header.width * self.info.scale, header.height * self.info.scale)
-        self.cost = measure_cost(lambda: self.upscale(blank, out_header))
+        stream, and :attr:`cost` is measured (:func:`srtools.framefilter.measure_cost`). A stream
+        larger than :data:`~srtools.framefilter.WARM_UP_PIXELS` is warmed up on a frame of that size,
+        its cost scaled up (:func:`~srtools.framefilter.warm_up_size`): its first frame allocates."""
+        size, factor = warm_up_size(header)
+        blank = Frame([np.full(shape, 128, np.uint8) for shape in size.plane_shapes])
+        out_header = size.resized(size.width * self.info.scale, size.height * self.info.scale)
+        self.cost = factor * measure_cost(lambda: self.upscale(blank, out_header))
 
     @property
     def label(self) -> str:

@@ -6,6 +6,7 @@ import contextlib
 from typing import Iterator
 
 from . import ffmpeg, y4m
+from .errors import FFmpegError, InputError
 
 
 @contextlib.contextmanager
@@ -16,6 +17,11 @@ def open_source(source: str, **decode_options) -> Iterator[y4m.Reader]:
     an rtmp:// URL, ...) is decoded by an ffmpeg process, whose exit status is checked when the
     caller has read the whole stream (a caller that stops early just ends the process).
     ``decode_options`` go to :func:`srtools.ffmpeg.decode_args` and require ffmpeg.
+
+    Raises:
+        InputError: ``source`` is missing, not Y4M where read directly, or something ffmpeg cannot
+            decode (ffmpeg's message quoted): the input's fault, whoever reads it.
+        FFmpegError: ffmpeg is missing, or was killed.
     """
     if not decode_options and y4m.is_y4m_path(source):
         with y4m.open_input(source) as reader:
@@ -26,16 +32,25 @@ def open_source(source: str, **decode_options) -> Iterator[y4m.Reader]:
         try:
             reader = y4m.Reader(process.stdout, source)
         except Exception:
-            process.wait()  # an ffmpeg failure explains an empty stream better than "empty input"
+            _check_decoder(process, source)  # an ffmpeg failure explains an empty stream better than "empty input"
             raise
         yield reader
     except BaseException:
         process.kill()
         raise
     if reader.at_end:
-        process.wait()
+        _check_decoder(process, source)
     else:
         process.kill()
+
+
+def _check_decoder(process: ffmpeg.Process, source: str) -> None:
+    """Wait for a decoding ffmpeg; one that failed did so on its input (an error status), or was killed."""
+    code = process.wait(check=False)
+    if code > 0:
+        raise InputError(f"{source}: ffmpeg cannot decode it ({process.last_error})")
+    if code < 0:
+        raise FFmpegError(f"ffmpeg decoding {source} was killed by signal {-code}")
 
 
 def read_all(source: str, **decode_options) -> tuple[y4m.Header, list[y4m.Frame]]:

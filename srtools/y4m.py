@@ -13,7 +13,7 @@ space-separated parameters, ended by a newline:
     YUV4MPEG2 W640 H360 F30000:1001 Ip A1:1 C420jpeg XYSCSS=420JPEG
 
 - W, H: frame width and height in pixels (required).
-- F: frame rate as a fraction (default 25:1 when absent).
+- F: frame rate as a fraction, both terms positive (default 25:1 when absent).
 - I: interlacing (p, t, b or m); passed through untouched.
 - A: pixel aspect ratio; passed through untouched.
 - C: colour space and chroma subsampling (default 420jpeg). Read and written: 420jpeg, 420mpeg2,
@@ -25,6 +25,13 @@ Each frame is the line FRAME (optionally followed by frame parameters, passed th
 the planes Y, U, V at full resolution for Y and ceil(W/sx) x ceil(H/sy) for U and V, each row
 tightly packed, 8 bits per sample. A stream ends at end of file between two frames; end of file
 inside a frame is a truncated stream and an error.
+
+LIMITS
+W and H are at most 16384. The stages that process frames (sr-serve, sr-tcsr, sr-hls) also refuse,
+with exit status 3 and before allocating anything for it, a stream whose frames (in, or out of
+sr-serve) have more than 8294400 pixels (3840x2160) unless their --max-pixels raises the limit:
+memory grows with the frame, to about 0.9 GB for sr-serve's network at 1920x1080 and 2.7 GB at
+3840x2160, and a header alone costs its sender nothing.
 
 CONVENTIONS
 Samples are studio (limited) range BT.601 unless the X parameters say otherwise; srtools never
@@ -55,6 +62,8 @@ from .errors import InputError, UsageError
 MAGIC = b"YUV4MPEG2"
 FRAME_TAG = b"FRAME"
 _MAX_LINE = 4096
+# The largest frame, in pixels, the processing stages accept unless told otherwise (--max-pixels).
+MAX_PIXELS = 3840 * 2160
 # Chroma subsampling (horizontal, vertical) per C tag; None = no chroma planes.
 SUBSAMPLING: dict[str, tuple[int, int] | None] = {
     "420jpeg": (2, 2),
@@ -130,6 +139,8 @@ class Header:
                     values["height"] = int(value)
                 elif key == "F":
                     num, den = value.split(":")
+                    if int(num) <= 0 or int(den) <= 0:
+                        raise InputError(f"{name}: frame rate F{value} is not a positive fraction")
                     values["fps"] = Fraction(int(num), int(den))
                 elif key == "C":
                     values["colorspace"] = value
@@ -149,6 +160,20 @@ class Header:
         if colorspace not in SUBSAMPLING:
             raise InputError(f"{name}: unsupported pixel format C{colorspace} (8-bit 420/422/444/mono only)")
         return cls(extensions=tuple(extensions), **values)  # type: ignore[arg-type]
+
+
+def check_frame_size(header: Header, max_pixels: int, name: str, scale: int = 1) -> None:
+    """Refuse a stream whose frames, times ``scale`` in each direction (what a stage that upscales
+    writes), have more than ``max_pixels`` pixels: before a stage allocates anything for them.
+
+    Raises:
+        InputError: frames over the limit.
+    """
+    width, height = header.width * scale, header.height * scale
+    if width * height > max_pixels:
+        made = f" (x{scale}: {width}x{height})" if scale != 1 else ""
+        raise InputError(f"{name}: {header.width}x{header.height} frames{made} are over the limit of {max_pixels} "
+                         "pixels a frame (--max-pixels raises it)")
 
 
 @dataclasses.dataclass

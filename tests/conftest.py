@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import IO, Callable, Iterator
@@ -54,6 +55,18 @@ def assert_head_answers_as_get(url: str) -> int:
         assert head_headers[name] == headers[name], (url, name, head_headers[name], headers[name])
     assert int(headers["Content-Length"]) == len(body), url
     return status
+
+
+def raw_http(url: str, request: bytes, timeout: float = 10) -> bytes:
+    """Send ``request`` to the server at ``url`` as it is (as curl --path-as-is would, or a broken client),
+    on a new connection; everything the server answers until it closes the connection."""
+    parts = urllib.parse.urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=timeout) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+        return answer
 
 
 def command_line(name: str, *args) -> list[str]:

@@ -1,13 +1,20 @@
-"""The shared HTTP server: HLS MIME types, cache headers, CORS, the player page, nothing outside the root."""
+"""The shared HTTP server: HLS MIME types, cache headers, CORS, the player page, nothing outside the root,
+byte ranges, 400 for malformed requests, slow clients cut off, connections capped."""
 
+import socket
+import subprocess
 import threading
+import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
 from srtools import httpserve
 from srtools.errors import UsageError
+
+from conftest import raw_http
 
 
 class DirectoryHandler(httpserve.QuietHandler):
@@ -74,3 +81,88 @@ def test_listen_address_errors_describe_the_problem():
             httpserve.bind(DirectoryHandler, f"127.0.0.1:{taken.server_address[1]}")
     finally:
         taken.server_close()
+
+
+@pytest.mark.parametrize("spec,status,content_range,body", [
+    ("bytes=0-99", 206, "bytes 0-99/188", b"\x47" * 100),
+    ("bytes=180-", 206, "bytes 180-187/188", b"\x47" * 8),
+    ("bytes=-10", 206, "bytes 178-187/188", b"\x47" * 10),
+    ("bytes=100-999999", 206, "bytes 100-187/188", b"\x47" * 88),
+    ("bytes=999999999-", 416, "bytes */188", b"range not satisfiable\n"),
+    ("bytes=0-1,5-6", 200, None, b"\x47" * 188),  # several ranges: the whole file, as RFC 9110 allows
+])
+def test_byte_ranges(server, spec, status, content_range, body):
+    request = urllib.request.Request(f"{server}/seg00001.ts", headers={"Range": spec})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            answer = response.status, response.headers, response.read()
+    except urllib.error.HTTPError as error:
+        answer = error.code, error.headers, error.read()
+    assert (answer[0], answer[1]["Content-Range"], answer[2]) == (status, content_range, body)
+    assert int(answer[1]["Content-Length"]) == len(body)
+    if status != 416:
+        assert answer[1]["Accept-Ranges"] == "bytes"
+
+
+@pytest.mark.parametrize("request_bytes,reason", [
+    (b"GET /seg00001.ts%00 HTTP/1.1\r\nHost: x\r\n\r\n", b"a control character in the path"),
+    (b"GET /a%0d%0ab HTTP/1.1\r\nHost: x\r\n\r\n", b"a control character in the path"),
+    (b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n", b"Content-Length is not one number"),
+    (b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", b"Content-Length is not one number"),
+    (b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+     b"Content-Length is not one number"),
+])
+def test_a_malformed_request_gets_400_and_the_server_goes_on(server, request_bytes, reason):
+    answer = raw_http(server, request_bytes)
+    assert answer.startswith(b"HTTP/1.1 400 ") and reason in answer, answer
+    assert fetch(f"{server}/live.m3u8")[0] == 200
+
+
+class SlowHandler(DirectoryHandler):
+    request_timeout = 1.0
+
+
+class SmallServer(httpserve.Server):
+    max_connections = 4
+
+
+def test_slow_clients_are_cut_off_and_connections_are_capped(tmp_path):
+    """A request has request_timeout for its head, however it trickles; beyond max_connections a client
+    gets 503 at once, without a thread; the backlog holds bursts."""
+    srv = SmallServer(("127.0.0.1", 0), SlowHandler)
+    srv.root = tmp_path
+    (tmp_path / "a.m3u8").write_text("#EXTM3U\n")
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    url = httpserve.server_url(srv)
+    tricklers: list[socket.socket] = []
+    try:
+        port = srv.server_address[1]
+        listing = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True).stdout.split()
+        assert int(listing[2]) >= min(1024, int(Path("/proc/sys/net/core/somaxconn").read_text()))  # the backlog
+        tricklers = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]
+        began = time.monotonic()
+        time.sleep(0.2)
+        assert raw_http(url, b"GET /a.m3u8 HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.1 503 ")
+        closed = []
+        while len(closed) < 4 and time.monotonic() - began < 10:  # one byte every 0.3 s, never a whole line
+            for sock in tricklers:
+                if sock not in closed:
+                    try:
+                        sock.send(b"G")
+                        sock.settimeout(0.01)
+                        if sock.recv(100) == b"":
+                            closed.append(sock)
+                    except TimeoutError:
+                        pass
+                    except OSError:
+                        closed.append(sock)
+            time.sleep(0.3)
+        assert len(closed) == 4 and time.monotonic() - began < 3  # cut off after 1 s, not served forever
+        assert fetch(f"{url}/a.m3u8")[0] == 200  # the slots are free again
+        assert srv.busy_refusals == 1
+    finally:
+        for sock in tricklers:
+            sock.close()
+        srv.shutdown()
+        srv.server_close()

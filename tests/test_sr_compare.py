@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from conftest import make_y4m, run_command
+from conftest import expect_error, make_y4m, run_command
 
 
 @pytest.fixture(scope="module")
@@ -50,3 +50,31 @@ def test_mismatched_inputs(clips, tmp_path):
     assert result.returncode == 3 and b"ends at frame 5" in result.stderr
     result = run_command("sr-compare", shorter, ref)
     assert result.returncode == 3 and b"more frames than the reference" in result.stderr
+
+
+@pytest.mark.parametrize("pix_fmt,rgb", [("yuv444p", True), ("yuv422p", True), ("gray", False)])
+def test_a_candidate_of_other_chroma_is_compared_on_luma_and_converted_for_rgb(clips, tmp_path, pix_fmt, rgb):
+    ref, _, _ = clips
+    other = tmp_path / f"{pix_fmt}.y4m"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(ref), "-pix_fmt", pix_fmt, "-strict", "-1", str(other)],
+                   check=True)
+    result = run_command("sr-compare", ref, other)
+    assert result.returncode == 0, result.stderr
+    [row] = [json.loads(line) for line in result.stdout.splitlines()]
+    assert row["frames"] == 10 and row["y_ssim"] > 0.95  # luma as it was (gray: rescaled to full range)
+    if rgb:  # chroma resampled and back: close to the reference, not identical
+        assert row["y_psnr_db"] is None and 25 < row["rgb_psnr_db"] < 100
+    else:
+        assert row["rgb_psnr_db"] is None
+
+
+def test_frames_under_8x8_are_refused_in_one_line(tmp_path):
+    tiny = make_y4m(tmp_path / "tiny.y4m", size="6x6", seconds=0.2)
+    expect_error(run_command("sr-compare", tiny, tiny), 3, "6x6 frames are under 8x8, the window of SSIM")
+
+
+def test_garbage_is_bad_input(clips, tmp_path):
+    ref, _, _ = clips
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(bytes(range(256)) * 8)
+    expect_error(run_command("sr-compare", ref, garbage), 3, "garbage.mp4: ffmpeg cannot decode it")

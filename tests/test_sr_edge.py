@@ -9,7 +9,7 @@ import pytest
 
 from srtools.tiled.manifest import Manifest
 
-from conftest import Server, expect_error, run_command
+from conftest import Server, expect_error, raw_http, run_command
 
 DELAY_MS = 150
 
@@ -46,6 +46,27 @@ def test_serves_its_tiles_with_latency_in_parallel(tiled):
         code, err = edge.stop()
     assert code == 130  # SIGTERM: documented INTERRUPTED status
     assert "served" in err and "Traceback" not in err
+
+
+def test_a_bad_request_gets_400_and_a_range_its_bytes(tiled):
+    tiles, _ = tiled
+    m = Manifest.load(tiles)
+    tile = f"/seg00000/t{m.segments[0].sets[1][0]:02d}.mp4"
+    whole = m.lr_path(0, m.segments[0].sets[1][0]).read_bytes()
+    with Server("sr-edge", tiles / "edges/edge-1") as edge:
+        answer = raw_http(edge.url, f"GET {tile}%00 HTTP/1.1\r\nHost: edge\r\n\r\n".encode())
+        assert answer.startswith(b"HTTP/1.1 400 ") and b"control character" in answer, answer
+        request = urllib.request.Request(edge.url + tile, headers={"Range": "bytes=10-19"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert (response.status, response.read()) == (206, whole[10:20])
+            assert response.headers["Content-Range"] == f"bytes 10-19/{len(whole)}"
+        request = urllib.request.Request(edge.url + tile, headers={"Range": "bytes=999999999-"})
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(request, timeout=10)
+        assert info.value.code == 416 and info.value.headers["Content-Range"] == f"bytes */{len(whole)}"
+        assert get(edge.url + tile) == (200, whole)  # still serving
+        code, err = edge.stop()
+    assert code == 130 and "Traceback" not in err and "error" not in err, err
 
 
 def test_bad_arguments(tiled):

@@ -7,8 +7,11 @@ import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -16,22 +19,33 @@ import pytest
 
 from srtools.live.chain import port_listening, rtmp_port
 
-from conftest import free_port, start_command
+from conftest import free_port, run_command, start_command
 from test_sr_hls import flash_beep_offsets
 
 pytestmark = pytest.mark.slow
 
 
 
-def publish(url: str, seconds: float = 4, size: str = "320x180", wait: bool = True) -> subprocess.Popen:
-    """A broadcaster: testsrc2 and a tone, paced, H.264/AAC over RTMP."""
+def publish(url: str, seconds: float = 4, size: str = "320x180", wait: bool = True, rate: int = 25,
+            audio: bool = True) -> subprocess.Popen:
+    """A broadcaster: testsrc2 and a tone (or no audio), paced, H.264/AAC over RTMP."""
+    tone = ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-c:a", "aac"] if audio else []
     process = subprocess.Popen(
-        ["ffmpeg", "-v", "error", "-re", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=25", "-f", "lavfi", "-i",
-         "sine=frequency=440:sample_rate=48000", "-t", str(seconds), "-c:v", "libx264", "-preset", "veryfast",
-         "-tune", "zerolatency", "-g", "25", "-c:a", "aac", "-f", "flv", url], stderr=subprocess.PIPE)
+        ["ffmpeg", "-v", "error", "-re", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}", *tone,
+         "-t", str(seconds), "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-g", str(rate),
+         "-f", "flv", url], stderr=subprocess.PIPE)
     if wait:
         assert process.wait(60) == 0, process.stderr.read().decode()
     return process
+
+
+def wait_listening(live: Live, timeout: float = 60) -> None:
+    """Until the listener of sr-live's next session is up (it must not have exited meanwhile)."""
+    deadline = time.monotonic() + timeout
+    while not port_listening(rtmp_port(live.url)):
+        assert live.process.poll() is None, f"sr-live exited: {live.process.stderr.read().decode()}"
+        assert time.monotonic() < deadline, "no listener"
+        time.sleep(0.05)
 
 
 class Live:
@@ -40,9 +54,9 @@ class Live:
 
     started: list[Live] = []
 
-    def __init__(self, tmp_path: Path, *args, timeout: float = 60):
+    def __init__(self, tmp_path: Path, *args, timeout: float = 60, url: str | None = None):
         self.root = tmp_path
-        self.url = f"rtmp://127.0.0.1:{free_port()}/live/test"
+        self.url = url or f"rtmp://127.0.0.1:{free_port()}/live/test"
         self.hls = tmp_path / "hls"
         self.process = start_command("sr-live", self.url, "--spool", tmp_path / "spool", "--hls", self.hls,
                                      "--stats-dir", tmp_path / "stats", *args, stdout=subprocess.PIPE,
@@ -115,7 +129,7 @@ def probe(path) -> dict:
 
 def test_a_publish_session_becomes_hls_with_audio_and_nothing_is_left_behind(tmp_path):
     live = Live(tmp_path, "--sessions", "1", "--segment", "1")
-    assert live.fifo_dir.is_dir() and sorted(p.name for p in live.fifo_dir.iterdir()) == ["audio.aac", "video.y4m"]
+    assert live.fifo_dir.is_dir() and {"audio.aac", "video.y4m"} <= {p.name for p in live.fifo_dir.iterdir()}
     publish(live.url, seconds=4)
     code, err = live.finish()
     assert code == 0, err
@@ -194,4 +208,152 @@ def test_sigterm_stops_every_stage(tmp_path):
     live.process.send_signal(signal.SIGTERM)
     code, err = live.finish()
     assert code == 130 and "Traceback" not in err
+    assert live.children() == [] and not live.fifo_dir.exists()
+
+
+def segments_by_session(live: Live) -> list[list[str]]:
+    """The playlist's segments, in runs between discontinuities (one run per session)."""
+    runs: list[list[str]] = [[]]
+    lines = (live.hls / "index.m3u8").read_text().splitlines()
+    for i, line in enumerate(lines):
+        if line == "#EXT-X-DISCONTINUITY" and runs[-1]:
+            runs.append([])
+        elif line.startswith("#EXTINF"):
+            runs[-1].append(lines[i + 1])
+    return runs
+
+
+def test_a_connection_without_a_stream_or_a_publisher_without_audio_stops_nothing(tmp_path):
+    """A connection that never publishes is no session: sr-live listens again, every stage still up; a
+    publisher without audio makes HLS without audio; the next one, with audio, HLS with audio."""
+    live = Live(tmp_path, "--segment", "1", "--list-size", "0")
+    port = rtmp_port(live.url)
+    with socket.create_connection(("127.0.0.1", port)):  # bash -c 'exec 3<>/dev/tcp/...; sleep 1'
+        time.sleep(1)
+    time.sleep(1)
+    wait_listening(live)
+    publish(live.url, seconds=3, audio=False)
+    time.sleep(1)
+    wait_listening(live)
+    publish(live.url, seconds=3)
+    time.sleep(1)
+    wait_listening(live)
+    live.process.send_signal(signal.SIGTERM)
+    code, err = live.finish()
+    assert code == 130, err
+    assert "a connection ended before publishing a stream" in err and "without audio" in err
+    silent, sound = segments_by_session(live)
+    for names, kinds in ((silent, {"video"}), (sound, {"video", "audio"})):
+        assert sum(d for d, name in segments_of(live.hls / "index.m3u8") if name in names) == pytest.approx(3, abs=0.3)
+        for name in names:
+            assert {s["codec_type"] for s in probe(live.hls / name)["streams"]} == kinds, name
+            subprocess.run(["ffmpeg", "-v", "error", "-i", str(live.hls / name), "-f", "null", "-"], check=True)
+    assert sorted(p.name for p in (tmp_path / "stats").iterdir() if p.name.startswith("sr-serve")) == [
+        "sr-serve-1.json", "sr-serve-2.json"]  # two sessions, the connection was none
+    assert live.children() == [] and not live.fifo_dir.exists()
+
+
+def test_sigkill_leaves_no_stage_running_and_a_restart_clears_what_it_left(tmp_path):
+    """Every stage dies with sr-live; the next sr-live on the same ports and HLS directory clears the dead
+    run's FIFO directory and starts. sr-receive takes the models of the RTMP URL's stream key."""
+    token = tmp_path / "token"
+    token.write_text("0123456789abcdef0123456789abcdef\n")
+    token.chmod(0o600)
+    serve, receive = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    args = ("--segment", "1", "--serve", serve, "--receive", receive, "--token-file", token)
+    live = Live(tmp_path, *args)
+    auth = {"Authorization": "Bearer 0123456789abcdef0123456789abcdef"}
+    with urllib.request.urlopen(urllib.request.Request(f"{live.info['receive']}/models/test/fedsr-x2", headers=auth),
+                                timeout=30) as response:
+        assert json.loads(response.read())["stream"] == "test"  # the key of rtmp://.../live/test
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(urllib.request.Request(f"{live.info['receive']}/models/default/fedsr-x2",
+                                                      headers=auth), timeout=30)
+    assert info.value.code == 404 and "KEY one of test," in json.loads(info.value.read())["error"]
+    publisher = publish(f"{live.url}?token=0123456789abcdef0123456789abcdef", seconds=60, wait=False)
+    try:
+        deadline = time.monotonic() + 60
+        while not (live.hls / "index.m3u8").exists():
+            assert time.monotonic() < deadline and live.process.poll() is None, "no HLS"
+            time.sleep(0.2)
+        stages = live.children()
+        assert len(stages) >= 6  # sr-receive, sr-hls and its ffmpeg, the ingest, sr-serve, sr-tcsr
+        os.kill(live.process.pid, signal.SIGKILL)
+        live.process.wait()
+        deadline = time.monotonic() + 20
+        while live.children() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert live.children() == []
+        assert live.fifo_dir.exists()  # left behind: the next run clears it
+    finally:
+        publisher.kill()
+        publisher.wait()
+    again = Live(tmp_path, *args)
+    assert not live.fifo_dir.exists() and again.fifo_dir.exists()
+    with urllib.request.urlopen(f"{again.info['hls']}/index.m3u8", timeout=30) as response:
+        assert response.status == 200
+    again.process.send_signal(signal.SIGTERM)
+    code, err = again.finish()
+    assert code == 130 and "cleared the FIFO directory of a dead run" in err, err
+    assert again.children() == [] and not again.fifo_dir.exists()
+
+
+def test_the_listener_admits_only_its_stream_key_with_its_token(tmp_path):
+    token = tmp_path / "token"
+    secret = "fedcba9876543210fedcba9876543210"
+    token.write_text(secret + "\n")
+    token.chmod(0o600)
+    live = Live(tmp_path, "--sessions", "1", "--segment", "1", "--token-file", token, "--list-size", "0")
+    base = live.url.rpartition("/")[0]
+    for url in (f"{base}/WRONGKEY?token={secret}", f"{live.url}?token=nope", live.url):
+        assert publish(url, seconds=3, wait=False).wait(60) != 0, url  # dropped
+        wait_listening(live)
+    push = tmp_path / "push"
+    result = run_command("sr-push", "--input-format", "lavfi", "testsrc2=size=320x180:rate=25:duration=3[out0];"
+                         "sine=frequency=440:sample_rate=48000:duration=3[out1]", "--to", live.url,
+                         "--token-file", token, "--spool", push, "-q", timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert secret.encode() not in result.stdout + result.stderr
+    code, err = live.finish()
+    assert code == 0, err
+    refusals = [line for line in err.splitlines() if "refused a publisher" in line]
+    assert [line.rpartition(": ")[2] for line in refusals] == ["not this stream's key (test)", "a wrong token",
+                                                              "no token"], err
+    assert secret not in err
+    assert sum(d for d, _ in segments_of(live.hls / "index.m3u8")) == pytest.approx(3, abs=0.3)  # sr-push's alone
+
+
+def test_the_publishers_frame_rate_is_kept_and_every_line_names_its_stage(tmp_path):
+    live = Live(tmp_path, "--sessions", "1", "--segment", "1", "--list-size", "0", "--tcsr-budget-ms", "0")
+    publish(live.url, seconds=3, rate=30)
+    code, err = live.finish()
+    assert code == 0, err
+    assert "session 1: 320x180 at 30 fps (the publisher's" in err, err
+    stats = json.loads((tmp_path / "stats" / "sr-serve-1.json").read_text())
+    assert 85 <= stats["frames"] <= 95  # 3 s at 30 fps, none dropped to 25
+    first = segments_of(live.hls / "index.m3u8")[0][1]
+    rate = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v", "-show_entries", "stream=r_frame_rate",
+                           "-of", "csv=p=0", str(live.hls / first)], capture_output=True, text=True, check=True)
+    assert set(rate.stdout.split()) == {"30/1"}
+    assert all(line.startswith(("sr-live: ", "sr-serve: ", "sr-hls: ", "sr-tcsr: ")) for line in err.splitlines()), err
+
+
+def test_sigusr1_ends_the_stream_and_lets_what_the_stages_hold_drain(tmp_path):
+    """nginx-rtmp's exec_kill_signal: the publisher has gone; the end of its stream must still reach HLS."""
+    live = Live(tmp_path, "--segment", "1", "--list-size", "0")
+    publisher = publish(live.url, seconds=30, wait=False)
+    try:
+        deadline = time.monotonic() + 60
+        while not (live.hls / "index.m3u8").exists() or len(segments_of(live.hls / "index.m3u8")) < 3:
+            assert time.monotonic() < deadline and live.process.poll() is None, "no HLS"
+            time.sleep(0.1)
+        stats = tmp_path / "stats" / "sr-serve-1.json"
+        live.process.send_signal(signal.SIGUSR1)
+        code, err = live.finish()
+    finally:
+        publisher.kill()
+        publisher.wait()
+    assert code == 0 and "the stream has ended (SIGUSR1) after 1 sessions" in err, err
+    frames = json.loads(stats.read_text())["frames"]
+    assert sum(d for d, _ in segments_of(live.hls / "index.m3u8")) == pytest.approx(frames / 25, abs=0.1)
     assert live.children() == [] and not live.fifo_dir.exists()

@@ -5,9 +5,11 @@ import http.client
 import json
 import os
 import pickle
+import re
 import shutil
 import socket
 import subprocess
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -19,7 +21,7 @@ import torch
 from srtools import archs, loader, modelfile
 from srtools.spool import Spool
 
-from conftest import NGINX, Server, expect_error, free_port, run_command, running_nginx
+from conftest import NGINX, Server, expect_error, free_port, raw_http, run_command, running_nginx
 
 TOKEN = "0123456789abcdef-receive-test-token"
 NGINX_TEMPLATE = Path(__file__).resolve().parent.parent / "conf" / "nginx-receive.conf"
@@ -219,6 +221,120 @@ def test_on_publish_admits_a_known_key_with_its_token_only(receiver):
     assert on_publish(server.url, name="default", token=TOKEN[:-1] + "x") == 403
     assert on_publish(server.url, name="default") == 403
     assert on_publish(server.url, name="other", token=TOKEN) == 403
+
+
+def test_a_publisher_over_the_limit_is_refused_until_one_leaves(tmp_path):
+    streams = [arg for key in ("a", "b", "c") for arg in ("--stream", f"{key}={tmp_path / key}")]
+    token = write_token(tmp_path / "token")
+    with Server("sr-receive", *streams, "--token-file", token, "--max-publishers", 2) as server:
+        assert on_publish(server.url, name="a", token=TOKEN, clientid="1") == 204
+        assert on_publish(server.url, name="b", token=TOKEN, clientid="2") == 204
+        assert on_publish(server.url, name="c", token=TOKEN, clientid="3") == 403  # a third stream
+        assert on_publish(server.url, name="a", token=TOKEN, clientid="4") == 204  # a key again: counted once
+        assert post_form(f"{server.url}/on_publish_done", name="b", clientid="2") == 204
+        assert on_publish(server.url, name="c", token=TOKEN, clientid="5") == 204
+        code, err = server.stop()
+    refusals = [line for line in err.splitlines() if "warning: refused" in line]
+    assert refusals == ["sr-receive: warning: refused POST /on_publish from 127.0.0.1: 403 stream 'c' may not "
+                        "publish: 2 streams are publishing, the most allowed (--max-publishers 2)"], err
+
+
+def post_form(url: str, **form) -> int:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=urllib.parse.urlencode(form).encode()),
+                                    timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_an_unknown_stream_is_404_naming_the_keys_that_work(tmp_path):
+    with Server("sr-receive", "--stream", f"studio={tmp_path / 's'}", "--stream", f"news={tmp_path / 'n'}",
+                "--token-file", write_token(tmp_path / "token")) as server:
+        status, answer = get(f"{server.url}/models/default/fedsr-x2")
+    assert status == 404 and "KEY one of news, studio" in answer["error"] and "fedsr, tcsr" in answer["error"]
+
+
+def metadata_bomb(path: Path, hparams: dict) -> bytes:
+    """A valid safetensors file of a few hundred bytes whose metadata describes a big F-EDSR."""
+    from safetensors.torch import save_file
+
+    save_file({"head.weight": torch.zeros(1)}, str(path),
+              metadata={"format": modelfile.FORMAT, "arch": "fedsr", "hparams": json.dumps(hparams), "scale": "2"})
+    return path.read_bytes()
+
+
+def test_metadata_that_describes_a_huge_network_is_refused_before_building_it(receiver, tmp_path):
+    server, spool = receiver
+    before = listing(spool)
+    url = f"{server.url}/models/default/fedsr-x2"
+    for hparams, message in [({"scale": 2, "channels": 1024, "blocks": 8}, "channels=1024 is over fedsr's limit"),
+                             ({"scale": 2, "channels": 4096, "blocks": 64}, "channels=4096 is over fedsr's limit"),
+                             ({"scale": 2, "channels": 256, "blocks": 64}, "weights do not fit")]:
+        body = metadata_bomb(tmp_path / "bomb.safetensors", hparams)
+        assert len(body) < 400
+        status, answer = put(url, body, version=9)
+        assert (status, message in answer["error"]) == (422, True), answer
+    assert listing(spool) == before
+    peak = int(re.search(r"^VmHWM:\s+(\d+) kB", Path(f"/proc/{server.process.pid}/status").read_text(), re.M)[1])
+    assert peak < 400 * 1024, f"{peak} kB"  # building 256x64 alone would take 300 MB more
+    code, err = server.stop()
+    assert "Traceback" not in err and "internal error" not in err, err
+    expect_error(run_command("sr-serve", "--model", tmp_path / "bomb.safetensors", input=b""), 4, "weights do not fit")
+
+
+@pytest.mark.parametrize("length", [b"abc", b"-1", b"1e3"])
+def test_a_content_length_that_is_not_a_number_is_400(receiver, length):
+    server, _ = receiver
+    answer = raw_http(server.url, b"POST /on_publish HTTP/1.1\r\nHost: x\r\nContent-Length: " + length +
+                      b"\r\n\r\nname=default")
+    assert answer.startswith(b"HTTP/1.1 400 ") and b"Content-Length is not one number" in answer, answer
+    assert on_publish(server.url, name="default", token=TOKEN) == 204  # still serving
+    code, err = server.stop()
+    assert "Traceback" not in err, err
+
+
+@pytest.mark.slow
+def test_slow_clients_hold_neither_threads_nor_temporary_files(receiver):
+    """300 uploads trickling their body a byte a second: each is cut off when its time (10 s, and its
+    length at 16 KiB/s) is up, at most 256 hold a thread meanwhile, and no temporary file is left."""
+    server, spool = receiver
+    head = (b"PUT /models/default/fedsr-x2 HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\nX-Srtools-Version: 1\r\n"
+            b"Authorization: Bearer " + TOKEN.encode() + b"\r\n\r\n")
+    parts = urllib.parse.urlsplit(server.url)
+    clients = []
+    try:
+        for _ in range(300):
+            sock = socket.create_connection((parts.hostname, parts.port), timeout=10)
+            sock.sendall(head)
+            clients.append(sock)
+        began, threads, open_clients = time.monotonic(), [], set(clients)
+        while open_clients and time.monotonic() - began < 30:
+            for sock in list(open_clients):
+                try:
+                    sock.send(b"x")
+                    sock.setblocking(False)
+                    if sock.recv(4096) == b"":
+                        open_clients.discard(sock)
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    open_clients.discard(sock)
+                finally:
+                    sock.setblocking(True)
+            status = Path(f"/proc/{server.process.pid}/status").read_text()
+            threads.append(int(re.search(r"^Threads:\s+(\d+)", status, re.M)[1]))
+            time.sleep(1)
+        elapsed = time.monotonic() - began
+    finally:
+        for sock in clients:
+            sock.close()
+    assert not open_clients and elapsed < 25, (len(open_clients), elapsed)
+    assert max(threads) <= 256 + 8, max(threads)  # the cap, and the server's own few threads
+    assert list((spool / "tmp").iterdir()) == []
+    assert get(f"{server.url}/models/default/fedsr-x2")[0] == 200  # serving again
+    code, err = server.stop()
+    assert "Traceback" not in err and "refused: 256 connections served at once" in err, err[-2000:]
 
 
 def test_bad_arguments(tmp_path):

@@ -236,6 +236,8 @@ def test_refuses_to_write_frames_to_a_terminal(tmp_path, small_y4m):
 @pytest.mark.parametrize("data,code,message", [
     (b"", 3, b"empty input"),
     (b"garbage\n" * 10, 3, b"not a YUV4MPEG2 stream"),
+    (b"YUV4MPEG2 W64 H36 F0:1 C420jpeg\nFRAME\n" + bytes(3456), 3, b"frame rate F0:1 is not a positive fraction"),
+    (b"YUV4MPEG2 W64 H36 F-25:1 C420jpeg\n", 3, b"frame rate F-25:1 is not a positive fraction"),
     (b"YUV4MPEG2 W64 H36 C420p10\n", 3, b"unsupported pixel format"),
     (b"YUV4MPEG2 W64 H36 C420jpeg\nFRAME\n" + bytes(100), 3, b"truncated frame 0"),
 ])
@@ -244,6 +246,46 @@ def test_bad_input(tmp_path, data, code, message):
     assert result.returncode == code
     assert message in result.stderr
     assert b"Traceback" not in result.stderr
+
+
+def test_garbage_that_ffmpeg_cannot_decode_is_bad_input(tmp_path):
+    """One rule (srtools.errors): input that is not video exits 3, whether Y4M is read or ffmpeg decodes it."""
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(os.urandom(4096))
+    expect_error(run_command("sr-serve", "--spool", tmp_path, garbage), 3, "ffmpeg cannot decode it")
+
+
+def vm_hwm_mb(pid: int) -> float:
+    """The peak resident memory of process ``pid`` so far, in MB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"^VmHWM:\s+(\d+) kB", status, re.M).group(1)) / 1024
+
+
+def test_a_header_alone_allocates_nothing_for_its_frame_size(tmp_path):
+    """The warm-up runs on a frame of at most 640x360: a 1920x1080 header costs its sender one line, and
+    the model on a whole 1080p frame about 1.4 GB (the warm-up's peak before)."""
+    publish(tmp_path, channels=16, blocks=4)
+    with running_command("sr-serve", "--spool", tmp_path, "--threads", "1", stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE) as serve:
+        serve.stdin.write(y4m.Header(1920, 1080).to_bytes())
+        serve.stdin.flush()
+        time.sleep(8)  # model loaded; a warm-up on the header's size would be well under way
+        peak = vm_hwm_mb(serve.pid)
+        out, err = serve.communicate(timeout=60)  # closes its input: the end of a stream without frames
+    assert serve.returncode == 0 and b"0 frames" in err, err
+    assert frames_of(out)[1] == [] and peak < 600, peak
+
+
+def test_frames_over_the_limit_are_refused_before_anything_is_allocated(tmp_path):
+    publish(tmp_path)
+    small = y4m.Header(64, 36).to_bytes() + b"FRAME\n" + bytes(3456)
+    expect_error(run_command("sr-serve", "--spool", tmp_path, "--max-pixels", 9000, input=small), 3,
+                 "<stdin>: 64x36 frames (x2: 128x72) are over the limit of 9000 pixels a frame (--max-pixels")
+    assert run_command("sr-serve", "--spool", tmp_path, "--max-pixels", 9216, input=small).returncode == 0
+    began = time.monotonic()
+    huge = b"YUV4MPEG2 W16384 H16384 F25:1 Ip C444\nFRAME\n"
+    expect_error(run_command("sr-serve", "--spool", tmp_path, input=huge), 3, "over the limit of 8294400 pixels")
+    assert time.monotonic() - began < 60
 
 
 def test_missing_input_and_bad_model_file(tmp_path):

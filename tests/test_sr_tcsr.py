@@ -109,6 +109,19 @@ def test_bad_model_files_are_rejected(tmp_path, model_file):
                  "not both")
 
 
+def test_bad_input_is_refused_in_one_line_before_anything_is_allocated(tmp_path, model_file):
+    expect_error(run_command("sr-tcsr", "--model", model_file, input=b"YUV4MPEG2 W32 H18 F0:1\nFRAME\n" + bytes(864)),
+                 3, "frame rate F0:1 is not a positive fraction")
+    garbage = tmp_path / "garbage.mkv"
+    garbage.write_bytes(bytes(range(256)) * 16)
+    expect_error(run_command("sr-tcsr", "--model", model_file, garbage), 3, "ffmpeg cannot decode it")
+    frames = y4m_bytes(numbered_frames(2))
+    expect_error(run_command("sr-tcsr", "--model", model_file, "--max-pixels", 500, input=frames), 3,
+                 "32x18 frames are over the limit of 500 pixels a frame")
+    huge = b"YUV4MPEG2 W16384 H16384 F25:1 Ip C444\nFRAME\n"
+    expect_error(run_command("sr-tcsr", "--model", model_file, input=huge), 3, "over the limit of 8294400 pixels")
+
+
 def test_budget_keeps_a_paced_live_input_within_k_frames_plus_one(model_file):
     """Live: frames arrive at 25 fps; each output frame t leaves within (k + 1) frame times of input t."""
     # A budget below the model's cost (a few ms here): only some frames are refined.

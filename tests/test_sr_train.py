@@ -106,13 +106,13 @@ def test_bad_arguments(tmp_path, hr_clip, args, code, message):
     assert result.stdout == b""
 
 
-def test_corrupt_clip_is_an_ffmpeg_error(tmp_path):
+def test_corrupt_clip_is_bad_input(tmp_path):
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(500))
     result = run_command("sr-train", "--spool", tmp_path, "--hr", bad, *TINY)
-    assert result.returncode == 5
+    assert result.returncode == 3  # the input's fault, as for every command (srtools.errors)
     errors = [line for line in result.stderr.decode().splitlines() if line.startswith("sr-train: error:")]
-    assert len(errors) == 1 and "ffmpeg exited with status 1" in errors[0] and "Invalid data" in errors[0]
+    assert len(errors) == 1 and "ffmpeg cannot decode it" in errors[0] and "Invalid data" in errors[0]
 
 
 def test_tcsr_on_the_upscalers_output(tmp_path, hr_clip):

@@ -65,6 +65,9 @@ def test_odd_sizes_round_chroma_up():
     (b"hello world\n", "not a YUV4MPEG2 stream"),
     (b"YUV4MPEG2 W10\n", "lacks W or H"),
     (b"YUV4MPEG2 W10 H10 Fx\n", "malformed"),
+    (b"YUV4MPEG2 W10 H10 F0:1\n", "frame rate F0:1 is not a positive fraction"),
+    (b"YUV4MPEG2 W10 H10 F-25:1\n", "frame rate F-25:1 is not a positive fraction"),
+    (b"YUV4MPEG2 W10 H10 F25:0\n", "frame rate F25:0 is not a positive fraction"),
     (b"YUV4MPEG2 W16 H16 C420p10\n", "unsupported pixel format"),
     (b"YUV4MPEG2 W4 H4 C444\nFRAME\n" + bytes(20), "truncated frame 0"),
     (b"YUV4MPEG2 W4 H4 C444\nFRAME\n" + bytes(48) + b"FRAMX\n", "expected FRAME"),
@@ -96,3 +99,13 @@ def test_concatenated_streams_are_read_one_after_another(tmp_path):
     assert [r.header.width for r in y4m.streams(io.BytesIO(first + second))] == [64, 32]
     with pytest.raises(InputError, match="frame 3: expected FRAME marker"):
         list(y4m.Reader(io.BytesIO(first + second)))
+
+
+def test_frame_size_limit_counts_what_a_stage_writes():
+    header = y4m.Header(1920, 1080)
+    y4m.check_frame_size(header, y4m.MAX_PIXELS, "in")  # 1080p in
+    y4m.check_frame_size(header, y4m.MAX_PIXELS, "in", scale=2)  # 4K out: the default limit exactly
+    with pytest.raises(InputError, match=r"in: 1920x1080 frames \(x3: 5760x3240\) are over the limit of 8294400"):
+        y4m.check_frame_size(header, y4m.MAX_PIXELS, "in", scale=3)
+    with pytest.raises(InputError, match="--max-pixels raises it"):
+        y4m.check_frame_size(y4m.Header(100, 100), 9999, "in")

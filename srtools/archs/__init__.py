@@ -2,7 +2,9 @@
 
 A model file names its architecture by registry key and stores the constructor's keyword
 arguments; :func:`build` re-creates the network from those alone, so loading a model never runs
-code from the file. Each architecture class states its ``task``: what a server does with it.
+code from the file. Each architecture class states its ``task``: what a server does with it, and
+its ``LIMITS``: the largest value of each size hyperparameter (a model file's metadata is checked
+against them, and its tensors against :func:`shapes`, before anything is allocated for it).
 
 - ``upscale``: (N, C, H, W) low-res frames -> (N, C, sH, sW) (F-EDSR; sr-serve, tile reconstruction)
 - ``refine``: (N, 2k+1, C, H, W) consecutive upscaled frames -> (N, C, H, W) the refined middle one
@@ -33,6 +35,34 @@ def build(arch: str, hparams: dict[str, Any]) -> torch.nn.Module:
         TypeError / ValueError: hyperparameters the architecture does not accept.
     """
     return ARCHITECTURES[arch](**hparams)
+
+
+def check_limits(arch: str, hparams: dict[str, Any]) -> None:
+    """Refuse size hyperparameters beyond architecture ``arch``'s ``LIMITS`` (those not given take
+    the constructor's defaults, which are within them).
+
+    Raises:
+        KeyError: unknown architecture.
+        ValueError: a size over its limit.
+    """
+    for name, limit in ARCHITECTURES[arch].LIMITS.items():
+        value = hparams.get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > limit:
+            raise ValueError(f"{name}={value} is over {arch}'s limit of {limit}")
+
+
+def shapes(arch: str, hparams: dict[str, Any]) -> tuple[torch.nn.Module, dict[str, tuple[int, ...]]]:
+    """The network ``hparams`` describe, built on PyTorch's meta device (shapes and attributes, no
+    memory), and the shape of each of its state-dict tensors.
+
+    Raises:
+        KeyError: unknown architecture.
+        TypeError / ValueError: hyperparameters the architecture does not accept, or over its limits.
+    """
+    check_limits(arch, hparams)
+    with torch.device("meta"):
+        model = build(arch, hparams)
+    return model, {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
 def for_task(task: str) -> list[str]:

@@ -33,6 +33,7 @@ class FEDSR(nn.Module):
     """
 
     task = "upscale"
+    LIMITS = {"scale": 4, "channels": 256, "blocks": 64}  # sr-train's; memory, not a design bound
 
     def __init__(self, scale: int = 2, channels: int = 16, blocks: int = 4, in_channels: int = 1,
                  res_scale: float = 1.0, bicubic_skip: bool = True):

@@ -155,6 +155,8 @@ class TCSR(nn.Module):
     """
 
     task = "refine"
+    # k: what sr-tcsr's window keeps (srtools.tcsr.K_MAX); the sizes: sr-train's.
+    LIMITS = {"k": 8, "channels": 256, "flow_channels": 256, "flow_blocks": 64}
     # No ``scale`` attribute, on purpose: TCSR keeps the resolution, and its model file records the
     # scale of the upscaler whose output it refines, which modelfile.load then checks alone.
 

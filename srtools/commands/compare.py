@@ -40,8 +40,10 @@ def command(reference: str, candidates: tuple[str, ...], labels: tuple[str, ...]
     frame, mean of per-frame PSNR, ffmpeg's SSIM) are those of srtools.metrics and agree with
     ffmpeg's psnr and ssim filters; frames identical to the reference (infinite PSNR) are left
     out of the means, and a mean over none is null. A table goes to stderr and one JSON object
-    per candidate to stdout: {"label", "frames", "y_psnr_db", "y_ssim", "rgb_psnr_db"} (RGB only
-    for 4:2:0 with even sizes).
+    per candidate to stdout: {"label", "frames", "y_psnr_db", "y_ssim", "rgb_psnr_db"}. RGB-PSNR
+    needs a 4:2:0 reference of even sizes; a 4:2:2 or 4:4:4 candidate's chroma is then converted
+    to 4:2:0 for it, and a mono candidate has none (null). Frames under 8x8 pixels (SSIM's
+    window) are refused (exit status 3).
     """
     if labels and len(labels) != len(candidates):
         raise UsageError(f"{len(labels)} --label for {len(candidates)} candidates")
@@ -55,15 +57,18 @@ def command(reference: str, candidates: tuple[str, ...], labels: tuple[str, ...]
             if (reader.header.width, reader.header.height) != size:
                 raise InputError(f"{name}: {reader.header.width}x{reader.header.height}, "
                                  f"reference is {size[0]}x{size[1]}")
-        rgb = ref_reader.header.colorspace.startswith("420") and size[0] % 2 == 0 and size[1] % 2 == 0
+        if min(size) < 8:
+            raise InputError(f"{reference}: {size[0]}x{size[1]} frames are under 8x8, the window of SSIM")
+        rgb_reference = ref_reader.header.colorspace.startswith("420") and size[0] % 2 == 0 and size[1] % 2 == 0
+        rgb = [rgb_reference and reader.header.colorspace != "mono" for reader in readers]
         for ref in ref_reader:
-            for name, reader, score in zip(candidates, readers, scores):
+            for name, reader, score, with_rgb in zip(candidates, readers, scores, rgb):
                 frame = reader.read()
                 if frame is None:
                     raise InputError(f"{name}: ends at frame {ref_reader.frames_read - 1}, the reference goes on")
                 score["y_psnr_db"].append(metrics.y_psnr(frame, ref))
                 score["y_ssim"].append(metrics.y_ssim(frame, ref))
-                if rgb:
+                if with_rgb:
                     score["rgb_psnr_db"].append(metrics.rgb_psnr(frame, ref))
         for name, reader in zip(candidates, readers):
             if reader.read() is not None:

@@ -63,10 +63,11 @@ def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> str 
               help="For a FIFO INPUT: how long to wait for the next stream after one ends; 0 ends at the first end.")
 @click.option("--endlist", is_flag=True,
               help="When the input ends, mark the playlist complete (EXT-X-ENDLIST) so that players stop there.")
+@cli.max_pixels_option("in")
 def command(input: str, out_dir: str, continue_: bool, fresh: bool, listen: str | None, segment: float,
             list_size: int, crf: int, bitrate: str | None, preset: str, audio: str | None, audio_delay: float,
             audio_bitrate: str, audio_format: str | None, stall_timeout: float, reopen_wait: float,
-            endlist: bool) -> None:
+            endlist: bool, max_pixels: int) -> None:
     """Encode live Y4M frames, and the audio split off at ingest, into HLS for viewers.
 
     The last stage of the live chain. Reads Y4M (srtools-y4m(7)) from INPUT ('-' for stdin, a
@@ -82,7 +83,11 @@ def command(input: str, out_dir: str, continue_: bool, fresh: bool, listen: str 
     AAC, Matroska, ... in a file or named FIFO). It is encoded to AAC, its first sample aligned
     with frame 0, gaps filled with silence. A named FIFO is held open from the start (the ingest
     can open it before frames flow) with a 1 MiB pipe buffer, so the ingest does not block while
-    the video is in the SR stages. --audio-delay shifts the audio against the frames; processing
+    the video is in the SR stages, and ffmpeg reads it from that descriptor (the audio of an
+    ingest that has already left is still read); a stream whose FIFO has no byte within 2 s of
+    its first frame, or whose writer opened and closed it without writing one (sr-live's ingest,
+    for a publisher without audio), is encoded without audio, with a warning. --audio-delay
+    shifts the audio against the frames; processing
     latency needs none (sr-tcsr running k frames behind delays the frames in time, not their
     timestamps). It is for a fixed offset between the two tracks at the split: a stage or an
     ingest that drops the first k frames wants -k/fps, one that adds k frames at the start +k/fps,
@@ -92,7 +97,7 @@ def command(input: str, out_dir: str, continue_: bool, fresh: bool, listen: str 
     Streams: a new Y4M header, either a FIFO INPUT opened again by a new writer (an upstream stage
     restarted after the publisher reconnected) or a header line in the middle of the input, starts
     a new ffmpeg that continues the playlist after an EXT-X-DISCONTINUITY (its timestamps restart;
-    its size and frame rate may differ). The audio source is opened again for each stream. After a
+    its size and frame rate may differ). The audio source is read again for each stream. After a
     FIFO's writer leaves, sr-hls waits --reopen-wait seconds for the next one.
 
     DIR: the marker file .sr-hls.json tells an sr-hls output (and its stream id, which segment
@@ -113,10 +118,11 @@ def command(input: str, out_dir: str, continue_: bool, fresh: bool, listen: str 
     {"url": ..., "playlist": ..., "player": ...}; nothing else goes to stdout.
 
     Failures are one line on stderr: a foreign or earlier DIR, a bad option or a port in use
-    (--serve) exit with 2; input that is not Y4M, truncated, or stalled (a stream without a frame
-    for --stall-timeout seconds) with 3; ffmpeg failing (an unreadable --audio), or not taking a
-    frame for --stall-timeout seconds (an audio FIFO nobody writes), with 5; another sr-hls writing
-    DIR with 1. The segments written until then stay valid.
+    (--serve) exit with 2; input that is not Y4M, truncated, stalled (a stream without a frame
+    for --stall-timeout seconds), or of frames over --max-pixels, and an --audio ffmpeg cannot
+    decode, with 3; ffmpeg failing otherwise, or not taking a frame for --stall-timeout seconds
+    (an audio source that stalls), with 5; another sr-hls writing DIR with 1. The segments
+    written until then stay valid.
     """
     if continue_ and fresh:
         raise UsageError("give --continue or --fresh, not both")
@@ -138,7 +144,7 @@ def command(input: str, out_dir: str, continue_: bool, fresh: bool, listen: str 
                 url = server_url(server)
                 stack.enter_context(serving(server, playlist=f"{url}/{PLAYLIST}", player=f"{url}/"))
                 log.info("serving %s at %s/%s", out.path, url, PLAYLIST)
-            summary = publish(input, out, enc, stall_timeout or None, reopen_wait, endlist)
+            summary = publish(input, out, enc, stall_timeout or None, reopen_wait, endlist, max_pixels, audio_fd)
             log.info("input ended: %d frames (%.1f s of video) in %d stream(s)", summary.frames, summary.seconds,
                      summary.streams)
             if server is not None:

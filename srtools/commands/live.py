@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 from pathlib import Path
 
 import click
@@ -10,7 +12,8 @@ import click
 from .. import cli
 from ..errors import UsageError
 from ..fsutil import emit_json
-from ..live.chain import Chain, ServerChain, ServerConfig
+from ..live.chain import MAX_FPS, Chain, ServerChain, ServerConfig, stream_key
+from ..live.streamtoken import TOKEN_ENV, read_token
 
 log = logging.getLogger("srtools.live")
 
@@ -26,16 +29,19 @@ log = logging.getLogger("srtools.live")
 @click.option("--receive", metavar="HOST:PORT",
               help="Run sr-receive here for models uploaded into --spool by the push side (sr-upload).")
 @click.option("--token-file", type=click.Path(dir_okay=False), metavar="FILE",
-              help="sr-receive's shared secret (default: $SRTOOLS_UPLOAD_TOKEN).")
+              help=f"The stream's shared secret (default: ${TOKEN_ENV}): what a publisher to the listener must "
+                   "give (?token=), and sr-receive's.")
 @cli.scale_option()
-@click.option("--fps", type=click.FloatRange(1, 120), default=ServerConfig.fps, show_default=True,
-              help="Constant frame rate the ingest normalises the stream to (frames are dropped or repeated).")
+@click.option("--fps", type=click.FloatRange(1, MAX_FPS), metavar="F",
+              help="Normalise the stream to a constant F frames per second (frames are dropped or repeated); "
+                   f"default: the publisher's own rate, made constant (at most {MAX_FPS}).")
 @click.option("--segment", type=click.FloatRange(0.5, 60), default=ServerConfig.segment, show_default=True,
               metavar="SECONDS",
               help="HLS segment duration.")
-@click.option("--list-size", type=click.IntRange(1, 1000), default=ServerConfig.list_size, show_default=True,
+@click.option("--list-size", type=click.IntRange(0, None), default=ServerConfig.list_size, show_default=True,
               metavar="N",
-              help="Segments in the HLS playlist; older ones are deleted.")
+              help="Segments in the HLS playlist; older ones are deleted. 0 keeps them all (the whole run, e.g. "
+                   "for evaluation).")
 @click.option("--tcsr-budget-ms", type=click.FloatRange(0, None), default=ServerConfig.tcsr_budget_ms,
               show_default=True, metavar="MS",
               help="sr-tcsr's time per frame for TCSR refinement; 0 leaves sr-tcsr out.")
@@ -48,27 +54,44 @@ log = logging.getLogger("srtools.live")
                    "--serve, go on serving the HLS stream until stopped.")
 @click.option("--stats-dir", type=click.Path(file_okay=False), metavar="DIR",
               help="Where sr-serve and sr-tcsr publish their counters, SR-NAME-SESSION.json (--stats).")
+@cli.max_pixels_option("out")
 def command(source: str, pull: bool, spool: str, hls_dir: str, serve: str | None, receive: str | None,
-            token_file: str | None, scale: int, fps: float, segment: float, list_size: int, tcsr_budget_ms: float,
-            threads: int, no_audio: bool, sessions: int, stats_dir: str | None) -> None:
+            token_file: str | None, scale: int, fps: float | None, segment: float, list_size: int,
+            tcsr_budget_ms: float, threads: int, no_audio: bool, sessions: int, stats_dir: str | None,
+            max_pixels: int) -> None:
     """Run the server side of the live chain: RTMP in, super-resolution, HLS out.
 
     Starts, as separate processes wired with pipes and named FIFOs in a private temporary
     directory: sr-hls (and sr-receive with --receive) for the whole run, then for each publish
     session an ffmpeg ingest of RTMP_URL, sr-serve --realtime (F-EDSR in real time, hot-swapped
-    from --spool) and sr-tcsr (TCSR on the frames its budget affords). The ingest normalises the
-    video to a constant --fps, so frame n is at n / fps all the way to sr-hls, and splits the
-    audio off to a FIFO that sr-hls muxes back in: the SR stages add delay but no drift.
+    from --spool) and sr-tcsr (TCSR on the frames its budget affords). The ingest makes the
+    frame rate constant, the publisher's own (or --fps), so frame n is at n / fps all the way to
+    sr-hls, and splits the audio off to a FIFO that sr-hls muxes back in: the SR stages add delay
+    but no drift. A publisher without audio makes a stream without audio. The log says which
+    size and rate each session has, and which stage each line comes from (the ingest's ffmpeg
+    as "ingest:").
 
     In listen mode (the default) ffmpeg listens on RTMP_URL for one publisher; the listener is up
     before sr-live announces itself, and when the publisher leaves, the stages drain and a new
     listener waits for the next one; sr-hls continues the playlist after a discontinuity (so a
-    publisher may come back with another frame size). With --pull the stream is played from a
-    server such as nginx-rtmp, which starts one sr-live per stream (conf/nginx-rtmp.conf).
+    publisher may come back with another frame size). The listener admits a publisher only to
+    RTMP_URL's stream key, with the stream's token when there is one (--token-file or
+    $SRTOOLS_UPLOAD_TOKEN): rtmp://HOST:PORT/APP/KEY?token=TOKEN (sr-push --token-file adds it).
+    Anyone else is refused in one log line and the listener waits again, as it does after a
+    connection that ends before publishing a stream: neither is a session, and neither stops
+    anything. With --pull the stream is played from a server such as nginx-rtmp, which starts one
+    sr-live per stream (conf/nginx-rtmp.conf) and checks the publishers itself.
+
+    With --receive, sr-receive takes the stream's models at /models/KEY/ARCH-xSCALE, KEY being
+    RTMP_URL's stream key (sr-upload --to http://HOST:PORT/models/KEY).
 
     On start, one JSON line goes to stdout: {"rtmp": RTMP_URL, "hls": URL or null, "receive": URL
     or null, "fifo_dir": DIR}. SIGINT or SIGTERM stops every stage (no process or FIFO is left
-    behind); a stage that fails stops the others and sr-live exits with status 7 naming it.
+    behind); SIGUSR1 ends the current session as if its publisher had left (what the stages hold
+    drains to HLS) and then sr-live, with status 0 (nginx-rtmp's exec_kill_signal: the stream has
+    ended). A stage that fails stops the others and sr-live exits with status 7 naming it. Every
+    stage dies with sr-live, even killed with SIGKILL, and the next sr-live clears what a killed
+    one left (its FIFO directory, its stages still stopping).
 
     srtools-live(7) has the same chain by hand as a shell recipe, the push side to go with it,
     systemd units and nginx-rtmp for many streams.
@@ -77,21 +100,33 @@ def command(source: str, pull: bool, spool: str, hls_dir: str, serve: str | None
         raise UsageError(f"{source}: --pull plays an rtmp:// URL")
     if not pull and not source.startswith("rtmp://"):
         raise UsageError(f"{source}: sr-live listens on an rtmp://HOST:PORT/APP/KEY URL")
+    token = None
+    if not pull and (token_file is not None or os.environ.get(TOKEN_ENV, "").strip()):
+        token = read_token(token_file)
+    elif not pull:
+        log.warning("no token (--token-file, $%s): the listener admits any publisher to the stream key %r",
+                    TOKEN_ENV, stream_key(source))
     config = ServerConfig(source=source, spool=Path(spool), hls_dir=Path(hls_dir), pull=pull, scale=scale, fps=fps,
                           segment=segment, list_size=list_size, tcsr_budget_ms=tcsr_budget_ms, audio=not no_audio,
-                          serve=serve, receive=receive, token_file=token_file, threads=threads,
-                          stats_dir=Path(stats_dir) if stats_dir else None)
+                          serve=serve, receive=receive, token_file=token_file, token=token, threads=threads,
+                          stats_dir=Path(stats_dir) if stats_dir else None, max_pixels=max_pixels)
     if config.stats_dir:
         config.stats_dir.mkdir(parents=True, exist_ok=True)
     with Chain() as chain:
         server = ServerChain(config, chain)
-        urls = server.start_services()
-        server.run_session(on_ready=lambda: _announce(source, urls, chain))
-        while sessions == 0 or server.sessions < sessions:
-            server.run_session()
-        if serve:
-            log.info("%d sessions served; serving %s until interrupted", sessions, hls_dir)
-            chain.wait(["sr-hls"])
+        signal.signal(signal.SIGUSR1, lambda signum, frame: server.finish())
+        try:
+            urls = server.start_services()
+            server.run_session(on_ready=lambda: _announce(source, urls, chain))
+            while not server.finishing and (sessions == 0 or server.sessions < sessions):
+                server.run_session()
+            if server.finishing:
+                log.info("the stream has ended (SIGUSR1) after %d sessions", server.sessions)
+            elif serve:
+                log.info("%d sessions served; serving %s until interrupted", sessions, hls_dir)
+                chain.wait(["sr-hls"])
+        finally:
+            server.closing = True
 
 
 def _announce(source: str, urls: dict, chain: Chain) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import urllib.parse
 from pathlib import Path
 
 import click
@@ -12,6 +13,7 @@ from ..errors import Interrupted, UsageError
 from ..fsutil import emit_json
 from ..live import push
 from ..live.pool import DEFAULT_MAX_PAIRS, DEFAULT_MAX_RUNS, Pool
+from ..live.streamtoken import read_token
 
 _RATE = re.compile(r"\d+(\.\d+)?[kKMG]?")
 _FORMAT = re.compile(r"[A-Za-z0-9_]+")
@@ -67,10 +69,13 @@ def _format_name(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option("--retries", type=click.IntRange(0, 30), default=push.DEFAULT_RETRIES, show_default=True,
               metavar="N", help="Reconnections to a network destination that refused or dropped the stream, "
                                 "after waits of 1, 2, 4, ... s.")
+@click.option("--token-file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Add the stream's token from FILE to an rtmp:// --to URL (?token=TOKEN), as nginx-rtmp (through "
+                   "sr-receive) and sr-live's listener check it; never put it on the command line.")
 def command(source: str, destination: str, spool: str, scale: int, input_format: str | None,
             output_format: str | None, no_pace: bool, fps: float | None, bitrate: str, crf: int, preset: str,
             segment: float, pair_rate: float, max_pairs: int, run_rate: float, run_frames: int, max_runs: int,
-            retries: int) -> None:
+            retries: int, token_file: str | None) -> None:
     """Push a low-res H.264 stream to a server and sample training pairs on the way.
 
     INPUT is anything ffmpeg reads: a file, a URL, a lavfi filter graph (--input-format lavfi,
@@ -113,9 +118,20 @@ def command(source: str, destination: str, spool: str, scale: int, input_format:
     runs_dropped, time_base (the stream time of this push's first frame), attempts
     (connections), wall_s, cpu_s (this process alone: frame readers, sampler and pool writes,
     not ffmpeg), destination (stream key masked) and interrupted.
+
+    A server that checks publishers (nginx-rtmp with sr-receive, sr-live's listener) wants the
+    stream's token in the URL: --token-file adds it, so it is neither on sr-push's command line
+    nor in its messages (its ffmpeg's command line holds the URL: on a shared push machine, other
+    local users can read it there).
     """
     if destination == "-":
         raise UsageError("--to -: stdout carries the summary; name a file or a named FIFO")
+    if token_file is not None:
+        if not destination.startswith("rtmp://"):
+            raise UsageError("--token-file: the token goes into an rtmp:// --to URL")
+        parts = urllib.parse.urlsplit(destination)
+        query = urllib.parse.urlencode({"token": read_token(token_file)})
+        destination = parts._replace(query=f"{parts.query}&{query}" if parts.query else query).geturl()
     settings = push.PushSettings(
         source=source, destination=destination, scale=scale, input_format=input_format,
         output_format=output_format, pace=not no_pace, fps=fps, bitrate=bitrate, crf=crf, preset=preset,

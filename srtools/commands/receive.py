@@ -10,7 +10,7 @@ from .. import cli
 from ..errors import UsageError
 from ..httpserve import bind, serve_until_interrupted, serving
 from ..live.receive import DEFAULT_KEY, ReceiveHandler, Stream, parse_stream, serve_attributes
-from ..live.upload import TOKEN_ENV, read_token
+from ..live.streamtoken import TOKEN_ENV, read_token
 from ..spool import Spool
 
 log = logging.getLogger("srtools.receive")
@@ -31,8 +31,11 @@ log = logging.getLogger("srtools.receive")
               help="Keep the newest N versions of each model in a spool, removing older ones (0: keep all).")
 @click.option("--max-bytes", type=click.IntRange(1024, 1 << 30), default=4 << 20, show_default=True,
               metavar="BYTES", help="Largest model file accepted; larger bodies are refused (413) unread.")
+@click.option("--max-publishers", type=click.IntRange(0, None), default=0, show_default=True, metavar="N",
+              help="Streams that may publish at once through nginx-rtmp (on_publish); the next is refused (403). "
+                   "0: no limit.")
 def command(spool: str | None, stream_specs: tuple[str, ...], token_file: str | None, listen: str,
-            keep_models: int, max_bytes: int) -> None:
+            keep_models: int, max_bytes: int, max_publishers: int) -> None:
     """Receive models from the push side over HTTP and publish them into the server's spool.
 
     The server half of model upload: sr-upload on the push side sends each new model of its
@@ -66,8 +69,17 @@ def command(spool: str | None, stream_specs: tuple[str, ...], token_file: str | 
 
     The same server answers nginx-rtmp's on_publish callback (conf/nginx-rtmp.conf) on POST
     /on_publish: a publisher is let in (204) only for a stream key it knows and with that stream's
-    token in the publish URL, rtmp://HOST/live/KEY?token=TOKEN; anything else gets 403 and nginx
-    drops the connection.
+    token in the publish URL, rtmp://HOST/live/KEY?token=TOKEN (sr-push --token-file adds it),
+    and while fewer than --max-publishers streams publish; anything else gets 403, in one log
+    line, and nginx drops the connection. POST /on_publish_done (nginx-rtmp's on_publish_done)
+    says a publisher has left.
+
+    Limits: a request has 10 s for its line and headers and, for a body, 10 s more plus its
+    length at 16 KiB/s; a connection idle for 60 s in a read or write is dropped; 256
+    connections are served at once (more get 503); a malformed request (a control character in
+    the path, a Content-Length that is not a number) gets 400. nginx in front (below) adds TLS,
+    buffers slow clients itself and has its own timeouts and limits (client_header_timeout,
+    client_body_timeout, limit_conn).
 
     On start, one JSON line {"url": "http://HOST:PORT", "streams": {KEY: SPOOL_DIR, ...}} goes to
     stdout; each upload is logged on stderr. Runs until SIGINT or SIGTERM.
@@ -104,7 +116,7 @@ def command(spool: str | None, stream_specs: tuple[str, ...], token_file: str | 
             default_token = read_token(token_file)
         token = default_token if stream_token_file is None else read_token(stream_token_file)
         streams.append(Stream(key, Spool(spool_dir, create=True, keep=keep_models or None), token))
-    server = bind(ReceiveHandler, listen, **serve_attributes(streams, max_bytes))
+    server = bind(ReceiveHandler, listen, **serve_attributes(streams, max_bytes, max_publishers))
     try:
         with serving(server, streams={s.key: str(s.spool.root) for s in streams}, max_bytes=max_bytes) as url:
             log.info("receiving models at %s for %s", url, ", ".join(f"{s.key} -> {s.spool.root}" for s in streams))

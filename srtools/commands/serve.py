@@ -44,9 +44,10 @@ log = logging.getLogger("srtools.serve")
                    "while no input pixel of its window changed by more than this many luma levels; 0 "
                    "recomputes every block and leaves blocks that do not fit bicubic.")
 @cli.poll_interval_option()
+@cli.max_pixels_option("out")
 def command(input: str, output: str, spool: str | None, model_path: str | None, scale: int, device: str,
             precision: str, realtime: bool, latency: int, block: int, reuse_threshold: float, poll_interval: float,
-            stats_path: str | None) -> None:
+            stats_path: str | None, max_pixels: int) -> None:
     """Upscale low-resolution frames by SCALE with the current super-resolution model.
 
     Reads Y4M (srtools-y4m(7)) from INPUT ('-' for stdin, a file or named FIFO) or decodes any
@@ -73,6 +74,11 @@ def command(input: str, output: str, spool: str | None, model_path: str | None, 
     that changed by at most 16 levels takes it too; other blocks are bicubic. The statistics count
     the frames with network output, whole or in blocks, the frames upscaled in blocks with the share
     of their blocks that has network output (computed or reused), the late frames and the worst lag.
+
+    Frames are bounded: a stream whose output frames would have more than --max-pixels pixels is
+    refused (exit status 3) before anything is allocated for it, and the model is warmed up on a
+    frame of at most 640x360 pixels, its time scaled to the stream's size: a header costs its
+    sender nothing and the stream's first frame pays for its size.
     """
     if spool is None and model_path is None:
         raise UsageError("give --spool DIR, --model FILE, or both")
@@ -83,6 +89,7 @@ def command(input: str, output: str, spool: str | None, model_path: str | None, 
     with contextlib.ExitStack() as stack:
         reader = stack.enter_context(video.open_source(input))
         in_header = reader.header
+        y4m.check_frame_size(in_header, max_pixels, reader.name, scale)
         upscaler, watcher = loader.follow_spool(stack, upscaler, factory, archs.UPSCALE, scale, in_header, spool,
                                                poll_interval)
         log.info("model: %s; network on %s in %s", upscaler.label if upscaler else "none yet, bicubic", device,

@@ -35,9 +35,10 @@ log = logging.getLogger("srtools.tcsr")
 @cli.device_option
 @cli.precision_option
 @cli.poll_interval_option()
+@cli.max_pixels_option("in")
 def command(input: str, output: str, spool: str | None, model_path: str | None, scale: int, every: int | None,
             budget_ms: float | None, use_generic: bool, device: str, precision: str, poll_interval: float,
-            stats_path: str | None) -> None:
+            stats_path: str | None, max_pixels: int) -> None:
     """Refine upscaled frames with the temporal network TCSR.
 
     Reads Y4M (srtools-y4m(7)) from INPUT ('-' for stdin, a file or named FIFO; typically
@@ -65,6 +66,11 @@ def command(input: str, output: str, spool: str | None, model_path: str | None, 
     not exist yet. Until it has one, the generic TCSR that ships with srtools (trained by the
     project on synthetic motion, see srtools.generic) refines, unless --no-generic; with no model
     at all, frames pass through. New models are hot-swapped between frames.
+
+    Frames are bounded: a stream of frames with more than --max-pixels pixels is refused (exit
+    status 3) before anything is allocated for it, and the model is warmed up on frames of at
+    most 640x360 pixels, its time scaled to the stream's size: a header costs its sender nothing
+    and the stream's first frame pays for its size.
     """
     if spool is None and model_path is None:
         raise UsageError("give --spool DIR, --model FILE, or both")
@@ -81,6 +87,7 @@ def command(input: str, output: str, spool: str | None, model_path: str | None, 
     with contextlib.ExitStack() as stack:
         reader = stack.enter_context(video.open_source(input))
         header = reader.header
+        y4m.check_frame_size(header, max_pixels, reader.name)
         refiner, watcher = loader.follow_spool(stack, refiner, factory, archs.REFINE, scale, header, spool,
                                               poll_interval)
         log.info("model: %s; %s; network on %s in %s",

@@ -9,7 +9,8 @@ import click
 
 from .. import archs, cli
 from ..fsutil import emit_json
-from ..live.upload import TOKEN_ENV, Uploader, UploadResult, read_token
+from ..live.streamtoken import TOKEN_ENV, read_token
+from ..live.upload import Uploader, UploadResult
 from ..spool import Spool
 
 log = logging.getLogger("srtools.upload")

@@ -6,14 +6,26 @@ stops the ffmpeg processes it started. The first stage to fail stops the others;
 sends SIGTERM to every stage (the last started first, so readers do not see a writer vanish
 before they are told to end), waits a grace period and kills what is left. Nothing is left behind
 when the supervisor itself is interrupted, since it stops the chain on its way out.
+
+Nor when it is killed: every stage is sent SIGTERM when the supervisor dies, however it dies
+(:func:`srtools.procutil.die_with_parent`). The directory holds a lock file, locked while the chain
+runs, and the list of its stages (pid and start time); a new chain of the same prefix recognises
+the directory of a dead run by its free lock, waits for that run's stages to be gone (they are
+stopping, and hold ports and the HLS directory's lock until they are), kills those still there
+after a grace period, and removes the directory.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import fcntl
+import hmac
 import json
 import logging
 import os
+import re
+import select
 import shutil
 import signal
 import subprocess
@@ -21,16 +33,24 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 from typing import IO, Callable, Sequence
 from urllib.parse import urlsplit
 
 from ..errors import ExitStatus, SrError
-from ..ffmpeg import GLOBAL_ARGS, ffmpeg_binary
+from ..ffmpeg import ffmpeg_binary
 from ..hls import Encoding
-from ..procutil import signals_ignored
+from ..procutil import die_with_parent, signals_ignored
+from ..y4m import MAX_PIXELS
 
 log = logging.getLogger("srtools.chain")
+
+LOCK_FILE = "run.lock"
+STAGES_FILE = "stages"
+# The ingest's frame rate when it follows the publisher's: at most this (a stream announcing a
+# millisecond time base as its rate is not duplicated to 1000 frames a second).
+MAX_FPS = 120
 
 
 class StageFailed(SrError):
@@ -73,10 +93,21 @@ class StageProcess:
 
 
 class Chain:
-    """Processes wired by pipes and FIFOs; a context manager that always stops them."""
+    """Processes wired by pipes and FIFOs; a context manager that always stops them.
+
+    Args:
+        prefix: of the temporary directory's name; a dead run's directory of the same prefix is
+            cleared first (see the module docstring).
+    """
 
     def __init__(self, prefix: str = "sr-live-"):
+        clear_dead_runs(prefix)
         self.dir = Path(tempfile.mkdtemp(prefix=prefix))
+        # Locked, then given its name: a new chain never sees the lock file of a live one unlocked.
+        lock = self.dir / (LOCK_FILE + ".new")
+        self._lock_fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        lock.rename(self.dir / LOCK_FILE)
         self.stages: list[StageProcess] = []
 
     def __enter__(self) -> Chain:
@@ -91,10 +122,14 @@ class Chain:
         return path
 
     def start(self, name: str, argv: Sequence[str], stdin: int | IO | None = subprocess.DEVNULL,
-              stdout: int | IO | None = subprocess.DEVNULL) -> StageProcess:
-        """Start a stage; its stderr is ours (every srtools command prefixes its lines with its name)."""
+              stdout: int | IO | None = subprocess.DEVNULL, stderr: int | IO | None = None) -> StageProcess:
+        """Start a stage, which dies with this process; its stderr is ours unless redirected (every
+        srtools command prefixes its lines with its name)."""
         log.debug("starting %s: %s", name, " ".join(argv))
-        process = subprocess.Popen(list(argv), stdin=stdin, stdout=stdout, start_new_session=True)
+        process = subprocess.Popen(list(argv), stdin=stdin, stdout=stdout, stderr=stderr, start_new_session=True,
+                                   preexec_fn=die_with_parent())
+        with open(self.dir / STAGES_FILE, "a") as record:
+            record.write(f"{process.pid} {_start_time(process.pid)} {name}\n")
         stage = StageProcess(name, process)
         self.stages.append(stage)
         return stage
@@ -131,7 +166,7 @@ class Chain:
     def _stop(self, grace: float) -> None:
         running = [s for s in reversed(self.stages) if s.returncode is None]
         for stage in running:
-            _signal_group(stage.process, signal.SIGTERM)
+            _signal_group(stage.process.pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
         for stage in running:
             try:
@@ -139,20 +174,85 @@ class Chain:
             except subprocess.TimeoutExpired:
                 log.warning("stage %s did not stop within %.0f s: killed", stage.name, grace)
         for stage in self.stages:  # also the children of stages that already exited
-            _signal_group(stage.process, signal.SIGKILL)
+            _signal_group(stage.process.pid, signal.SIGKILL)
             stage.process.wait()
         shutil.rmtree(self.dir, ignore_errors=True)
+        os.close(self._lock_fd)
 
 
-def _signal_group(process: subprocess.Popen, signum: int) -> None:
+def _signal_group(pgid: int, signum: int) -> None:
     try:
-        os.killpg(process.pid, signum)
+        os.killpg(pgid, signum)
     except (ProcessLookupError, PermissionError):
         pass
 
 
 def _describe(code: int) -> str:
     return f"{code}, killed by {signal.Signals(-code).name}" if code < 0 else str(code)
+
+
+def _start_time(pid: int) -> str:
+    """When process ``pid`` started (clock ticks since boot, from /proc): with the pid, it names one
+    process, whatever later reuses the number; '' once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rpartition(")")[2].split()[19]  # field 22; the command name may hold spaces and ')'
+
+
+def _group_running(pgid: int, started: str) -> bool:
+    """Whether the process group of a stage that started as process ``pgid`` at ``started`` still
+    has a process: its leader (the same process, by its start time), or, the leader gone, any
+    member (a group cannot be taken over while it has members)."""
+    leader = _start_time(pgid)
+    if leader:
+        return leader == started
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rpartition(")")[2].split()[2]) == pgid:
+                return True
+    return False
+
+
+def clear_dead_runs(prefix: str, grace: float = 10.0) -> None:
+    """Clear the directories of chains of ``prefix`` whose supervisor died: their lock is free. Their
+    stages still running (they were sent SIGTERM and are stopping) are waited for up to ``grace``
+    seconds, then killed; then the directory is removed."""
+    for path in Path(tempfile.gettempdir()).glob(f"{prefix}*"):
+        try:
+            fd = os.open(path / LOCK_FILE, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:  # not a chain's directory, another user's, or one being created
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # a running chain
+                continue
+            try:
+                stages = [line.split() for line in (path / STAGES_FILE).read_text().splitlines()]
+            except OSError:
+                stages = []
+            groups = [(int(fields[0]), fields[1], fields[2]) for fields in stages if len(fields) == 3]
+            deadline = time.monotonic() + grace
+            running = [g for g in groups if _group_running(g[0], g[1])]
+            if running:
+                log.info("a dead run left %d stages (%s) in %s: waiting for them to stop", len(running),
+                         ", ".join(name for _, _, name in running), path)
+            while running and time.monotonic() < deadline:
+                time.sleep(0.1)
+                running = [g for g in running if _group_running(g[0], g[1])]
+            for pgid, _, name in running:
+                log.warning("stage %s of a dead run (pid %d) did not stop within %.0f s: killed", name, pgid, grace)
+                _signal_group(pgid, signal.SIGKILL)
+            shutil.rmtree(path, ignore_errors=True)
+            log.info("cleared the FIFO directory of a dead run: %s", path)
+        finally:
+            os.close(fd)
 
 
 def port_listening(port: int) -> bool:
@@ -171,6 +271,12 @@ def port_listening(port: int) -> bool:
     return False
 
 
+def stream_key(url: str) -> str:
+    """The stream key of an RTMP URL: its last path segment, without the query
+    (rtmp://HOST:PORT/live/studio -> studio)."""
+    return urlsplit(url).path.rstrip("/").rpartition("/")[2]
+
+
 @dataclasses.dataclass
 class ServerConfig:
     """The server side of the live system: ingest -> sr-serve --realtime -> sr-tcsr -> sr-hls.
@@ -180,12 +286,17 @@ class ServerConfig:
             ``pull``, played from a server such as nginx-rtmp.
         spool: the server's model spool (sr-serve and sr-tcsr hot-swap from it).
         hls_dir: sr-hls --out.
-        fps: the constant frame rate the ingest normalises to (frame n is at n / fps).
+        fps: the constant frame rate the ingest normalises to (frame n is at n / fps); None keeps
+            the publisher's own rate (made constant, at most :data:`MAX_FPS`).
+        list_size: segments in the HLS playlist (0: all).
         tcsr_budget_ms: sr-tcsr's per-frame budget; 0 leaves TCSR out.
         serve / receive: HOST:PORT of sr-hls --serve and of sr-receive (None: not run).
         token_file: sr-receive's --token-file.
+        token: the stream's token, which a publisher to the listener must give (?token=); None
+            admits any publisher to the stream's key.
         threads: sr-serve's and sr-tcsr's --threads (they share the cores with each other and ffmpeg).
         stats_dir: where sr-serve and sr-tcsr publish their --stats (session by session).
+        max_pixels: the largest frame the stages accept (--max-pixels).
     """
 
     source: str
@@ -193,7 +304,7 @@ class ServerConfig:
     hls_dir: Path
     pull: bool = False
     scale: int = 2
-    fps: float = 25.0
+    fps: float | None = None
     segment: float = Encoding.segment
     list_size: int = Encoding.list_size
     tcsr_budget_ms: float = 15.0
@@ -201,48 +312,222 @@ class ServerConfig:
     serve: str | None = None
     receive: str | None = None
     token_file: str | None = None
+    token: str | None = None
     threads: int = 1
     stats_dir: Path | None = None
+    max_pixels: int = MAX_PIXELS
+
+    @property
+    def key(self) -> str:
+        return stream_key(self.source)
 
 
 def ingest_args(config: ServerConfig, audio_out: Path | None) -> list[str]:
-    """ffmpeg: the RTMP stream -> Y4M at a constant ``fps`` on stdout, its audio copied as ADTS AAC to
-    ``audio_out``."""
-    args = [ffmpeg_binary(), *GLOBAL_ARGS, "-y"]
+    """ffmpeg: the RTMP stream -> Y4M at a constant frame rate on stdout, its audio, if it has any,
+    copied as ADTS AAC to ``audio_out``.
+
+    One tee output holds both, the audio's part allowed to fail: a publisher without audio leaves
+    it without a stream, which an output of its own would make an error. ``audio_out`` is then
+    opened and closed without a byte (sr-hls reads that as a stream without audio). Messages carry
+    their level (``[info]``, ``[error]``, ...) for :class:`IngestLog`.
+    """
+    args = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "repeat+level+info", "-y"]
     if not config.pull:
         args += ["-listen", "1"]
-    args += ["-i", config.source, "-map", "0:v:0", "-vf", f"fps={config.fps:g},format=yuv420p",
-             "-f", "yuv4mpegpipe", "pipe:1"]
+    args += ["-i", config.source, "-map", "0:v:0"]
+    if config.fps is None:
+        args += ["-vf", "format=yuv420p", "-fpsmax", str(MAX_FPS)]
+    else:
+        args += ["-vf", f"fps={config.fps:g},format=yuv420p"]
+    args += ["-fps_mode", "cfr", "-c:v", "wrapped_avframe"]
+    outputs = ["[select=v:f=yuv4mpegpipe]pipe:1"]
     if audio_out is not None:
-        args += ["-map", "0:a:0", "-c:a", "copy", "-f", "adts", str(audio_out)]
-    return args
+        args += ["-map", "0:a:0?", "-c:a", "copy"]
+        outputs.append(f"[select=a:f=adts:onfail=ignore]{audio_out}")
+    return args + ["-f", "tee", "|".join(outputs)]
 
 
 def rtmp_port(url: str) -> int:
     return urlsplit(url).port or 1935
 
 
+class IngestLog(threading.Thread):
+    """Reads the ingest's stderr: relays its messages to the log as the ingest's, and learns from
+    them who publishes and what.
+
+    ffmpeg's messages carry their level: errors are logged as warnings, warnings as information,
+    the rest at debug level, each once when repeated. From the information it dumps it learns the
+    stream name the publisher gave (listen mode: ffmpeg reports a name other than the key it
+    listens on, the query included), whether the stream has audio, and the frame size and rate
+    of the output; :attr:`decided` is set once the input is open, with :attr:`admitted` saying
+    whether the publisher may go on (the key, and the token when ``token`` is given).
+
+    Args:
+        stage: the ingest, started with its stderr on a pipe.
+        config: the chain's configuration (listen or pull, key, token, fps).
+        session: the number the session would get, for the log.
+        closing: whether the chain is being stopped (what ffmpeg says then is logged at debug level).
+    """
+
+    _LINE = re.compile(r"(?:\[[^\]]* @ 0x[0-9a-f]+\] )?\[(?P<level>[a-z]+)\] (?P<text>.*)")
+    _UNEXPECTED = re.compile(r"Unexpected stream (?P<name>.*), expecting ")
+    _VIDEO = re.compile(r"Stream #0:0: Video: .*?(?P<width>\d+)x(?P<height>\d+).*?(?P<fps>[\d.]+(?:k)?) fps")
+
+    def __init__(self, stage: StageProcess, config: ServerConfig, session: int, closing: Callable[[], bool]):
+        super().__init__(name="ingest-log", daemon=True)
+        self.stage, self.config, self.session, self.closing = stage, config, session, closing
+        self.published = config.key  # the stream name the publisher gave (listen mode)
+        self.audio: bool | None = None
+        self.opened = False  # the input is open: a publisher is there, with a stream
+        self.admitted = False
+        self.decided = threading.Event()
+        self._section = ""  # of ffmpeg's dump: "input" or "output"
+
+    def run(self) -> None:
+        previous = None
+        for raw in self.stage.process.stderr:
+            line = raw.decode("utf-8", "replace").rstrip()
+            match = self._LINE.fullmatch(line)
+            level, text = (match["level"], match["text"]) if match else ("info", line)
+            if line and line != previous:
+                self._learn(text)
+                self._relay(level, text, line)
+            previous = line
+        self.decided.set()
+
+    def _relay(self, level: str, text: str, line: str) -> None:
+        if self.audio is False and line.startswith(("[tee @", "[adts @")) or self.closing():
+            level = "debug"  # the tee's audio part failing without audio; a listener told to stop
+        if level in ("panic", "fatal", "error"):
+            log.warning("ingest: %s", text)
+        elif level == "warning" and not self._UNEXPECTED.match(text):
+            log.info("ingest: %s", text)
+        else:
+            log.debug("ingest: %s", text)
+
+    def _learn(self, text: str) -> None:
+        if match := self._UNEXPECTED.match(text):
+            self.published = match["name"]
+        elif text.startswith("Input #0,"):
+            self._section, self.audio, self.opened = "input", False, True
+            self._decide()
+        elif text.startswith("Output #0,"):
+            self._section = "output"
+        elif self._section == "input" and re.match(r"\s*Stream #0:\d+.*: Audio: ", text):
+            self.audio = True
+        elif self._section == "output" and (match := self._VIDEO.search(text)):
+            self._section = ""
+            rate = ("normalised to it (--fps)" if self.config.fps is not None
+                    else "the publisher's, made constant (--fps normalises)")
+            log.info("session %d: %sx%s at %s fps (%s), %s", self.session, match["width"], match["height"],
+                     match["fps"], rate, "with audio" if self.audio else "without audio")
+
+    def _decide(self) -> None:
+        """Admit the publisher, or refuse it and stop the ingest (listen mode)."""
+        if not self.config.pull:
+            name, _, query = self.published.partition("?")
+            token = urllib.parse.parse_qs(query).get("token", [""])[0]
+            where = f"{urlsplit(self.config.source).netloc}/.../{name}"
+            if name != self.config.key:
+                log.warning("refused a publisher to %s: not this stream's key (%s)", where, self.config.key)
+                return self._refuse()
+            if self.config.token is not None and not hmac.compare_digest(token.encode(), self.config.token.encode()):
+                log.warning("refused a publisher to %s: %s token", where, "a wrong" if token else "no")
+                return self._refuse()
+        self.admitted = True
+        self.decided.set()
+
+    def _refuse(self) -> None:
+        _signal_group(self.stage.process.pid, signal.SIGKILL)
+        self.decided.set()
+
+
+class Relay(threading.Thread):
+    """Moves the ingest's Y4M to sr-serve once :class:`IngestLog` has admitted the publisher; until then
+    the ingest waits on its full pipe (a publisher to the listener waits a moment).
+
+    Once admitted, the ingest is read as fast as it writes: a stream pulled from nginx-rtmp flows
+    while sr-serve still starts (Python, torch, its model: seconds on a loaded machine), and an
+    ingest that stopped reading would make nginx drop the stream's frames for it. What sr-serve
+    has not taken yet waits here, up to :attr:`BUFFER_BYTES` (then the ingest waits after all);
+    the frames then come late to sr-serve, which makes that the session's latency, and none is lost.
+
+    Attributes:
+        bytes: how many came from the ingest; 0 when the publisher was refused or brought no stream.
+    """
+
+    BUFFER_BYTES = 128 << 20
+
+    def __init__(self, source: IO[bytes], target: int, gate: IngestLog):
+        super().__init__(name="relay", daemon=True)
+        self.source, self.target, self.gate = source, target, gate
+        self.bytes = 0
+
+    def run(self) -> None:
+        try:
+            self.gate.decided.wait()
+            if self.gate.admitted:
+                self._move()
+        except OSError as exc:  # sr-serve gone: the chain names the stage that failed
+            log.debug("relay: %s", exc)
+        finally:
+            self.source.close()
+
+    def _move(self) -> None:
+        source = self.source.fileno()
+        os.set_blocking(self.target, False)
+        pending: collections.deque[memoryview] = collections.deque()
+        held, ended = 0, False
+        while not ended or pending:
+            readable, writable, _ = select.select([source] if not ended and held < self.BUFFER_BYTES else [],
+                                                  [self.target] if pending else [], [])
+            if readable:
+                data = os.read(source, 1 << 20)
+                ended = not data
+                if data:
+                    pending.append(memoryview(data))
+                    held += len(data)
+                    self.bytes += len(data)
+            if writable:
+                try:
+                    written = os.write(self.target, pending[0])
+                except BlockingIOError:
+                    continue
+                held -= written
+                pending[0] = pending[0][written:]
+                if not pending[0]:
+                    pending.popleft()
+
+
 class ServerChain:
     """Runs :class:`ServerConfig`'s chain: long-lived sr-hls (and sr-receive), and per publish session
-    the ingest, sr-serve and sr-tcsr; see sr-live(1)."""
+    the ingest, sr-serve and sr-tcsr; see sr-live(1).
+
+    Between sessions sr-serve and sr-tcsr wait for a stream on a pipe that only an admitted
+    publisher's frames reach: a connection refused, or one that ends before its stream starts,
+    costs a new ingest (one ffmpeg), never new stages.
+    """
 
     def __init__(self, config: ServerConfig, chain: Chain):
         self.config, self.chain = config, chain
         self.video_fifo = chain.fifo("video.y4m")
         self.audio_fifo = chain.fifo("audio.aac") if config.audio else None
         self.sessions = 0
+        self.finishing = False
+        self.closing = False  # set while the chain stops
+        self._ingest: StageProcess | None = None
 
     def start_services(self) -> dict:
         """Start sr-receive and sr-hls; returns their announced URLs."""
         c, urls = self.config, {}
-        if c.receive:
+        if c.receive:  # the RTMP URL's stream key is sr-receive's (which refuses one it cannot serve)
             stage = self.chain.start("sr-receive", srtools_command(
-                "sr-receive", "--spool", c.spool, "--listen", c.receive,
+                "sr-receive", "--stream", f"{c.key}={c.spool}", "--listen", c.receive,
                 *(["--token-file", c.token_file] if c.token_file else [])), stdout=subprocess.PIPE)
             urls["receive"] = _announced(stage)
         # sr-hls outlives the sessions: it waits for the next stream on its FIFO (sr-live stops it).
         hls = ["--out", c.hls_dir, "--continue", "--segment", c.segment, "--list-size", c.list_size,
-               "--reopen-wait", 86400, "--stall-timeout", 0]
+               "--reopen-wait", 86400, "--stall-timeout", 0, "--max-pixels", c.max_pixels]
         if self.audio_fifo:
             hls += ["--audio", self.audio_fifo, "--audio-format", "aac"]
         if c.serve:
@@ -254,41 +539,91 @@ class ServerChain:
         return urls
 
     def run_session(self, on_ready: Callable[[], None] | None = None) -> None:
-        """One publish session: start the per-session stages (the listener last, so that a publisher
-        only gets in once the chain behind it is up), wait for the publisher to leave and the stages to
-        drain. ``on_ready`` is called once the listener is up (pulling: once the stages are started)."""
+        """One publish session: start sr-serve and sr-tcsr, then ingests until one brings a stream
+        (an admitted publisher); wait for that publisher to leave and the stages to drain. Returns
+        early, without a session, once :meth:`finish` is called. ``on_ready`` is called once the
+        first listener is up (pulling: once the first ingest is started)."""
         c = self.config
-        self.sessions += 1
-        stats = (lambda name: ["--stats", c.stats_dir / f"{name}-{self.sessions}.json"]) if c.stats_dir \
+        number = self.sessions + 1
+        stats = (lambda name: ["--stats", c.stats_dir / f"{name}-{number}.json"]) if c.stats_dir \
             else (lambda name: [])
-        names = ["ingest", "sr-serve"]
-        ingest = self.chain.start("ingest", ingest_args(c, self.audio_fifo), stdout=subprocess.PIPE)
+        names = ["sr-serve"]
+        serve_in, relay_out = os.pipe()
         serve_out = subprocess.PIPE if c.tcsr_budget_ms else open(self.video_fifo, "wb")
         serve = self.chain.start("sr-serve", srtools_command(
             "sr-serve", "--realtime", "--spool", c.spool, "--scale", c.scale, "--threads", c.threads,
-            *stats("sr-serve")),
-            stdin=ingest.process.stdout, stdout=serve_out)
-        ingest.process.stdout.close()
+            "--max-pixels", c.max_pixels, *stats("sr-serve")), stdin=serve_in, stdout=serve_out)
+        os.close(serve_in)
         if c.tcsr_budget_ms:
             names.append("sr-tcsr")
             with open(self.video_fifo, "wb") as out:
                 self.chain.start("sr-tcsr", srtools_command(
                     "sr-tcsr", "--spool", c.spool, "--scale", c.scale, "--budget-ms", c.tcsr_budget_ms,
-                    "--threads", c.threads, *stats("sr-tcsr")), stdin=serve.process.stdout, stdout=out)
+                    "--threads", c.threads, "--max-pixels", c.max_pixels, *stats("sr-tcsr")),
+                    stdin=serve.process.stdout, stdout=out)
             serve.process.stdout.close()
         else:
             serve_out.close()
+        try:
+            while not self.finishing:
+                if self._ingest_once(number, relay_out, on_ready):
+                    self.sessions += 1
+                    break
+                on_ready = None
+        finally:
+            os.close(relay_out)  # sr-serve's end of input: the session's stages drain
+        if self.finishing and self.sessions < number:
+            return  # no stream came: the chain's stop ends the waiting stages
+        self.chain.wait(names, tolerate=["ingest"])
+        self.chain.forget(names)
+
+    def _ingest_once(self, number: int, relay_out: int, on_ready: Callable[[], None] | None) -> bool:
+        """One ingest: listen (or pull) until its input ends; whether a stream went through to sr-serve."""
+        c = self.config
+        ingest = self.chain.start("ingest", ingest_args(c, self.audio_fifo), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE)
+        self._ingest = ingest
+        gate = IngestLog(ingest, c, number, closing=lambda: self.closing)
+        relay = Relay(ingest.process.stdout, relay_out, gate)
+        gate.start()
+        relay.start()
         if not c.pull:
             self._wait_listening(ingest)
         if on_ready:
             on_ready()
-        log.info("session %d: %s %s", self.sessions, "pulling" if c.pull else "listening on", c.source)
+        log.info("%s %s", "pulling" if c.pull else "listening on", c.source)
         # A publisher that drops ends the ingest with an error: the session ends, the chain goes on.
-        self.chain.wait(names, tolerate=["ingest"])
-        if ingest.returncode:
-            log.warning("session %d: the ingest ended with status %s (publisher gone?)", self.sessions,
+        self.chain.wait(["ingest"], tolerate=["ingest"])
+        relay.join()
+        gate.join()
+        self._ingest = None
+        self.chain.forget(["ingest"])
+        if relay.bytes and ingest.returncode:
+            log.warning("session %d: the ingest ended with status %s (publisher gone?)", number,
                         _describe(ingest.returncode))
-        self.chain.forget(names)
+        elif not relay.bytes and gate.admitted:
+            log.info("the publisher left before its stream started (ingest status %s)", _describe(ingest.returncode))
+        elif not gate.opened and not self.finishing:
+            log.info("a connection ended before publishing a stream (ingest status %s)",
+                     _describe(ingest.returncode))
+        return relay.bytes > 0
+
+    def finish(self, grace: float = 2.0) -> None:
+        """End the current session as if its publisher had left (the ingest finishes its outputs; what
+        is in the stages drains to HLS), and no new one: for SIGUSR1.
+
+        The ingest gets SIGINT, and another after ``grace`` seconds: one lets ffmpeg read what it has
+        been sent, but not leave a read that waits for more (a stream whose publisher has gone, a
+        server that keeps the connection open); the second ends that read.
+        """
+        self.finishing = True
+        ingest = self._ingest
+        if ingest is not None and ingest.returncode is None:
+            ingest.process.send_signal(signal.SIGINT)
+            timer = threading.Timer(grace, lambda: ingest.returncode is None and ingest.process.send_signal(
+                signal.SIGINT))
+            timer.daemon = True
+            timer.start()
 
     def _wait_listening(self, ingest: StageProcess, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout

@@ -34,6 +34,7 @@ log = logging.getLogger("srtools.receive")
 
 DEFAULT_KEY = "default"
 PUBLISH_CHECK_PATH = "/on_publish"
+PUBLISH_DONE_PATH = "/on_publish_done"
 _KEY = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 _ROUTE = re.compile(rf"/models/(?P<key>{_KEY})/(?P<arch>[a-z0-9_]+)-x(?P<scale>[234])")
 _CHUNK = 65536
@@ -51,6 +52,11 @@ class Stream:
     token: str
 
 
+def is_stream_key(text: str) -> bool:
+    """Whether ``text`` may name a stream: letters, digits, '_', '.', '-', at most 64."""
+    return re.fullmatch(_KEY, text) is not None
+
+
 def parse_stream(text: str) -> tuple[str, str, str | None]:
     """'KEY=SPOOL_DIR[:TOKEN_FILE]' -> (key, spool directory, token file or None).
 
@@ -58,7 +64,7 @@ def parse_stream(text: str) -> tuple[str, str, str | None]:
     token file is given.
     """
     key, sep, rest = text.partition("=")
-    if not sep or not re.fullmatch(_KEY, key) or not rest:
+    if not sep or not is_stream_key(key) or not rest:
         raise UsageError(f"--stream {text!r}: expected KEY=SPOOL_DIR[:TOKEN_FILE], KEY of letters, digits, "
                          "'_', '.', '-'")
     spool, sep, token_file = rest.rpartition(":")
@@ -91,26 +97,57 @@ class ReceiveHandler(QuietHandler):
                           "version": _current_version(stream.spool, arch, scale), "max_bytes": self.server.max_bytes})
 
     def do_POST(self) -> None:  # noqa: N802
-        """nginx-rtmp's on_publish callback (conf/nginx-rtmp.conf): 204 lets the publisher in, 403 drops it.
+        """nginx-rtmp's on_publish callback (conf/nginx-rtmp.conf): 204 lets the publisher in, 403 drops
+        it; and its on_publish_done, which says a publisher has left (204).
 
-        The form body carries the stream ``name`` (its key) and the publish URL's arguments: the
-        publisher proves it knows the stream's token with rtmp://HOST/APP/KEY?token=TOKEN.
+        The form body carries the stream ``name`` (its key), nginx's ``clientid`` and the publish
+        URL's arguments: the publisher proves it knows the stream's token with
+        rtmp://HOST/APP/KEY?token=TOKEN. Beyond the server's ``max_publishers`` streams publishing
+        at once, a new one is refused.
         """
-        if self.url_path() != PUBLISH_CHECK_PATH:
-            self._refuse(_Refused(404, f"POST only on {PUBLISH_CHECK_PATH}"), body_pending=True)
+        path = self.url_path()
+        if path not in (PUBLISH_CHECK_PATH, PUBLISH_DONE_PATH):
+            self._refuse(_Refused(404, f"POST only on {PUBLISH_CHECK_PATH} and {PUBLISH_DONE_PATH}"),
+                         body_pending=True)
             return
         length = int(self.headers.get("Content-Length") or 0)
         if length > _CHUNK:
             self._refuse(_Refused(413, "an on_publish form is small"), body_pending=True)
             return
-        form = urllib.parse.parse_qs(self.rfile.read(length).decode("latin-1"))
-        key, token = form.get("name", [""])[0], form.get("token", [""])[0]
+        try:
+            form = urllib.parse.parse_qs(self.rfile.read(length).decode("latin-1"))
+        except TimeoutError:
+            self._refuse(_Refused(408, "the form did not arrive in time"), body_pending=False, close=True)
+            return
+        key, token, client = (form.get(field, [""])[0] for field in ("name", "token", "clientid"))
+        publishers = self.server.publishers
+        if path == PUBLISH_DONE_PATH:
+            with self.server.lock:
+                if key in publishers and publishers[key] in (client, ""):
+                    del publishers[key]
+                live = len(publishers)
+            log.info("%s: publisher gone (%d streams publishing)", key, live)
+            self._no_content()
+            return
         stream = self.server.streams.get(key)
         if stream is None or not hmac.compare_digest(token.encode(), stream.token.encode()):
             self._refuse(_Refused(403, f"stream key {key!r} with a missing or wrong token may not publish"),
                          body_pending=False)
             return
-        log.info("%s: publisher admitted from %s", key, form.get("addr", ["?"])[0])
+        with self.server.lock:
+            limit = self.server.max_publishers
+            full = limit and key not in publishers and len(publishers) >= limit
+            if not full:
+                publishers[key] = client  # a key publishing again (nginx admits one publisher a key) counts once
+            live = len(publishers)
+        if full:
+            self._refuse(_Refused(403, f"stream {key!r} may not publish: {live} streams are publishing, the most "
+                                       f"allowed (--max-publishers {limit})"), body_pending=False)
+            return
+        log.info("%s: publisher admitted from %s (%d streams publishing)", key, form.get("addr", ["?"])[0], live)
+        self._no_content()
+
+    def _no_content(self) -> None:
         self.send_response(204)
         self.send_header("Content-Length", "0")
         self.end_headers()
@@ -164,7 +201,9 @@ class ReceiveHandler(QuietHandler):
         match = _ROUTE.fullmatch(self.url_path())
         stream = match and self.server.streams.get(match["key"])
         if stream is None or match["arch"] not in archs.ARCHITECTURES:
-            raise _Refused(404, "no such stream or model (expected /models/KEY/ARCH-xSCALE)")
+            keys, names = ", ".join(sorted(self.server.streams)), ", ".join(archs.ARCHITECTURES)
+            raise _Refused(404, f"no such stream or model: expected /models/KEY/ARCH-xSCALE, KEY one of {keys}, "
+                                f"ARCH one of {names}")
         scheme, _, given = self.headers.get("Authorization", "").partition(" ")
         # compare_digest: the time taken does not depend on where the tokens differ.
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), stream.token.encode()):
@@ -264,7 +303,8 @@ def _current_version(spool: Spool, arch: str, scale: int) -> int | None:
     return None if pointer is None else pointer.version
 
 
-def serve_attributes(streams: list[Stream], max_bytes: int) -> dict:
-    """The attributes :func:`srtools.httpserve.bind` sets on the server for :class:`ReceiveHandler`."""
-    return {"streams": {s.key: s for s in streams}, "max_bytes": max_bytes, "lock": threading.Lock(),
-            "accepted": 0, "refused": 0}
+def serve_attributes(streams: list[Stream], max_bytes: int, max_publishers: int = 0) -> dict:
+    """The attributes :func:`srtools.httpserve.bind` sets on the server for :class:`ReceiveHandler`
+    (``max_publishers`` 0: no limit)."""
+    return {"streams": {s.key: s for s in streams}, "max_bytes": max_bytes, "max_publishers": max_publishers,
+            "publishers": {}, "lock": threading.Lock(), "accepted": 0, "refused": 0}

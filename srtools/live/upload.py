@@ -26,7 +26,8 @@ and scale S, every request carrying ``Authorization: Bearer TOKEN``:
   ``{"error": "..."}``.
 
 The token is a shared secret per stream, read from a file or the environment variable
-SRTOOLS_UPLOAD_TOKEN, never from the command line (where other users could read it in ps).
+SRTOOLS_UPLOAD_TOKEN, never from the command line (where other users could read it in ps); see
+:mod:`srtools.live.streamtoken`.
 """
 
 from __future__ import annotations
@@ -35,15 +36,11 @@ import dataclasses
 import http.client
 import json
 import logging
-import os
-import re
 import select
 import ssl
-import stat
 import threading
 import time
 import urllib.parse
-from pathlib import Path
 from typing import Callable, Sequence
 
 from ..errors import InputError, SrError, UsageError
@@ -51,40 +48,7 @@ from ..spool import Pointer, Spool
 
 log = logging.getLogger("srtools.upload")
 
-TOKEN_ENV = "SRTOOLS_UPLOAD_TOKEN"
 VERSION_HEADER = "X-Srtools-Version"
-# A token goes into an HTTP header: visible ASCII only.
-_TOKEN = re.compile(r"[\x21-\x7e]+")
-_MIN_TOKEN_CHARS = 16
-
-
-def read_token(path: str | None) -> str:
-    """The shared secret from the file ``path`` (surrounding whitespace stripped), or from
-    $SRTOOLS_UPLOAD_TOKEN when ``path`` is None.
-
-    Raises:
-        UsageError: no token, an unreadable file, or characters an HTTP header cannot carry.
-    """
-    if path is not None:
-        try:
-            token = Path(path).read_text().strip()
-            mode = os.stat(path).st_mode
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(f"{path}: cannot read the token file ({getattr(exc, 'strerror', None) or exc})") from None
-        if mode & (stat.S_IRGRP | stat.S_IROTH):
-            log.warning("%s: the token file is readable by other users (chmod 600 it)", path)
-        where = path
-    else:
-        token = os.environ.get(TOKEN_ENV, "").strip()
-        if not token:
-            raise UsageError(f"no upload token: give --token-file FILE or set {TOKEN_ENV}")
-        where = TOKEN_ENV
-    if not _TOKEN.fullmatch(token):
-        raise UsageError(f"{where}: the token must be one word of visible ASCII characters")
-    if len(token) < _MIN_TOKEN_CHARS:
-        log.warning("%s: a token of %d characters is easy to guess (use e.g. `openssl rand -hex 32`)",
-                    where, len(token))
-    return token
 
 
 def model_path(key: str, arch: str, scale: int) -> str:
