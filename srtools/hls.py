@@ -1,31 +1,44 @@
-"""Live HLS from Y4M: the last stage of the live chain (sr-hls).
+"""Live HLS from Y4M: the last stage of the live chain (sr-hls), an ABR ladder of two renditions.
 
 Frames are read on a thread and written, as they come, into an ffmpeg whose hls muxer encodes
-them (libx264, and AAC from a separate audio source) into MPEG-TS segments and a rolling media
-playlist. Timestamps are the frame index over the frame rate: every srtools stage passes the same
-frames in the same order, so frame n is ingest time n / fps however long the SR stages took.
+them (libx264) into MPEG-TS segments and a rolling media playlist, the *SR rendition*
+(``sr.m3u8``); the same ffmpeg encodes the audio, from a separate source, into a rendition of its
+own (``audio.m3u8``). Timestamps are the frame index over the frame rate: every srtools stage
+passes the same frames in the same order, so frame n is ingest time n / fps however long the SR
+stages took. A second ffmpeg copies the stream as the server received it, the low-res video, into
+the *LR rendition* (``lr.m3u8``), without re-encoding: a keyframe of the push side at every
+segment boundary (sr-push puts one there) cuts it into segments that start with the SR
+rendition's, so that the two are aligned segment by segment and a player can switch between them.
+Both start at 0 with the first frame. The master playlist (``index.m3u8``, :mod:`srtools.ladder`)
+lists the two video renditions, each with the one audio rendition, with their measured bandwidth,
+resolution and codecs: a standard ABR ladder whose small step is free, and which a comparison
+player reads. One-variant master playlists (``index-sr.m3u8``, ``index-lr.m3u8``) let a player
+that cannot pin a variant (native HLS) play one of them with the audio.
 
 One ffmpeg runs per input stream (one Y4M header). A new stream (a re-opened FIFO, or a new header
 line in the middle of the input) ends the running ffmpeg and starts another that appends to the
-playlist (``hls_flags append_list``): numbering continues and the first new segment carries
-EXT-X-DISCONTINUITY, since its timestamps restart at 0 and its size or frame rate may differ. A
-restarted sr-hls (``--continue``) joins its output the same way. ffmpeg writes no
+playlists (``hls_flags append_list``): numbering continues and the first new segment carries
+EXT-X-DISCONTINUITY, since its timestamps restart at 0 and its size or frame rate may differ. The
+low-res copy runs likewise once per stream of its own source (a FIFO opened again by each new
+writer). A restarted sr-hls (``--continue``) joins its output the same way. ffmpeg writes no
 EXT-X-DISCONTINUITY-SEQUENCE: once a discontinuity leaves the window, a player that joined before it
 and one that joined after count discontinuities differently (hls.js re-aligns them by media
 sequence number; the segments and media sequence stay right for every player).
 
 The output directory holds a marker file (:data:`MARKER`: format, stream id) that tells an sr-hls
 output from any other directory, and lets a run refuse to mix its stream into an earlier one unless
-asked to. Segment names carry the stream id, so a new stream (``--fresh``) never reuses a name a
-player or cache may hold (segments are served as immutable).
+asked to. Segment names carry the stream id and the rendition, so a new stream (``--fresh``) never
+reuses a name a player or cache may hold (segments are served as immutable).
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import datetime
 import fcntl
+import json
 import logging
 import math
 import os
@@ -41,18 +54,22 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
 
-from . import ffmpeg, y4m
+from . import degrade, ffmpeg, prometheus, y4m
 from .errors import FFmpegError, InputError, SrError, UsageError
 from .fsutil import read_json_document, write_atomic, write_json_atomic
 from .httpserve import ReadOnlyHandler
+from .ladder import MASTER, SR, VARIANT_MASTERS, Ladder, media_playlist
 from .procutil import enlarge_pipe
 
 log = logging.getLogger("srtools.hls")
 
-PLAYLIST = "index.m3u8"
+PLAYLIST = MASTER
+LR, AUDIO = "lr", "audio"
+RENDITIONS = (SR, LR, AUDIO)
+PLAYLISTS = (MASTER, *VARIANT_MASTERS.values(), *map(media_playlist, RENDITIONS))
 MARKER = ".sr-hls.json"
 MARKER_FORMAT = "sr-hls/1"
-SEGMENT_NAME = re.compile(r"([0-9a-f]{8})-(\d+)\.ts")
+SEGMENT_NAME = re.compile(r"([0-9a-f]{8})-(sr|lr|audio)-(\d+)\.ts")
 # After the video ends, ffmpeg may still be muxing audio up to that point; past this it is told to stop.
 FINISH_GRACE_S = 2.0
 # The audio waits, buffered, while its video is in the SR stages: ffmpeg's queue for the audio input
@@ -77,6 +94,11 @@ class Encoding:
         audio_bitrate: AAC bitrate.
         audio_format: ffmpeg's name of the audio's container (None: detected). Naming it spares the
             detection, which reads 2 KB first: seconds of a quiet live source.
+        lr: what ffmpeg reads the low-res video from (file, FIFO, URL), or None for no LR rendition.
+        lr_format: ffmpeg's name of its container (None: detected; naming it lets a FIFO start at
+            its first packet).
+        lr_encode: encode the low-res video (keyframes at the segment boundaries, ``crf``) instead
+            of copying it, for a source whose keyframes are elsewhere.
     """
 
     segment: float = 2.0
@@ -88,6 +110,14 @@ class Encoding:
     audio_delay: float = 0.0
     audio_bitrate: str = "128k"
     audio_format: str | None = None
+    lr: str | None = None
+    lr_format: str | None = None
+    lr_encode: bool = False
+
+    @property
+    def window_s(self) -> float:
+        """How long a segment stays listed: a player may fetch it that long after it is written."""
+        return self.segment * (self.list_size + 1) if self.list_size else math.inf
 
 
 def _age(seconds: float) -> str:
@@ -138,14 +168,14 @@ class OutputDir:
             self.close()
             raise
         if mode == "new":
-            playlist = self.path / PLAYLIST
+            playlist = self.media_playlist(SR)
             written = playlist.stat().st_mtime if playlist.exists() else marker.stat().st_mtime
             self.close()
             raise UsageError(f"{path}: holds an earlier sr-hls stream (last written {_age(time.time() - written)} "
                              f"ago): --continue appends to it, --fresh replaces it")
         if mode == "fresh":
             for name in os.listdir(self.path):
-                if name == PLAYLIST or SEGMENT_NAME.fullmatch(name) or name.endswith(".tmp"):
+                if name in PLAYLISTS or SEGMENT_NAME.fullmatch(name) or name.endswith(".tmp"):
                     (self.path / name).unlink()
             self._new_stream()
         else:
@@ -166,50 +196,77 @@ class OutputDir:
 
     @property
     def playlist(self) -> Path:
+        """The master playlist."""
         return self.path / PLAYLIST
 
-    def listed(self) -> list[str]:
-        """The segment names the playlist lists (none without a playlist)."""
+    def media_playlist(self, rendition: str) -> Path:
+        return self.path / media_playlist(rendition)
+
+    def listed(self, rendition: str = SR) -> list[str]:
+        """The segment names the rendition's playlist lists (none without a playlist)."""
         try:
-            text = self.playlist.read_text()
+            text = self.media_playlist(rendition).read_text()
         except FileNotFoundError:
             return []
         return [line for line in text.splitlines() if line and not line.startswith("#")]
 
-    def next_start(self, window_s: float) -> tuple[bool, int]:
-        """Before an ffmpeg starts: sweep leftovers, and say whether it appends to earlier segments
-        (with a discontinuity) and from which number.
+    def next_start(self, rendition: str, window_s: float) -> tuple[bool, int]:
+        """Before the rendition's ffmpeg starts: sweep its leftovers, and say whether it appends to
+        earlier segments (with a discontinuity) and from which number.
 
-        Leftovers are temporary files (no ffmpeg is running) and segments the playlist no longer
-        lists that are older than ``window_s`` (a player may still be fetching a younger one).
+        Leftovers are its temporary files (none of its ffmpegs is running; the other renditions'
+        may be) and its segments the playlist no longer lists that are older than ``window_s`` (a
+        player may still be fetching a younger one).
         """
-        listed = set(self.listed())
+        listed = set(self.listed(rendition))
+        playlist = self.media_playlist(rendition)
         numbers = []
         now = time.time()
         for entry in os.scandir(self.path):
-            match = SEGMENT_NAME.fullmatch(entry.name)
-            if match:
-                numbers.append(int(match.group(2)))
+            name = entry.name.removesuffix(".tmp")
+            match = SEGMENT_NAME.fullmatch(name)
+            if not (name == playlist.name or (match and match.group(2) == rendition)):
+                continue
+            if match and name == entry.name:
+                numbers.append(int(match.group(3)))
             if entry.name.endswith(".tmp") or (match and entry.name not in listed
                                                and now - entry.stat().st_mtime > window_s):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.path)
-        if self.playlist.exists():
+        if playlist.exists():
             return True, 0  # ffmpeg reads the numbering from the playlist
         return bool(numbers), max(numbers, default=-1) + 1
 
-    def end_playlist(self) -> None:
-        """Mark the playlist complete (EXT-X-ENDLIST): players stop at its end."""
-        try:
-            text = self.playlist.read_text()
-        except FileNotFoundError:
-            return
-        if "#EXT-X-ENDLIST" not in text:
-            write_atomic(self.playlist, lambda tmp: Path(tmp).write_text(text.rstrip("\n") + "\n#EXT-X-ENDLIST\n"))
+    def end_playlists(self) -> None:
+        """Mark the media playlists complete (EXT-X-ENDLIST): players stop at their end."""
+        for rendition in RENDITIONS:
+            playlist = self.media_playlist(rendition)
+            try:
+                text = playlist.read_text()
+            except FileNotFoundError:
+                continue
+            if "#EXT-X-ENDLIST" not in text:
+                ended = text.rstrip("\n") + "\n#EXT-X-ENDLIST\n"
+                write_atomic(playlist, lambda tmp, ended=ended: Path(tmp).write_text(ended))
+
+
+def hls_muxer_args(out: OutputDir, enc: Encoding, streams: dict[str, str], append: bool,
+                   start_number: int) -> list[str]:
+    """ffmpeg's hls muxer writing the segments and media playlist of each rendition in ``streams`` (its
+    name: ffmpeg's stream specifier, e.g. {"sr": "v:0", "audio": "a:0"}) into ``out``."""
+    flags = "delete_segments+independent_segments+temp_file+omit_endlist" + ("+append_list" if append else "")
+    # Timestamps as they come, 0 at the first frame in every rendition: by default ffmpeg shifts an output
+    # by its streams' earliest timestamp (the AAC encoder's priming, a B-frame delay), each its own way.
+    return ["-f", "hls", "-avoid_negative_ts", "disabled", "-hls_ts_options", "avoid_negative_ts=disabled",
+            "-hls_time", f"{enc.segment:g}", "-hls_list_size", str(enc.list_size),
+            "-hls_flags", flags, "-start_number", str(start_number),
+            "-var_stream_map", " ".join(f"{spec},name:{name}" for name, spec in streams.items()),
+            "-hls_segment_filename", str(out.path / f"{out.stream}-%v-%06d.ts"), str(out.path / "%v.m3u8")]
 
 
 def ffmpeg_args(enc: Encoding, out: OutputDir, fps: Fraction, append: bool, start_number: int) -> list[str]:
-    """ffmpeg arguments: Y4M on stdin (and ``enc.audio``) to H.264/AAC HLS in ``out``."""
+    """ffmpeg arguments: Y4M on stdin to the H.264 SR rendition in ``out``, and ``enc.audio`` to the AAC
+    audio rendition, one hls muxer writing both (so that the audio ends with the video)."""
     args = [*ffmpeg.GLOBAL_ARGS, "-f", "yuv4mpegpipe", "-i", "pipe:0"]
     if enc.audio:
         args += ["-thread_queue_size", str(AUDIO_QUEUE_PACKETS)]
@@ -235,15 +292,27 @@ def ffmpeg_args(enc: Encoding, out: OutputDir, fps: Fraction, append: bool, star
         # one; gaps in the source's timestamps are filled with silence.
         args += ["-map", "1:a:0", "-af", "aresample=async=1:first_pts=0,apad", "-shortest", "-ac", "2",
                  "-c:a", "aac", "-b:a", enc.audio_bitrate]
-    flags = "delete_segments+independent_segments+temp_file+omit_endlist" + ("+append_list" if append else "")
-    args += ["-f", "hls", "-hls_time", f"{enc.segment:g}", "-hls_list_size", str(enc.list_size),
-             "-hls_flags", flags, "-start_number", str(start_number),
-             "-hls_segment_filename", str(out.path / f"{out.stream}-%06d.ts"), str(out.playlist)]
-    return args
+    streams = {SR: "v:0", **({AUDIO: "a:0"} if enc.audio else {})}
+    return [*args, *hls_muxer_args(out, enc, streams, append, start_number)]
+
+
+def lr_args(enc: Encoding, out: OutputDir, append: bool, start_number: int) -> list[str]:
+    """ffmpeg arguments: the low-res video of ``enc.lr`` to the LR rendition in ``out``, copied (or, with
+    ``enc.lr_encode``, encoded with a keyframe at every segment boundary)."""
+    args = list(ffmpeg.GLOBAL_ARGS)
+    if enc.lr_format:
+        args += ["-probesize", "32", "-analyzeduration", "0", "-f", enc.lr_format]  # the header says it all
+    args += ["-i", enc.lr, "-map", "0:v:0"]
+    if enc.lr_encode:
+        args += ["-vf", "crop=trunc(iw/2)*2:trunc(ih/2)*2", "-pix_fmt", "yuv420p",
+                 *degrade.live_x264_args(enc.crf, enc.bitrate or "100M", enc.preset, enc.segment)]
+    else:
+        args += ["-c:v", "copy"]
+    return [*args, *hls_muxer_args(out, enc, {LR: "v:0"}, append, start_number)]
 
 
 class Encoder:
-    """One ffmpeg turning one Y4M stream into segments of ``out``.
+    """One ffmpeg turning one Y4M stream into segments of ``out`` (and the audio into its rendition).
 
     Args:
         out: the output directory.
@@ -255,8 +324,8 @@ class Encoder:
 
     def __init__(self, out: OutputDir, enc: Encoding, header_line: bytes, header: y4m.Header,
                  write_timeout: float | None):
-        window = enc.segment * (enc.list_size + 1) if enc.list_size else math.inf
-        append, start = out.next_start(window)
+        out.next_start(AUDIO, enc.window_s)  # its leftovers swept; it is numbered as the SR rendition is
+        append, start = out.next_start(SR, enc.window_s)
         self.audio = enc.audio
         self.write_timeout = write_timeout
         self.process = ffmpeg.Process(ffmpeg_args(enc, out, header.fps, append, start), stdin=subprocess.PIPE)
@@ -313,8 +382,8 @@ def is_fifo(path: str) -> bool:
 
 
 def hold_fifo(path: str) -> int | None:
-    """Open the audio FIFO ``path`` without reading it, for as long as sr-hls runs; its descriptor, or
-    None for anything else.
+    """Open the FIFO ``path`` (the audio, or the low-res video) without reading it, for as long as
+    sr-hls runs; its descriptor, or None for anything else.
 
     A writer's open() then returns at once, before sr-hls's ffmpeg opens the FIFO (an ingest that
     opens all its outputs before writing frames would otherwise wait for the audio reader, which
@@ -329,6 +398,58 @@ def hold_fifo(path: str) -> int | None:
         log.warning("%s: cannot raise the pipe buffer to %d bytes (above /proc/sys/fs/pipe-max-size?)", path,
                     AUDIO_PIPE_BYTES)
     return fd
+
+
+class LowResCopier(threading.Thread):
+    """Publishes the LR rendition on a thread: one ffmpeg (:func:`lr_args`) per stream of ``enc.lr``,
+    until its end, or for a FIFO, opened again for each new writer, until :meth:`stop`.
+
+    The low-res video runs ahead of the SR rendition (it skips the SR stages), so it has its own
+    ffmpeg: it never waits for the frames, and an LR source that fails costs the LR rendition alone
+    (logged), never the SR one.
+    """
+
+    def __init__(self, out: OutputDir, enc: Encoding):
+        super().__init__(name="lr-copier", daemon=True)
+        self.out, self.enc = out, enc
+        self.reopen = is_fifo(enc.lr)
+        self.streams = 0
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._process: ffmpeg.Process | None = None
+
+    def run(self) -> None:
+        while not self._stopping.is_set():
+            append, start = self.out.next_start(LR, self.enc.window_s)
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                self._process = ffmpeg.Process(lr_args(self.enc, self.out, append, start), stdin=subprocess.DEVNULL)
+            code = self._process.wait(check=False)  # for a FIFO: opened once a writer comes, until it leaves
+            if code == 0:
+                self.streams += 1
+            elif not self._stopping.is_set():
+                log.warning("low-res rendition: ffmpeg exited with status %d: %s", code, self._process.last_error)
+                if self.reopen:
+                    time.sleep(1)  # a FIFO whose stream is broken: try the next writer
+            if not self.reopen:
+                return
+
+    def stop(self, grace: float = FINISH_GRACE_S) -> None:
+        """End the rendition: the stream under way gets ``grace`` seconds to end on its own (an ingest
+        gone), then ffmpeg is told to finish it; one still waiting for a writer is stopped."""
+        if self.is_alive():
+            self.join(grace)
+        with self._lock:
+            self._stopping.set()
+            process = self._process
+        if process is not None:
+            process.interrupt()  # writes its last segment and the playlist
+            try:
+                process.wait(check=False, timeout=5)
+            except subprocess.TimeoutExpired:  # still in open(), waiting for a writer
+                process.kill()
+        self.join()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -427,14 +548,31 @@ class StreamReader(threading.Thread):
 
 @dataclasses.dataclass
 class Summary:
+    """What sr-hls has encoded so far (read by its server while it runs)."""
+
     streams: int = 0
     frames: int = 0
     seconds: float = 0.0  # of video, summed over streams
+    recent: collections.deque = dataclasses.field(default_factory=lambda: collections.deque(maxlen=512))
+
+    def frame_written(self, fps: float) -> None:
+        self.frames += 1
+        self.seconds += 1 / fps
+        self.recent.append(time.monotonic())
+
+    def fps(self, window_s: float = 5.0) -> float | None:
+        """Frames encoded per second over the last ``window_s`` seconds (None before two frames)."""
+        now = time.monotonic()
+        times = [t for t in list(self.recent) if now - t <= window_s]
+        if len(times) < 2:
+            return None
+        return (len(times) - 1) / max(times[-1] - times[0], now - times[0], 1e-6)
 
 
 def publish(source: str, out: OutputDir, enc: Encoding, stall_timeout: float | None, reopen_wait: float,
-            endlist: bool = False) -> Summary:
-    """Encode the Y4M streams of ``source`` into ``out`` until the input ends.
+            endlist: bool = False, summary: Summary | None = None, ladder: Ladder | None = None) -> Summary:
+    """Encode the Y4M streams of ``source`` into ``out`` until the input ends; meanwhile copy the low-res
+    video (``enc.lr``) into its rendition and keep the master playlist current.
 
     Args:
         source: '-' for stdin, a file, or a named FIFO (re-opened for the next stream when
@@ -443,15 +581,22 @@ def publish(source: str, out: OutputDir, enc: Encoding, stall_timeout: float | N
         enc: encoding settings.
         stall_timeout: seconds a stream may go without a frame (None: no limit).
         reopen_wait: seconds to wait for a FIFO's next writer before the input counts as ended.
-        endlist: at the end, mark the playlist complete (EXT-X-ENDLIST).
+        endlist: at the end, mark the playlists complete (EXT-X-ENDLIST).
+        summary: counters to fill as frames are encoded (a server reads them meanwhile).
+        ladder: the master playlist's measurements (a server reads them meanwhile).
 
     Raises:
         InputError: not Y4M, truncated, or stalled.
         FFmpegError: ffmpeg failed.
     """
+    summary = summary if summary is not None else Summary()
+    ladder = ladder if ladder is not None else Ladder(out.path)
     reader = StreamReader(source, reopen=is_fifo(source) and reopen_wait > 0, stall_timeout=stall_timeout)
     reader.start()
-    summary = Summary()
+    copier = LowResCopier(out, enc) if enc.lr else None
+    if copier is not None:
+        copier.start()
+    updates = ladder.keep_current()
     encoder: Encoder | None = None
     try:
         for stream in reader.streams(reopen_wait):
@@ -462,30 +607,40 @@ def publish(source: str, out: OutputDir, enc: Encoding, stall_timeout: float | N
                 if encoder is None:  # started at the first frame: a stream without frames makes no segment
                     encoder = Encoder(out, enc, stream.header_line, stream.header, stall_timeout)
                 encoder.write(frame)
-                summary.frames += 1
-                summary.seconds += 1 / float(stream.header.fps)
+                summary.frame_written(float(stream.header.fps))
             if encoder is not None:
                 encoder.finish()
                 encoder = None
     finally:
         if encoder is not None:  # an error or an interrupt: still close the last segment
             encoder.finish(check=False)
+        if copier is not None:
+            copier.stop()
+        updates.stop()  # with a last update: the master lists what the renditions hold now
     if endlist:
-        out.end_playlist()
+        out.end_playlists()
+    if copier is not None:
+        log.info("low-res rendition: %d stream(s) copied", copier.streams)
     return summary
 
 
 class HlsHandler(ReadOnlyHandler):
-    """Serves ``server.root``'s playlist and segments (nothing else in it), and the player page."""
+    """Serves ``server.root``'s playlists and segments (nothing else in it), the player page, and the
+    live statistics of ``server.live`` (:class:`srtools.livestats.LiveStats`) at /stats.json and
+    /metrics."""
 
     server_version = "sr-hls"
 
     def respond(self, head_only: bool) -> None:
         path = self.url_path()
-        if self.send_player(path, PLAYLIST, "sr-hls", head_only):
+        if self.send_web(path, head_only):
             return
         name = path.lstrip("/")
-        if name == PLAYLIST or SEGMENT_NAME.fullmatch(name):
+        if name in PLAYLISTS or SEGMENT_NAME.fullmatch(name):
             self.send_file_under(self.server.root, head_only)
+        elif name == "stats.json":
+            self.send_bytes(json.dumps(self.server.live.document()).encode(), "application/json", head_only)
+        elif name == "metrics":
+            self.send_bytes(self.server.live.metrics().encode(), prometheus.CONTENT_TYPE, head_only)
         else:
             self.send_bytes(b"not found\n", "text/plain", head_only, status=404)
