@@ -121,9 +121,16 @@ precision_option = click.option(
 
 stats_option = click.option(
     "--stats", "stats_path", type=click.Path(dir_okay=False), metavar="FILE",
-    help="Also publish the counters logged every 10 s and at the end as JSON to FILE (replaced atomically): "
+    help="Also publish the counters (logged every 10 s and at the end) as JSON to FILE, replaced atomically every "
+         "second, at each model swap and at the end: "
          "frames, seconds, model, swaps, engine_frames, fallbacks, probes, late, worst_lag_ms (real time: the "
          "longest a frame took from the start of its slot until written).")
+
+
+frame_log_option = click.option(
+    "--frame-log", "frame_log_path", type=click.Path(dir_okay=False), metavar="FILE",
+    help="Write one JSON line per output frame to FILE: frame (its index), model (the one in use, or null) and "
+         "engine (whether the model made the frame).")
 
 
 def spool_option(required: bool = True) -> Callable:

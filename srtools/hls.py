@@ -250,23 +250,21 @@ class OutputDir:
                 write_atomic(playlist, lambda tmp, ended=ended: Path(tmp).write_text(ended))
 
 
-def hls_muxer_args(out: OutputDir, enc: Encoding, streams: dict[str, str], append: bool,
-                   start_number: int) -> list[str]:
-    """ffmpeg's hls muxer writing the segments and media playlist of each rendition in ``streams`` (its
-    name: ffmpeg's stream specifier, e.g. {"sr": "v:0", "audio": "a:0"}) into ``out``."""
+def hls_muxer_args(out: OutputDir, rendition: str, enc: Encoding, append: bool, start_number: int) -> list[str]:
+    """ffmpeg's hls muxer writing ``rendition``'s segments and media playlist into ``out``."""
     flags = "delete_segments+independent_segments+temp_file+omit_endlist" + ("+append_list" if append else "")
     # Timestamps as they come, 0 at the first frame in every rendition: by default ffmpeg shifts an output
-    # by its streams' earliest timestamp (the AAC encoder's priming, a B-frame delay), each its own way.
+    # by its earliest timestamp (the AAC encoder's priming, a B-frame delay), each output its own way.
     return ["-f", "hls", "-avoid_negative_ts", "disabled", "-hls_ts_options", "avoid_negative_ts=disabled",
             "-hls_time", f"{enc.segment:g}", "-hls_list_size", str(enc.list_size),
             "-hls_flags", flags, "-start_number", str(start_number),
-            "-var_stream_map", " ".join(f"{spec},name:{name}" for name, spec in streams.items()),
-            "-hls_segment_filename", str(out.path / f"{out.stream}-%v-%06d.ts"), str(out.path / "%v.m3u8")]
+            "-hls_segment_filename", str(out.path / f"{out.stream}-{rendition}-%06d.ts"),
+            str(out.media_playlist(rendition))]
 
 
-def ffmpeg_args(enc: Encoding, out: OutputDir, fps: Fraction, append: bool, start_number: int) -> list[str]:
+def ffmpeg_args(enc: Encoding, out: OutputDir, fps: Fraction, starts: dict[str, tuple[bool, int]]) -> list[str]:
     """ffmpeg arguments: Y4M on stdin to the H.264 SR rendition in ``out``, and ``enc.audio`` to the AAC
-    audio rendition, one hls muxer writing both (so that the audio ends with the video)."""
+    audio rendition; ``starts`` has (append, start number) of each (see :meth:`OutputDir.next_start`)."""
     args = [*ffmpeg.GLOBAL_ARGS, "-f", "yuv4mpegpipe", "-i", "pipe:0"]
     if enc.audio:
         args += ["-thread_queue_size", str(AUDIO_QUEUE_PACKETS)]
@@ -287,13 +285,15 @@ def ffmpeg_args(enc: Encoding, out: OutputDir, fps: Fraction, append: bool, star
         args += ["-b:v", enc.bitrate, "-maxrate", enc.bitrate, "-bufsize", enc.bitrate]
     else:
         args += ["-crf", str(enc.crf)]
+    args += hls_muxer_args(out, SR, enc, *starts[SR])
     if enc.audio:
         # The audio starts at 0 like the video: silence before a positive delay, cut before a negative
-        # one; gaps in the source's timestamps are filled with silence.
-        args += ["-map", "1:a:0", "-af", "aresample=async=1:first_pts=0,apad", "-shortest", "-ac", "2",
-                 "-c:a", "aac", "-b:a", enc.audio_bitrate]
-    streams = {SR: "v:0", **({AUDIO: "a:0"} if enc.audio else {})}
-    return [*args, *hls_muxer_args(out, enc, streams, append, start_number)]
+        # one; gaps in the source's timestamps are filled with silence. It ends where its source ends.
+        # (One hls muxer for both, with -var_stream_map, would end the audio with the video, but ffmpeg
+        # 5.1 writes the audio's last segment without its tables there.)
+        args += ["-map", "1:a:0", "-af", "aresample=async=1:first_pts=0", "-ac", "2", "-c:a", "aac",
+                 "-b:a", enc.audio_bitrate, *hls_muxer_args(out, AUDIO, enc, *starts[AUDIO])]
+    return args
 
 
 def lr_args(enc: Encoding, out: OutputDir, append: bool, start_number: int) -> list[str]:
@@ -308,7 +308,7 @@ def lr_args(enc: Encoding, out: OutputDir, append: bool, start_number: int) -> l
                  *degrade.live_x264_args(enc.crf, enc.bitrate or "100M", enc.preset, enc.segment)]
     else:
         args += ["-c:v", "copy"]
-    return [*args, *hls_muxer_args(out, enc, {LR: "v:0"}, append, start_number)]
+    return [*args, *hls_muxer_args(out, LR, enc, append, start_number)]
 
 
 class Encoder:
@@ -324,11 +324,10 @@ class Encoder:
 
     def __init__(self, out: OutputDir, enc: Encoding, header_line: bytes, header: y4m.Header,
                  write_timeout: float | None):
-        out.next_start(AUDIO, enc.window_s)  # its leftovers swept; it is numbered as the SR rendition is
-        append, start = out.next_start(SR, enc.window_s)
+        starts = {rendition: out.next_start(rendition, enc.window_s) for rendition in (SR, AUDIO)}
         self.audio = enc.audio
         self.write_timeout = write_timeout
-        self.process = ffmpeg.Process(ffmpeg_args(enc, out, header.fps, append, start), stdin=subprocess.PIPE)
+        self.process = ffmpeg.Process(ffmpeg_args(enc, out, header.fps, starts), stdin=subprocess.PIPE)
         assert self.process.stdin is not None  # asked for
         self._fd = self.process.stdin.fileno()
         os.set_blocking(self._fd, False)  # writes wait in select(), with a timeout
@@ -356,8 +355,8 @@ class Encoder:
     def finish(self, check: bool = True) -> None:
         """End the stream: ffmpeg writes its last segment and the playlist, then exits.
 
-        ffmpeg still muxes the audio up to the end of the video; an audio source that goes on
-        (a live FIFO whose writer stays) gets it stopped after :data:`FINISH_GRACE_S`.
+        ffmpeg still muxes the audio up to the end of its source; one that goes on (a live FIFO
+        whose writer stays) gets it stopped after :data:`FINISH_GRACE_S`.
         """
         try:
             code = self.process.wait(check=False, timeout=FINISH_GRACE_S)
@@ -402,11 +401,12 @@ def hold_fifo(path: str) -> int | None:
 
 class LowResCopier(threading.Thread):
     """Publishes the LR rendition on a thread: one ffmpeg (:func:`lr_args`) per stream of ``enc.lr``,
-    until its end, or for a FIFO, opened again for each new writer, until :meth:`stop`.
+    until its end, or for a FIFO, for each new writer, until :meth:`stop`.
 
     The low-res video runs ahead of the SR rendition (it skips the SR stages), so it has its own
     ffmpeg: it never waits for the frames, and an LR source that fails costs the LR rendition alone
-    (logged), never the SR one.
+    (logged), never the SR one. For a FIFO, the next ffmpeg starts once the next writer has written
+    (an ffmpeg waiting in open() for a writer would not stop when told to).
     """
 
     def __init__(self, out: OutputDir, enc: Encoding):
@@ -416,39 +416,58 @@ class LowResCopier(threading.Thread):
         self.streams = 0
         self._stopping = threading.Event()
         self._lock = threading.Lock()
-        self._process: ffmpeg.Process | None = None
+        self._process: ffmpeg.Process | None = None  # while one runs
 
     def run(self) -> None:
-        while not self._stopping.is_set():
-            append, start = self.out.next_start(LR, self.enc.window_s)
-            with self._lock:
-                if self._stopping.is_set():
+        watch = os.open(self.enc.lr, os.O_RDONLY | os.O_NONBLOCK) if self.reopen else None  # never read
+        try:
+            while not self._stopping.is_set():
+                if watch is not None and not self._wait_for_data(watch):
                     return
-                self._process = ffmpeg.Process(lr_args(self.enc, self.out, append, start), stdin=subprocess.DEVNULL)
-            code = self._process.wait(check=False)  # for a FIFO: opened once a writer comes, until it leaves
-            if code == 0:
-                self.streams += 1
-            elif not self._stopping.is_set():
-                log.warning("low-res rendition: ffmpeg exited with status %d: %s", code, self._process.last_error)
-                if self.reopen:
-                    time.sleep(1)  # a FIFO whose stream is broken: try the next writer
-            if not self.reopen:
-                return
+                append, start = self.out.next_start(LR, self.enc.window_s)
+                with self._lock:
+                    if self._stopping.is_set():
+                        return
+                    process = self._process = ffmpeg.Process(lr_args(self.enc, self.out, append, start),
+                                                             stdin=subprocess.DEVNULL)
+                code = process.wait(check=False)  # for a FIFO: until its writer leaves
+                with self._lock:
+                    self._process = None
+                if code == 0:
+                    self.streams += 1
+                elif not self._stopping.is_set():
+                    log.warning("low-res rendition: ffmpeg exited with status %d: %s", code, process.last_error)
+                    self._stopping.wait(1)  # a broken stream: try again on what comes next
+                if watch is None:
+                    return
+        finally:
+            if watch is not None:
+                os.close(watch)
+
+    def _wait_for_data(self, fd: int) -> bool:
+        """Wait until the FIFO holds data (a writer came); False when told to stop first."""
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        while not self._stopping.is_set():
+            events = poller.poll(200)
+            if any(mask & select.POLLIN for _, mask in events):
+                return True
+            if events:  # POLLHUP: the last writer left and no new one has come
+                self._stopping.wait(0.2)
+        return False
 
     def stop(self, grace: float = FINISH_GRACE_S) -> None:
-        """End the rendition: the stream under way gets ``grace`` seconds to end on its own (an ingest
-        gone), then ffmpeg is told to finish it; one still waiting for a writer is stopped."""
-        if self.is_alive():
+        """End the rendition: the stream under way gets ``grace`` seconds to end on its own (its
+        writer gone), then ffmpeg is told to finish it."""
+        with self._lock:
+            running = self._process is not None
+        if running:
             self.join(grace)
         with self._lock:
             self._stopping.set()
             process = self._process
         if process is not None:
-            process.interrupt()  # writes its last segment and the playlist
-            try:
-                process.wait(check=False, timeout=5)
-            except subprocess.TimeoutExpired:  # still in open(), waiting for a writer
-                process.kill()
+            process.terminate(5)  # writes its last segment and the playlist
         self.join()
 
 

@@ -1,6 +1,7 @@
 """sr-tcsr: the same frames in the same order, refined as time allows, a bounded lag on live input."""
 
 import io
+import json
 import pickle
 import re
 import subprocess
@@ -143,3 +144,18 @@ def test_budget_keeps_a_paced_live_input_within_k_frames_plus_one(model_file):
     assert lags.max() <= 2 * interval + 0.015, lags  # k = 1: one frame to wait for, one to process
     refined = int(re.search(r"(\d+) refined", stderr).group(1))
     assert 0 < refined < count and ", 0 late" in stderr, stderr
+
+
+def test_frame_log_says_which_frames_were_refined(model_file, tmp_path):
+    """--frame-log: one line per output frame, engine true exactly where the output was refined (the frames
+    flushed at the end of the stream too)."""
+    inputs = numbered_frames(20)
+    log = tmp_path / "frames.jsonl"
+    result = run_command("sr-tcsr", "--model", model_file, "--every", 3, "--frame-log", log, input=y4m_bytes(inputs))
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    lifted = [got.y.astype(int).mean() - sent.y.astype(int).mean() > 13
+              for got, sent in zip(frames_of(result.stdout), inputs)]
+    assert [line["frame"] for line in lines] == list(range(20))
+    assert [line["engine"] for line in lines] == lifted == [t % 3 == 0 for t in range(20)]
+    assert {line["model"] for line in lines} == {"tiny"}  # the label of a file: its source

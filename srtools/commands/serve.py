@@ -9,6 +9,7 @@ import click
 
 from .. import archs, cli, framefilter, loader, video, y4m
 from ..errors import UsageError
+from ..framelog import FrameLog, open_log
 from ..selective import SelectiveUpscaleStage
 from ..upscale import resolve_precision, upscaler_factory
 
@@ -22,6 +23,7 @@ log = logging.getLogger("srtools.serve")
 @cli.model_option("Use this model file (no hot-swap unless --spool is also given, which then takes over).")
 @cli.scale_option()
 @cli.stats_option
+@cli.frame_log_option
 @cli.threads_option
 @cli.device_option
 @cli.precision_option
@@ -43,7 +45,8 @@ log = logging.getLogger("srtools.serve")
 @cli.poll_interval_option()
 def command(input: str, output: str, spool: str | None, model_path: str | None, scale: int, device: str,
             precision: str, realtime: bool, latency: int, block: int, reuse_threshold: float, poll_interval: float,
-            stats_path: str | None) -> None:
+            stats_path: str | None,
+            frame_log_path: str | None) -> None:
     """Upscale low-resolution frames by SCALE with the current super-resolution model.
 
     Reads Y4M (srtools-y4m(7)) from INPUT ('-' for stdin, a file or named FIFO) or decodes any
@@ -77,6 +80,7 @@ def command(input: str, output: str, spool: str | None, model_path: str | None, 
     factory = upscaler_factory(device, precision)
     upscaler = loader.open_engine(factory, archs.UPSCALE, scale, model_path=model_path)
     with contextlib.ExitStack() as stack:
+        frame_log = stack.enter_context(open_log(frame_log_path)) if frame_log_path else None
         reader = stack.enter_context(video.open_source(input))
         in_header = reader.header
         upscaler, watcher = loader.follow_spool(stack, upscaler, factory, archs.UPSCALE, scale, in_header, spool,
@@ -86,7 +90,8 @@ def command(input: str, output: str, spool: str | None, model_path: str | None, 
         out_header = in_header.resized(in_header.width * scale, in_header.height * scale)
         writer = y4m.Writer(stack.enter_context(y4m.open_output(output)), out_header)
         stage = SelectiveUpscaleStage(out_header, block=block, reuse_threshold=reuse_threshold, latency=latency)
-        framefilter.run(reader, float(in_header.fps), writer, stage, upscaler, watcher=watcher, realtime=realtime,
+        run_stage = FrameLog(stage, frame_log) if frame_log else stage
+        framefilter.run(reader, float(in_header.fps), writer, run_stage, upscaler, watcher=watcher, realtime=realtime,
                         latency=latency, stats=framefilter.Stats(path=stats_path))
         if realtime and stage.blocks_total:
             log.info("selective SR: %.0f%% of blocks by the network (%d computed, %d reused, %d of them stale)",

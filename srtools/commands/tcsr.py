@@ -9,6 +9,7 @@ import click
 
 from .. import archs, cli, framefilter, loader, video, y4m
 from ..errors import UsageError
+from ..framelog import FrameLog, open_log
 from ..tcsr import Budget, EveryNth, TcsrStage, refiner_factory
 from ..upscale import resolve_precision
 
@@ -27,12 +28,14 @@ log = logging.getLogger("srtools.tcsr")
               help="Live use: spend at most MS ms per frame on average, never miss a frame's deadline at the "
                    "input frame rate, and prefer the frames that move most.")
 @cli.stats_option
+@cli.frame_log_option
 @cli.threads_option
 @cli.device_option
 @cli.precision_option
 @cli.poll_interval_option()
 def command(input: str, output: str, spool: str | None, model_path: str | None, scale: int, every: int | None,
-            budget_ms: float | None, device: str, precision: str, poll_interval: float, stats_path: str | None) -> None:
+            budget_ms: float | None, device: str, precision: str, poll_interval: float, stats_path: str | None,
+            frame_log_path: str | None) -> None:
     """Refine upscaled frames with the temporal network TCSR.
 
     Reads Y4M (srtools-y4m(7)) from INPUT ('-' for stdin, a file or named FIFO; typically
@@ -62,6 +65,7 @@ def command(input: str, output: str, spool: str | None, model_path: str | None, 
     refiner = loader.open_engine(factory, archs.REFINE, scale, model_path=model_path)
     selector = Budget(budget_ms / 1e3) if budget_ms is not None else EveryNth(every or 1)
     with contextlib.ExitStack() as stack:
+        frame_log = stack.enter_context(open_log(frame_log_path)) if frame_log_path else None
         reader = stack.enter_context(video.open_source(input))
         header = reader.header
         refiner, watcher = loader.follow_spool(stack, refiner, factory, archs.REFINE, scale, header, spool,
@@ -74,7 +78,9 @@ def command(input: str, output: str, spool: str | None, model_path: str | None, 
         writer = y4m.Writer(stack.enter_context(y4m.open_output(output)), header)
         stats = framefilter.Stats(fallback_name="passed through at their deadline", engine_name="refined",
                                   path=stats_path)
-        framefilter.run(reader, float(header.fps), writer, TcsrStage(selector), refiner, watcher=watcher,
+        stage = TcsrStage(selector)
+        run_stage = FrameLog(stage, frame_log) if frame_log else stage
+        framefilter.run(reader, float(header.fps), writer, run_stage, refiner, watcher=watcher,
                         realtime=budget_ms is not None, stats=stats)
 
 

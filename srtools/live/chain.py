@@ -173,7 +173,8 @@ def port_listening(port: int) -> bool:
 
 @dataclasses.dataclass
 class ServerConfig:
-    """The server side of the live system: ingest -> sr-serve --realtime -> sr-tcsr -> sr-hls.
+    """The server side of the live system: ingest -> sr-serve --realtime -> sr-tcsr -> sr-hls, and the
+    ingest's low-res video, copied, to sr-hls's LR rendition.
 
     Attributes:
         source: the RTMP URL: listened on (ffmpeg's listen mode, one publisher at a time) or, with
@@ -185,7 +186,10 @@ class ServerConfig:
         serve / receive: HOST:PORT of sr-hls --serve and of sr-receive (None: not run).
         token_file: sr-receive's --token-file.
         threads: sr-serve's and sr-tcsr's --threads (they share the cores with each other and ffmpeg).
-        stats_dir: where sr-serve and sr-tcsr publish their --stats (session by session).
+        stats_dir: where sr-serve and sr-tcsr publish their --stats (session by session) and sr-receive its
+            own, for sr-hls's /stats.json and /metrics (None: a private directory, when serving).
+        frame_logs: sr-serve and sr-tcsr also log every frame into ``stats_dir`` (--frame-log).
+        name: the stream's name in sr-hls's statistics (None: the RTMP URL's stream key).
     """
 
     source: str
@@ -203,18 +207,28 @@ class ServerConfig:
     token_file: str | None = None
     threads: int = 1
     stats_dir: Path | None = None
+    frame_logs: bool = False
+    name: str | None = None
+
+    @property
+    def stream_name(self) -> str:
+        return self.name or urlsplit(self.source).path.rstrip("/").rpartition("/")[2] or "default"
 
 
-def ingest_args(config: ServerConfig, audio_out: Path | None) -> list[str]:
+def ingest_args(config: ServerConfig, audio_out: Path | None, lr_out: Path | None = None) -> list[str]:
     """ffmpeg: the RTMP stream -> Y4M at a constant ``fps`` on stdout, its audio copied as ADTS AAC to
-    ``audio_out``."""
+    ``audio_out``, its video copied as NUT to ``lr_out`` (sr-hls's LR rendition)."""
     args = [ffmpeg_binary(), *GLOBAL_ARGS, "-y"]
     if not config.pull:
         args += ["-listen", "1"]
-    args += ["-i", config.source, "-map", "0:v:0", "-vf", f"fps={config.fps:g},format=yuv420p",
+    # round=down: a frame counts from the slot it starts in, so that a source at --fps comes out frame for
+    # frame (round=near adds one at the end of a file whose audio outlasts its video by a little).
+    args += ["-i", config.source, "-map", "0:v:0", "-vf", f"fps={config.fps:g}:round=down,format=yuv420p",
              "-f", "yuv4mpegpipe", "pipe:1"]
     if audio_out is not None:
         args += ["-map", "0:a:0", "-c:a", "copy", "-f", "adts", str(audio_out)]
+    if lr_out is not None:
+        args += ["-map", "0:v:0", "-c:v", "copy", "-f", "nut", str(lr_out)]
     return args
 
 
@@ -230,19 +244,27 @@ class ServerChain:
         self.config, self.chain = config, chain
         self.video_fifo = chain.fifo("video.y4m")
         self.audio_fifo = chain.fifo("audio.aac") if config.audio else None
+        self.lr_fifo = chain.fifo("lr.nut")
+        self.stats_dir = config.stats_dir
+        if self.stats_dir is None and config.serve:
+            self.stats_dir = chain.dir / "stats"
+            self.stats_dir.mkdir()
         self.sessions = 0
 
     def start_services(self) -> dict:
         """Start sr-receive and sr-hls; returns their announced URLs."""
         c, urls = self.config, {}
+        stats = ["--stats-dir", self.stats_dir] if self.stats_dir else []
         if c.receive:
             stage = self.chain.start("sr-receive", srtools_command(
                 "sr-receive", "--spool", c.spool, "--listen", c.receive,
-                *(["--token-file", c.token_file] if c.token_file else [])), stdout=subprocess.PIPE)
+                *(["--token-file", c.token_file] if c.token_file else []),
+                *(["--stats", self.stats_dir / "sr-receive.json"] if self.stats_dir else [])), stdout=subprocess.PIPE)
             urls["receive"] = _announced(stage)
-        # sr-hls outlives the sessions: it waits for the next stream on its FIFO (sr-live stops it).
+        # sr-hls outlives the sessions: it waits for the next stream on its FIFOs (sr-live stops it).
         hls = ["--out", c.hls_dir, "--continue", "--segment", c.segment, "--list-size", c.list_size,
-               "--reopen-wait", 86400, "--stall-timeout", 0]
+               "--reopen-wait", 86400, "--stall-timeout", 0, "--lr", self.lr_fifo, "--lr-format", "nut",
+               "--spool", c.spool, "--name", c.stream_name, *stats]
         if self.audio_fifo:
             hls += ["--audio", self.audio_fifo, "--audio-format", "aac"]
         if c.serve:
@@ -259,14 +281,12 @@ class ServerChain:
         drain. ``on_ready`` is called once the listener is up (pulling: once the stages are started)."""
         c = self.config
         self.sessions += 1
-        stats = (lambda name: ["--stats", c.stats_dir / f"{name}-{self.sessions}.json"]) if c.stats_dir \
-            else (lambda name: [])
         names = ["ingest", "sr-serve"]
-        ingest = self.chain.start("ingest", ingest_args(c, self.audio_fifo), stdout=subprocess.PIPE)
+        ingest = self.chain.start("ingest", ingest_args(c, self.audio_fifo, self.lr_fifo), stdout=subprocess.PIPE)
         serve_out = subprocess.PIPE if c.tcsr_budget_ms else open(self.video_fifo, "wb")
         serve = self.chain.start("sr-serve", srtools_command(
             "sr-serve", "--realtime", "--spool", c.spool, "--scale", c.scale, "--threads", c.threads,
-            *stats("sr-serve")),
+            *self._stats("sr-serve")),
             stdin=ingest.process.stdout, stdout=serve_out)
         ingest.process.stdout.close()
         if c.tcsr_budget_ms:
@@ -274,7 +294,7 @@ class ServerChain:
             with open(self.video_fifo, "wb") as out:
                 self.chain.start("sr-tcsr", srtools_command(
                     "sr-tcsr", "--spool", c.spool, "--scale", c.scale, "--budget-ms", c.tcsr_budget_ms,
-                    "--threads", c.threads, *stats("sr-tcsr")), stdin=serve.process.stdout, stdout=out)
+                    "--threads", c.threads, *self._stats("sr-tcsr")), stdin=serve.process.stdout, stdout=out)
             serve.process.stdout.close()
         else:
             serve_out.close()
@@ -289,6 +309,14 @@ class ServerChain:
             log.warning("session %d: the ingest ended with status %s (publisher gone?)", self.sessions,
                         _describe(ingest.returncode))
         self.chain.forget(names)
+
+    def _stats(self, stage: str) -> list:
+        """--stats (and --frame-log) of ``stage`` in this session."""
+        if self.stats_dir is None:
+            return []
+        path = self.stats_dir / f"{stage}-{self.sessions}"
+        return ["--stats", path.with_suffix(".json"),
+                *(["--frame-log", path.with_suffix(".jsonl")] if self.config.frame_logs else [])]
 
     def _wait_listening(self, ingest: StageProcess, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
