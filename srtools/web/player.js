@@ -209,6 +209,17 @@ function sync() {
   }
 }
 
+/** Each follower's distance from where the leader says it should be, in seconds (null while unknown). */
+player.drift = () => {
+  const lead = leader(), drift = {};
+  for (const layer of player.layers.values()) {
+    if (layer === lead || !(layer.element instanceof HTMLVideoElement)) continue;
+    const target = followerTime(lead, layer);
+    drift[layer.id] = target === null ? null : layer.element.currentTime - target;
+  }
+  return drift;
+};
+
 function measureFrames(video) {
   if (!video.requestVideoFrameCallback) return;
   let last = null;
