@@ -58,9 +58,10 @@ def command(clip: str, out_dir: str, scale: int, spool: str | None, model_path: 
     and DIR/quality.png (Y-PSNR per second of both). One JSON object goes to stdout: clip, scale,
     fps, frames, hr and lr ([width, height]), model ({"file", "version", "trained", and with
     training "gain_db" and "train_seconds"}), sr and bicubic ({"y_psnr_db", "y_ssim"}: the
-    means), gain_db and ssim_gain (SR minus bicubic), outputs (the files written) and per_frame
-    ([{"frame", "sr_psnr", "bicubic_psnr", "sr_ssim", "bicubic_ssim"}, ...]); a table of the
-    means per second (per longer spans on a long clip) goes to stderr.
+    means), gain_db and ssim_gain (SR minus bicubic), scene_cuts (stream times where the picture
+    changed by over 20 levels of 16x9 thumbnails, also on the plot), outputs (the files written)
+    and per_frame ([{"frame", "sr_psnr", "bicubic_psnr", "sr_ssim", "bicubic_ssim", "change"},
+    ...]); a table of the means per second (per longer spans on a long clip) goes to stderr.
 
     Recordings can be evaluated in batches, e.g. nightly from cron: each recording of a directory
     not evaluated yet, each with a model of its own (3 minutes of training; CLIP.json, CLIP.eval/):
@@ -99,7 +100,7 @@ def command(clip: str, out_dir: str, scale: int, spool: str | None, model_path: 
     with Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=cli.console, transient=True, disable=not cli.console.is_terminal) as bar:
         task = bar.add_task("score", total=total)
-        result = evaluate(clip, str(lr_path), scale, upscaler, outputs,
+        result = evaluate(clip, str(lr_path), scale, upscaler=upscaler, outputs=outputs,
                           progress=lambda done: bar.update(task, completed=done))
     plot_path = out / "quality.png"
     spans = result.per_second(max(1, -(-len(result.scores) // (round(result.fps) * MAX_TABLE_ROWS))))
@@ -107,7 +108,8 @@ def command(clip: str, out_dir: str, scale: int, spool: str | None, model_path: 
     plot.quality_chart(plot_path, [t for t, _ in seconds],
                        {f"super-resolved ({upscaler.label})": [m["sr_psnr"] for _, m in seconds],
                         "bicubic": [m["bicubic_psnr"] for _, m in seconds]},
-                       title=f"{Path(clip).name}: Y-PSNR against the recording, x{scale}")
+                       title=f"{Path(clip).name}: Y-PSNR against the recording, x{scale}",
+                       events=[plot.Event(t, "scene cut") for t in result.cuts()])
     _table(result, spans)
     summary = {"clip": clip, "scale": scale, "fps": result.fps, "frames": len(result.scores), "hr": result.hr,
                "lr": result.lr, "model": model,
@@ -116,6 +118,7 @@ def command(clip: str, out_dir: str, scale: int, spool: str | None, model_path: 
                            "y_ssim": round(result.mean("bicubic_ssim"), 6)},
                "gain_db": round(result.mean("sr_psnr") - result.mean("bicubic_psnr"), 4),
                "ssim_gain": round(result.mean("sr_ssim") - result.mean("bicubic_ssim"), 6),
+               "scene_cuts": [round(t, 3) for t in result.cuts()],
                "outputs": {"lr": str(lr_path), **{k: str(v) for k, v in outputs.items()}, "plot": str(plot_path)},
                "per_frame": [vars(score) for score in result.scores]}
     emit_json(summary)

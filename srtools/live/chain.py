@@ -91,10 +91,11 @@ class Chain:
         return path
 
     def start(self, name: str, argv: Sequence[str], stdin: int | IO | None = subprocess.DEVNULL,
-              stdout: int | IO | None = subprocess.DEVNULL) -> StageProcess:
-        """Start a stage; its stderr is ours (every srtools command prefixes its lines with its name)."""
+              stdout: int | IO | None = subprocess.DEVNULL, stderr: int | IO | None = None) -> StageProcess:
+        """Start a stage; its stderr is ours unless ``stderr`` says otherwise (every srtools command prefixes
+        its lines with its name)."""
         log.debug("starting %s: %s", name, " ".join(argv))
-        process = subprocess.Popen(list(argv), stdin=stdin, stdout=stdout, start_new_session=True)
+        process = subprocess.Popen(list(argv), stdin=stdin, stdout=stdout, stderr=stderr, start_new_session=True)
         stage = StageProcess(name, process)
         self.stages.append(stage)
         return stage
