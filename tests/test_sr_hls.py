@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 
 from conftest import (
+    PROMTOOL,
+    ROOT,
     Server,
     assert_head_answers_as_get,
     check_metrics,
@@ -456,3 +458,11 @@ def test_stats_and_metrics_while_frames_flow(media, tmp_path):
     assert stats["frames"] > 100 and stats["renditions"]["sr"]["segments"] >= 3
     assert 0 <= stats["segment_age_s"] < 2
     assert stats["tcsr_refined"] is None and stats["upload"] is None and stats["model_arrived"] is None
+
+
+def test_the_example_scrape_configuration_is_valid():
+    if PROMTOOL is None:
+        pytest.skip("promtool is not installed (make deps installs the prometheus package)")
+    result = subprocess.run([PROMTOOL, "check", "config", str(ROOT / "conf" / "prometheus.yml")], capture_output=True,
+                            timeout=60)
+    assert result.returncode == 0, (result.stdout + result.stderr).decode()
