@@ -165,7 +165,7 @@ def test_the_wipe_shows_the_two_renditions_either_side_of_a_divider_that_a_drag_
     """The super-resolved rendition (here the high-res source itself, fine detail) on the right of the divider,
     the low-res one as the browser scales it on the left, in sync; a drag moves the boundary; hls.js
     switches the master playlist between the two variants."""
-    hr = make_clip(tmp_path / "hr.mp4", size="640x360", seconds=16)
+    hr = make_clip(tmp_path / "hr.mp4", size="640x360", seconds=30)
     lr = tmp_path / "lr.mp4"  # the push side's stream: area downscale, a keyframe every second
     subprocess.run(["ffmpeg", "-v", "error", "-i", str(hr), "-vf", degrade.downscale_filter(2), "-pix_fmt", "yuv420p",
                     *degrade.live_x264_args(segment=1.0), str(lr)], check=True)
@@ -206,12 +206,25 @@ def test_the_wipe_shows_the_two_renditions_either_side_of_a_divider_that_a_drag_
             divider = browser.evaluate(page, "srPlayer.divider")
             time.sleep(0.5)
             after = screenshot(browser, page)
+            # A layer another script adds (a canvas, as SR in the browser would be) joins the views and the wipe.
+            # (Each snippet in a block: the console's top-level declarations would outlive it.)
+            browser.evaluate(page, '{ const c = document.createElement("canvas"); c.width = 64; c.height = 36; '
+                                   'const g = c.getContext("2d"); g.fillStyle = "#f00"; g.fillRect(0, 0, 64, 36); '
+                                   'srPlayer.addLayer("red", "a canvas", c); '
+                                   'const s = document.getElementById("left"); s.value = "red"; '
+                                   's.dispatchEvent(new Event("change")); }')
+            time.sleep(0.5)
+            added = screenshot(browser, page)
+            buttons = browser.evaluate(page, '[...document.querySelectorAll("#views button")].map(b => b.textContent)'
+                                             '.join("|")')
             # hls.js switches the master playlist's variants (the ABR ladder): to the low-res one and back.
-            browser.evaluate(page, 'const h = srPlayer.layers.get("sr").hls; '
-                                   'h.currentLevel = h.levels.findIndex((level) => level.height === 180)')
+            browser.evaluate(page, '{ const h = srPlayer.layers.get("sr").hls; '
+                                   'h.currentLevel = h.levels.findIndex((level) => level.height === 180); }')
             wait_for(browser, page, 'document.getElementById("video").videoWidth === 320', 30, "switched to LR")
-            browser.evaluate(page, 'const g = srPlayer.layers.get("sr").hls; '
-                                   'g.currentLevel = g.levels.findIndex((level) => level.height === 360)')
+            position = browser.evaluate(page, 'document.getElementById("video").currentTime')
+            assert browser.played(page, beyond=position + 1.5, timeout=30) > position + 1.5  # plays on, low-res
+            browser.evaluate(page, '{ const h = srPlayer.layers.get("sr").hls; '
+                                   'h.currentLevel = h.levels.findIndex((level) => level.height === 360); }')
             wait_for(browser, page, 'document.getElementById("video").videoWidth === 640', 30, "switched back")
         finally:
             if browser is not None:
@@ -228,6 +241,9 @@ def test_the_wipe_shows_the_two_renditions_either_side_of_a_divider_that_a_drag_
     band_before, band_after = detail(before, box, 0.25, 0.45), detail(after, box, 0.25, 0.45)
     assert band_after > 2 * band_before, (band_before, band_after)
     assert band_after > 2 * detail(after, box, 0.02, 0.18)
+    assert buttons == "super-resolved|low-res, scaled by the browser|a canvas|wipe comparison"
+    left_of_divider = added[round(box["y"] + box["height"] / 2), round(box["x"] + 0.1 * box["width"])].astype(int)
+    assert left_of_divider[2] > 200 and left_of_divider[:2].max() < 60, left_of_divider  # the canvas: red (BGR)
 
 
 @pytest.mark.slow

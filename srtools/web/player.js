@@ -5,10 +5,11 @@
    the server has it, else the browser's native HLS.
 
    A *layer* is anything that draws the stream on the stage: a <video> playing a rendition here; a
-   canvas drawn by the page itself can be added the same way (addLayer). The views (each layer alone,
-   and the wipe) and the wipe's two choices follow the list of layers. The first layer leads: it plays
-   the audio and sets the time; the others follow it, moved to its position whenever they drift by
-   more than a frame. */
+   canvas drawn by the page itself can be added the same way, by another script too: once the page
+   has started ("srplayer-ready" on window), srPlayer.addLayer(id, label, element) puts it on the
+   stage, in the views and in the wipe's choices, which all follow the list of layers. The first
+   layer leads: it plays the audio and sets the time; the other videos follow it, moved to its
+   position whenever they drift by more than a frame (a canvas follows whatever it draws from). */
 
 const SYNC_EVERY_MS = 250;
 const STATS_EVERY_MS = 1000;
@@ -367,6 +368,12 @@ async function start() {
   render();
   setInterval(sync, SYNC_EVERY_MS);
   pollStats();
+  player.addLayer = (id, label, element) => {
+    const layer = addLayer(id, label, element);
+    render();
+    return layer;
+  };
+  window.dispatchEvent(new Event("srplayer-ready"));
 }
 
 start();
