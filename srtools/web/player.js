@@ -183,7 +183,8 @@ function fragments(layer) {
 /** Where ``follower`` should be when the leader is at its current time, or null while unknown. With
  *  hls.js each player has a timeline of its own (it starts where that player joined the live
  *  stream), so the position is carried over by segment: the renditions' segments start together and
- *  have the same media sequence numbers. Natively, both timelines are the streams' timestamps. */
+ *  have the same media sequence numbers. Natively the page sees no segments: the follower is kept at
+ *  the leader's time, which is right where the browser's timelines follow the streams' timestamps. */
 function followerTime(lead, follower) {
   const t = lead.element.currentTime;
   if (!lead.hls || !follower.hls) return t;
