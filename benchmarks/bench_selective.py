@@ -59,11 +59,11 @@ class Recording(SelectiveUpscaleStage):
         return self.block_energy[len(self.outputs)][candidates]
 
     def process(self, frame, engine, time_left):
-        before = self.blocks_run + self.blocks_reused
-        totals = self.blocks_total
+        before = self.counts.computed + self.counts.reused
+        totals = self.counts.total
         out, ran = super().process(frame, engine, time_left)
-        whole = self.blocks_total == totals and ran
-        self.covered.append(len(self.grid) if whole else self.blocks_run + self.blocks_reused - before)
+        whole = self.counts.total == totals and ran
+        self.covered.append(len(self.state.grid) if whole else self.counts.computed + self.counts.reused - before)
         self.outputs.append(out[0])
         return out, ran
 
@@ -78,16 +78,17 @@ def paced(frames, fps):
 def fixed_share(stage: Recording, upscaler: ModelUpscaler, frames: list, share: float) -> None:
     """Every frame through ``stage`` computing ``share`` of its blocks, whatever the time."""
     first = upscaler.upscale(frames[0], stage.out_header)
-    stage._start(upscaler, frames[0])
-    stage._remember_full(frames[0], first)
+    stage.start(upscaler, frames[0])
+    stage.state.remember_full(frames[0].y, first.y)
     stage.outputs.append(first)
-    stage.covered.append(len(stage.grid))
+    stage.covered.append(len(stage.state.grid))
+    costs = stage.state.costs
     for frame in frames[1:]:
-        stage.block_cost, stage.overhead, stage._stop_at = 1.0, 0.0, math.inf  # blocks cost 1 "second"
-        before = stage.blocks_run + stage.blocks_reused
-        out, _ = stage._selective(frame, upscaler, round(share * len(stage.grid)) + 0.5)
+        costs.block.value, costs.overhead.value = 1.0, 0.0  # blocks cost 1 "second"
+        before = stage.counts.computed + stage.counts.reused
+        out, _ = stage._selective(frame, upscaler, round(share * len(stage.state.grid)) + 0.5, stop_at=math.inf)
         stage.outputs.append(out)
-        stage.covered.append(stage.blocks_run + stage.blocks_reused - before)
+        stage.covered.append(stage.counts.computed + stage.counts.reused - before)
 
 
 def block_gain(grid: BlockGrid, hr: np.ndarray, full: np.ndarray, bic: np.ndarray) -> np.ndarray:
@@ -181,10 +182,10 @@ def main() -> None:
             hr = [f.y for f in hr_frames[:len(ours)]]
             oracle = []
             for h, f, b, n in zip(hr, full, bic, stage.covered):
-                gain = block_gain(stage.grid, h, f, b)
+                gain = block_gain(stage.state.grid, h, f, b)
                 out = b.copy()
                 for index in np.argsort(-gain)[:n]:
-                    y0, y1, x0, x1 = stage.grid.blocks[index]
+                    y0, y1, x0, x1 = stage.state.grid.blocks[index]
                     out[2 * y0:2 * y1, 2 * x0:2 * x1] = f[2 * y0:2 * y1, 2 * x0:2 * x1]
                 oracle.append(out)
 
@@ -200,11 +201,11 @@ def main() -> None:
 
             kept, oracle_kept = 1 - distance(ours, full) / distance(full, bic), float("nan")
             detail = "no HR: kept = share of full-frame correction energy"
-        share = float(np.mean(stage.covered)) / len(stage.grid)
-        computed = stage.blocks_run / stage.blocks_total if stage.blocks_total else 1.0
+        share = float(np.mean(stage.covered)) / len(stage.state.grid)
+        computed = stage.counts.computed / stage.counts.total if stage.counts.total else 1.0
         print(f"{'clip':<28} {'input':>8} {'share':>6} {'computed':>8} {'kept':>6} {'oracle':>7} {'ours/oracle':>11} "
               f"{'late':>5} {'lag':>5} {'fps':>5} {'whole':>6}")
-        whole = sum(c == len(stage.grid) for c in stage.covered)
+        whole = sum(c == len(stage.state.grid) for c in stage.covered)
         print(f"{Path(args.clip).name[:28]:<28} {args.input_size:>8} {share:>6.0%} {computed:>8.0%} {kept:>6.0%} "
               f"{oracle_kept:>7.0%} {kept / oracle_kept:>11.2f} {stats.late:>5} {1e3 * stats.worst_lag:>5.0f} "
               f"{fps:>5.1f} {whole:>6}")

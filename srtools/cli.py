@@ -119,12 +119,16 @@ precision_option = click.option(
          "auto picks it there and fp32 elsewhere (emulated bf16 is slower).")
 
 
-stats_option = click.option(
-    "--stats", "stats_path", type=click.Path(dir_okay=False), metavar="FILE",
-    help="Also publish the counters (logged every 10 s and at the end) as JSON to FILE, replaced atomically every "
-         "second, at each model swap and at the end: "
-         "frames, seconds, model, swaps, engine_frames, fallbacks, probes, late, worst_lag_ms (real time: the "
-         "longest a frame took from the start of its slot until written).")
+def stats_option(more_fields: str = "") -> Callable:
+    """--stats FILE; ``more_fields`` describes the command's own fields, after the frame loop's."""
+    return click.option(
+        "--stats", "stats_path", type=click.Path(dir_okay=False), metavar="FILE",
+        help="Also publish the counters (logged every 10 s and at the end) as JSON to FILE, replaced atomically "
+             "every second, at each model swap and at the end: "
+             "frames, seconds, model, swaps, engine_frames (frames with the model's output, whole or in part), "
+             "fallbacks, probes, late, "
+             "worst_lag_ms (real time: the longest a frame took from the start of its slot until written)"
+             + (f"; {more_fields}" if more_fields else "") + ".")
 
 
 frame_log_option = click.option(

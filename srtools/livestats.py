@@ -168,11 +168,15 @@ class LiveStats:
                                                                           "or in blocks."),
                                 ("late", "late_frames_total", "Frames written after their deadline."),
                                 ("swaps", "model_swaps_total", "Models swapped in."),
+                                ("block_frames", "block_frames_total", "Frames upscaled in blocks rather than "
+                                                                       "whole."),
                                 ("blocks_total", "blocks_total", "Blocks of the frames upscaled in blocks."),
                                 ("blocks_computed", "computed_blocks_total", "Blocks computed by the network."),
                                 ("blocks_reused", "reused_blocks_total", "Blocks given a remembered correction.")]),
                 (TCSR, tcsr, [("frames", "frames_total", "Frames through sr-tcsr."),
                               ("engine_frames", "refined_frames_total", "Frames refined by TCSR."),
+                              ("predicted_to_lose", "predicted_to_lose_frames_total", "Frames passed through as "
+                                                                                      "refining them would lose."),
                               ("late", "late_frames_total", "Frames written after their deadline.")])):
             prefix = "srtools_" + stage.removeprefix("sr-")
             for field, name, help_text in fields:

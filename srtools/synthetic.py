@@ -24,6 +24,8 @@ import math
 import cv2
 import numpy as np
 
+from . import y4m
+
 MAX_PAN = 5.0  # pixels a frame, at the clip's resolution: fast for a camera at 25 fps, slow for a whip pan
 MAX_ZOOM = 0.01  # relative scale change a frame
 MAX_ROLL = 0.4  # degrees a frame
@@ -120,3 +122,17 @@ def render(photo: np.ndarray, others: list[np.ndarray], rng: np.random.Generator
             frame = frame * (1 - weight) + placed * weight
         clip[t] = np.clip(frame + 0.5, 0, 255).astype(np.uint8)
     return clip, motion
+
+
+def write_y4m(path: str, clip: np.ndarray, fps: int = 25) -> None:
+    """Write (frames, H, W, 3) BGR frames (H and W even) as 4:2:0 Y4M, converted as OpenCV's BT.601
+    limited-range I420 (the conversion srtools.metrics's RGB-PSNR uses)."""
+    h, w = clip.shape[1:3]
+    with open(path, "wb") as stream:
+        writer = y4m.Writer(stream, y4m.Header(w, h, fps=fps))
+        for bgr in clip:
+            yuv = cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420)
+            quarter = h * w // 4
+            chroma = yuv[h:].reshape(-1)
+            writer.write(y4m.Frame([yuv[:h], chroma[:quarter].reshape(h // 2, w // 2),
+                                    chroma[quarter:].reshape(h // 2, w // 2)]))

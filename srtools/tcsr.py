@@ -4,6 +4,17 @@ The stage keeps a sliding window of 2k+1 frames and outputs frame t once frame t
 (the window's ends repeat the first and last frames), so the output has the same frames in the
 same order as the input, k frames later. Frames it does not refine pass through unchanged, as do
 all frames while there is no model; chroma always passes through (TCSR refines luma).
+
+A refined frame must not be worse than its input. Two measurements say when it would be, and the
+frame then passes through unchanged (:meth:`Refiner.refine` returns None):
+
+- the model's own measured gain: a model file records its held-out gain over its input
+  (``gain_db``, measured by whoever trained it on content they had the high-res frames of: the
+  online trainer on the stream's own runs); a model whose gain is not positive is not run at all;
+- the window's alignment: where the neighbours, once warped by the model's flows, still differ
+  from the middle frame by more than :attr:`Refiner.MAX_MISALIGNMENT` levels on average, they
+  show something else (a cut, a flash, motion beyond the flows' reach) and the network's
+  correction is a guess.
 """
 
 from __future__ import annotations
@@ -26,7 +37,7 @@ K_MAX = 8  # the most neighbours on each side a model may use
 
 
 class Refiner:
-    """Runs a TCSR network on windows of frames.
+    """Runs a TCSR network on windows of frames, and says when a frame would lose (see the module docstring).
 
     Args:
         model: the network, (N, 2k+1, 1, H, W) -> (N, 1, H, W) in [0, 1].
@@ -36,14 +47,18 @@ class Refiner:
         precision: ``fp32``, or ``bf16`` for the convolutions (see :class:`srtools.upscale.ModelUpscaler`).
     """
 
+    MAX_MISALIGNMENT = 12.0  # levels: see the module docstring
+
     def __init__(self, model: torch.nn.Module, info: ModelInfo, version: int | None = None, device: str = "cpu",
                  precision: str = "fp32"):
         self.info, self.version = info, version
         self.k: int = model.k
         self.device = torch.device(device)
         self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-        self.model = model.to(self.device).eval()
+        # channels-last, as for F-EDSR (srtools.upscale): its convolutions run faster on CPU.
+        self.model = model.to(self.device, memory_format=torch.channels_last).eval()
         self.cost: float | None = None
+        self.gains = info.gain_db is None or info.gain_db > 0  # measured by its trainer
 
     @property
     def label(self) -> str:
@@ -56,12 +71,19 @@ class Refiner:
         self.cost = measure_cost(lambda: self.refine(window))
 
     @torch.inference_mode()
-    def refine(self, window: list[Frame]) -> Frame:
-        """The middle frame of ``window`` (2k+1 frames of one size) with refined luma."""
+    def refine(self, window: list[Frame]) -> Frame | None:
+        """The middle frame of ``window`` (2k+1 frames of one size) with refined luma, or None when it
+        would lose: then it passes through (see the module docstring)."""
+        if not self.gains:
+            return None
         luma = to_unit(np.stack([f.y for f in window])[None, :, None], self.device)
         with self.autocast:
-            out = self.model(luma)
+            out, _, _, aligned = self.model.forward_with_flows(luma)
         middle = window[self.k]
+        reference = luma[:, self.k]
+        misalignment = 255 * float(torch.stack([(a.float() - reference).abs().mean() for a in aligned]).mean())
+        if misalignment > self.MAX_MISALIGNMENT:
+            return None
         return Frame([to_plane(out[0, 0].float()), *middle.planes[1:]], middle.params)
 
 
@@ -144,6 +166,7 @@ class TcsrStage:
         self.selector = selector
         self.gate = CostGate()
         self.fallbacks = 0  # frames passed through because refining would have missed their deadline
+        self.predicted_to_lose = 0  # frames passed through because refining would have made them worse
         self.frames: dict[int, Frame] = {}
         self.received = 0  # frames in
         self.next_out = 0  # index of the next frame to output
@@ -151,6 +174,13 @@ class TcsrStage:
     @property
     def probes(self) -> int:
         return self.gate.probes
+
+    def as_dict(self) -> dict:
+        """Counters for sr-tcsr's --stats (:class:`srtools.framefilter.Counters`)."""
+        return {"predicted_to_lose": self.predicted_to_lose}
+
+    def describe(self) -> str:
+        return f"{self.predicted_to_lose} passed through as predicted to lose" if self.predicted_to_lose else ""
 
     def process(self, frame: Frame, engine: Refiner | None, time_left: float) -> tuple[list[Frame], int]:
         self.frames[self.received] = frame
@@ -169,15 +199,21 @@ class TcsrStage:
         while self.next_out < self.received and (end or self.next_out + k < self.received):
             t = self.next_out
             frame = self.frames[t]
-            if engine is not None and use_engine and (end or not ran):  # one refinement per frame in
+            if engine is not None and not engine.gains:
+                self.predicted_to_lose += 1  # the model is not run at all
+            elif engine is not None and use_engine and (end or not ran):  # one refinement per frame in
                 window = [self.frames[i] for i in window_indices(t, k, self.received).tolist()]
                 if self.selector.pick(t, window, k, self.gate.cost):
                     start = time.perf_counter()
-                    frame = engine.refine(window)
+                    refined = engine.refine(window)
                     took = time.perf_counter() - start
                     self.selector.spent(took)
                     self.gate.record(took)
-                    ran += 1
+                    if refined is None:
+                        self.predicted_to_lose += 1
+                    else:
+                        frame = refined
+                        ran += 1
             out.append(frame)
             self.next_out += 1
         # Keep what later windows need: frames from (next frame out) - K_MAX on.

@@ -219,19 +219,27 @@ class Server:
 
 
 
-def fill_pool(hr: Path, spool: Path, every: int = 5) -> Path:
+def fill_pool(hr: Path, spool: Path, every: int = 5, runs_every: int | None = None, run_frames: int = 5,
+              t0: float = 0.0) -> Path:
     """Sample ``hr`` into the spool's pool like the push side: every ``every``-th frame with the decoded
-    frame of the default degradation (t = index / 25); returns the spool."""
+    frame of the default degradation (t = t0 + index / 25), and with ``runs_every`` a run of
+    ``run_frames`` consecutive frames every ``runs_every`` frames; returns the spool."""
     from srtools import degrade, video
     from srtools.live.pool import Pool
 
     lr = hr.with_name(hr.stem + "-lr.mp4")
     degrade.make_lr(str(hr), str(lr), 2)
     pool = Pool(spool, create=True)
+    run: list = []
     with video.open_source(str(hr)) as hr_frames, video.open_source(str(lr)) as lr_frames:
         for index, (h, lo) in enumerate(zip(hr_frames, lr_frames)):
             if index % every == 0:
-                pool.add(index / 25, h, lo)
+                pool.add(t0 + index / 25, h, lo)
+            if runs_every and index % runs_every < run_frames:
+                run.append((h, lo))
+                if len(run) == run_frames:
+                    pool.add_run(t0 + (index - run_frames + 1) / 25, [f for f, _ in run], [f for _, f in run])
+                    run = []
     return spool
 
 

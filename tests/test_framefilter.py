@@ -1,9 +1,14 @@
 """The shared frame-filter loop and real-time pieces: deadlines, the cost gate's probes, selective SR
-that recovers after a slow period, frames kept in order."""
+that recovers after a slow period, frames kept in order.
+
+Real-time decisions are tested in simulated time (:class:`SimulatedClock`): the network's calls take
+a set time per pixel and nothing else takes any, so other processes loading the machine change no
+decision.
+"""
 
 import io
 import math
-import time
+import threading
 from typing import Callable
 
 import numpy as np
@@ -26,59 +31,82 @@ def numbered(i: int) -> y4m.Frame:
     return y4m.Frame([y, *[np.full(shape, 128, np.uint8) for shape in HEADER.plane_shapes[1:]]])
 
 
-def paced_frames(count: int, fps: float = FPS):
-    """A live source: frame i arrives at i / fps seconds."""
-    start = time.monotonic()
+class SimulatedClock:
+    """Seconds that pass only when the test says so (the network's calls, see :class:`SimulatedNetwork`).
+
+    Read from a live source's thread (the loop's prefetcher stamping a frame's arrival), it gives the
+    arrival time that :func:`live_frames` set there for the frame being read.
+    """
+
+    def __init__(self):
+        self.now = 0.0
+        self.source = threading.local()
+
+    def __call__(self) -> float:
+        return getattr(self.source, "arrival", self.now)
+
+
+def live_frames(clock: SimulatedClock, count: int, fps: float = FPS):
+    """A live source in simulated time: frame i arrives at i / fps seconds."""
     for i in range(count):
-        time.sleep(max(0.0, start + i / fps - time.monotonic()))
+        clock.source.arrival = i / fps
         yield numbered(i)
 
 
-class SlowDown(torch.nn.Module):
-    """Wraps a network: while ``slow`` is set, each call takes 20 us per input pixel longer (46 ms for a
-    whole 64x36 frame, more than a frame time), like a CPU taken by another job for a while."""
+class SimulatedNetwork(torch.nn.Module):
+    """Wraps a network: each call takes 1 us of simulated time per input pixel (2.3 ms for a whole 64x36
+    frame), and 20 us more while ``slow`` is set (46 ms more, above a frame time), like a CPU taken by
+    another job for a while."""
 
-    def __init__(self, model: torch.nn.Module):
+    FAST, SLOW = 1e-6, 2e-5
+
+    def __init__(self, model: torch.nn.Module, clock: SimulatedClock):
         super().__init__()
-        self.inner, self.slow = model, False
+        self.inner, self.clock, self.slow = model, clock, False
 
     def receptive_radius(self) -> int:
         return self.inner.receptive_radius()
 
     def forward(self, x):
-        if self.slow:
-            time.sleep(2e-5 * x.numel())
+        self.clock.now += (self.FAST + self.SLOW * self.slow) * x.numel()
         return self.inner(x)
 
 
-def tiny_upscaler(seed: int = 0) -> ModelUpscaler:
+def tiny_upscaler(clock: SimulatedClock, seed: int = 0) -> ModelUpscaler:
+    """A small F-EDSR in simulated time, with a whole frame's time there for its warm-up cost."""
     torch.manual_seed(seed)
     hparams = {"scale": 2, "channels": 4, "blocks": 1}
     model = archs.build("fedsr", hparams)
     torch.nn.init.normal_(model.tail.weight, std=0.05)  # a real correction, not bicubic
-    return ModelUpscaler(model, modelfile.ModelInfo("fedsr", hparams, 2), version=1)
+    upscaler = ModelUpscaler(model, modelfile.ModelInfo("fedsr", hparams, 2), version=1)
+    upscaler.model = SimulatedNetwork(upscaler.model, clock)
+    upscaler.cost = SimulatedNetwork.FAST * HEADER.width * HEADER.height
+    return upscaler
 
 
 class RecordingStage(SelectiveUpscaleStage):
     """Records, per frame, the input frame number and whether the whole frame went through the network."""
 
-    def __init__(self, slow_frames: set[int], network: SlowDown):
-        super().__init__(HEADER.resized(128, 72), block=16, reuse_threshold=0)
+    def __init__(self, clock: SimulatedClock, slow_frames: set[int], network: SimulatedNetwork):
+        super().__init__(HEADER.resized(128, 72), block=16, reuse_threshold=0, clock=clock)
         self.slow_frames, self.network, self.path = slow_frames, network, []
 
     def process(self, frame, engine, time_left):
         index = int(frame.y[0, 0])
+        # The loop takes a frame as soon as the prefetcher has it, and live_frames has them all at once:
+        # the frame waits here until it arrives, and the wait comes off its time left.
+        waited = max(0.0, index / FPS - self.clock.now)
+        self.clock.now += waited
         self.network.slow = index in self.slow_frames
         calls = engine.calls
-        out, ran = super().process(frame, engine, time_left)
+        out, ran = super().process(frame, engine, time_left - waited)
         self.path.append((index, engine.calls > calls))
         return out, ran
 
 
 def test_realtime_recovers_after_each_slow_period():
-    upscaler = tiny_upscaler()
-    network = SlowDown(upscaler.model)
-    upscaler.model = network
+    clock = SimulatedClock()
+    upscaler = tiny_upscaler(clock)
     upscaler.calls = 0
     whole = upscaler.upscale
 
@@ -87,12 +115,11 @@ def test_realtime_recovers_after_each_slow_period():
         return whole(frame, header)
 
     upscaler.upscale = counting_upscale
-    upscaler.warm_up(HEADER)
     # Two slow spells: a whole frame tried while the second one starts must not keep whole frames away.
-    stage = RecordingStage(slow_frames={*range(10, 40), *range(90, 110)}, network=network)
+    stage = RecordingStage(clock, slow_frames={*range(10, 40), *range(90, 110)}, network=upscaler.model)
     stats = framefilter.Stats()
-    framefilter.run(paced_frames(170), FPS, y4m.Writer(io.BytesIO(), stage.out_header), stage, upscaler,
-                    realtime=True, stats=stats)
+    framefilter.run(live_frames(clock, 170), FPS, y4m.Writer(io.BytesIO(), stage.out_header), stage, upscaler,
+                    realtime=True, stats=stats, clock=clock)
     assert [index for index, _ in stage.path] == list(range(170))  # no frame lost or reordered
     full = dict(stage.path)
     assert sum(full[i] for i in range(10)) >= 8  # fast: whole frames (a hiccup's overrun is paid back)
@@ -104,7 +131,7 @@ def test_realtime_recovers_after_each_slow_period():
         back = min(i for i in range(slow.stop, slow.stop + 40) if full[i])
         assert back <= slow.stop + 30
         assert sum(full[i] for i in range(back, back + 20)) >= 18
-    assert stage.blocks_total > 0 and stage.share < 1
+    assert stage.counts.total > 0 and stage.counts.share < 1
 
 
 def test_blocks_with_halo_equal_full_frame_sr():
@@ -190,15 +217,17 @@ def test_error_in_the_source_reaches_the_caller():
 
 def selective_stage(latency: int = 1) -> tuple[SelectiveUpscaleStage, ModelUpscaler, Callable]:
     """A stage on blocks (reuse threshold 2) and a function running one frame through it, where the
-    whole frame does not fit but every block does (``blocks_fit`` False: none does)."""
-    upscaler = tiny_upscaler()
-    upscaler.warm_up(HEADER)
-    stage = SelectiveUpscaleStage(HEADER.resized(128, 72), block=16, reuse_threshold=2, latency=latency)
-    stage._start(upscaler, numbered(0))
+    whole frame does not fit but every block does (``blocks_fit`` False: none does), in simulated time."""
+    clock = SimulatedClock()
+    upscaler = tiny_upscaler(clock)
+    stage = SelectiveUpscaleStage(HEADER.resized(128, 72), block=16, reuse_threshold=2, latency=latency,
+                                  clock=clock)
+    stage.start(upscaler, numbered(0))
 
     def selective(frame, blocks_fit=True):
-        stage.full_cost, stage.whole_ratio = math.inf, math.inf  # a whole frame neither fits nor is tried
-        stage.block_cost = stage.usable / (1.2 * len(stage.grid)) if blocks_fit else math.inf
+        costs = stage.state.costs
+        costs.whole.value, costs.whole_ratio = math.inf, math.inf  # a whole frame neither fits nor is tried
+        costs.block.value = stage.usable / (1.2 * len(stage.state.grid)) if blocks_fit else math.inf
         [out], _ = stage.process(frame, upscaler, time_left=1.0)
         return out
 
@@ -212,17 +241,17 @@ def test_unchanged_blocks_reuse_their_output_changed_ones_are_recomputed():
     first = selective(frame)
     whole = upscaler.upscale(frame, stage.out_header)
     assert np.abs(first.y.astype(int) - whole.y).max() <= 1  # blocks = full-frame SR (up to rounding)
-    assert (stage.blocks_run, stage.blocks_reused) == (len(stage.grid), 0)
+    grid = stage.state.grid
+    assert (stage.counts.computed, stage.counts.reused) == (len(grid), 0)
     again = selective(frame)
-    assert np.array_equal(again.y, first.y) and stage.blocks_reused == len(stage.grid)
+    assert np.array_equal(again.y, first.y) and stage.counts.reused == len(grid)
     moved = y4m.Frame([frame.y.copy(), *frame.planes[1:]])
     moved.y[30, 60] ^= 0x40  # one pixel in the bottom-right corner changes a lot
     selective(moved)
-    recomputed = stage.blocks_run - len(stage.grid)
-    windows = [(wy, wx) for wy, wx in stage.grid.windows]
-    wh, ww = stage.grid.window
-    touching = sum(wy <= 30 < wy + wh and wx <= 60 < wx + ww for wy, wx in windows)
-    assert recomputed == touching and 0 < touching < len(stage.grid)
+    recomputed = stage.counts.computed - len(grid)
+    wh, ww = grid.window
+    touching = sum(wy <= 30 < wy + wh and wx <= 60 < wx + ww for wy, wx in grid.windows)
+    assert recomputed == touching and 0 < touching < len(grid)
 
 
 def test_blocks_left_out_take_their_last_correction_when_they_changed_little():
@@ -238,7 +267,7 @@ def test_blocks_left_out_take_their_last_correction_when_they_changed_little():
     out = selective(brighter, blocks_fit=False)
     expected = np.clip(bicubic(brighter, stage.out_header).y + correction, 0, 255)
     assert np.array_equal(out.y, expected) and not np.array_equal(out.y, bicubic(brighter, stage.out_header).y)
-    assert stage.blocks_reused == len(stage.grid)
+    assert stage.counts.reused == len(stage.state.grid)
     # Changed by more than STALE_LEVELS: bicubic alone, a fallback.
     far = shifted(SelectiveUpscaleStage.STALE_LEVELS + 24)
     fallbacks = stage.fallbacks
@@ -248,22 +277,22 @@ def test_blocks_left_out_take_their_last_correction_when_they_changed_little():
 
 def test_a_slow_spell_the_estimates_missed_stops_the_blocks_before_the_deadline():
     stage, upscaler, _ = selective_stage()
-    upscaler.model = SlowDown(upscaler.model)
-    upscaler.model.slow = True  # a block now takes about 14 ms; the stage still expects 1 ms
-    stage.full_cost, stage.block_cost = math.inf, 0.001
-    start = time.perf_counter()
+    upscaler.model.slow = True  # a block (its 30x30 window) now takes 19 ms; the stage still expects 1 ms
+    stage.state.costs.whole.value, stage.state.costs.block.value = math.inf, 0.001
+    start = stage.clock()
     stage.process(numbered(0), upscaler, time_left=0.1)
-    assert time.perf_counter() - start < 0.1
-    assert 0 < stage.blocks_run < len(stage.grid)
+    assert stage.clock() - start < 0.1
+    assert 0 < stage.counts.computed < len(stage.state.grid)
 
 
 def test_with_a_latency_to_spare_the_blocks_take_most_of_the_slot():
     computed = {}
     for latency in 1, 2:
         stage, upscaler, _ = selective_stage(latency)
-        stage.full_cost, stage.block_cost = math.inf, 1.0 / len(stage.grid)  # all blocks: 1 s
+        blocks = len(stage.state.grid)
+        stage.state.costs.whole.value, stage.state.costs.block.value = math.inf, 1.0 / blocks  # all blocks: 1 s
         stage.process(numbered(0), upscaler, time_left=1.0)
-        computed[latency] = stage.blocks_run / len(stage.grid)
+        computed[latency] = stage.counts.computed / blocks
     # One frame: a third of the slot stays free; two: the stage plans up to 90% of it.
     assert 0.5 < computed[1] <= 0.65 < 0.8 < computed[2] <= 0.9
 
@@ -274,11 +303,12 @@ def test_a_whole_frame_is_tried_again_only_when_blocks_predict_it_fits(whole_rat
     scales their time by the ratio measured on the last trial, so a whole frame is not tried, and
     late, on every other frame."""
     stage, upscaler, _ = selective_stage()
-    stage.full_cost, stage.whole_ratio = math.inf, whole_ratio  # a slow spell raised the whole frame's cost
-    stage.block_cost = 0.8 * stage.usable / stage.frame_in_windows  # blocks now say: 80% of the time left
-    stage._blocks_measured = True  # ... measured on the frame before
+    costs = stage.state.costs
+    costs.whole.value, costs.whole_ratio = math.inf, whole_ratio  # a slow spell raised the whole frame's cost
+    costs.block.value = 0.8 * stage.usable / costs.frame_in_windows  # blocks now say: 80% of the time left
+    costs.blocks_fresh = True  # ... measured on the frame before
     [out], _ = stage.process(numbered(0), upscaler, time_left=1.0)
-    assert (stage.blocks_total == 0) == tried  # no blocks: the whole frame
+    assert (stage.counts.total == 0) == tried  # no blocks: the whole frame
     if tried:
         assert np.array_equal(out.y, upscaler.upscale(numbered(0), stage.out_header).y)
-        assert stage.full_cost < 0.1 and stage.whole_ratio == 0.5  # re-measured: milliseconds, not 0.52 s
+        assert costs.whole.value < 0.1 and costs.whole_ratio == 0.5  # re-measured: milliseconds, not 0.52 s

@@ -71,6 +71,7 @@ def test_model_output_and_stats(tmp_path, small_y4m):
     assert re.search(rb"10 frames in .* model v1, 0 swaps, 0 bicubic fallbacks", result.stderr)
     stats = json.loads((tmp_path / "stats.json").read_text())  # --stats: the final counters as JSON
     assert (stats["frames"], stats["engine_frames"], stats["model"], stats["late"]) == (10, 10, "v1", 0)
+    assert (stats["block_frames"], stats["blocks_total"], stats["block_share"]) == (0, 0, None)  # whole frames
 
 
 def test_frame_log_names_the_model_of_every_frame(tmp_path, small_y4m):
@@ -219,15 +220,22 @@ def test_realtime_runs_the_network_on_blocks_when_whole_frames_are_too_slow(tmp_
     result = run_command("sr-serve", "--spool", tmp_path, "--realtime", "--stats", tmp_path / "stats.json", clip)
     assert result.returncode == 0, result.stderr
     assert len(frames_of(result.stdout)[1]) == 100
-    share = int(re.search(rb"selective SR: (\d+)% of blocks", result.stderr).group(1))
+    share = int(re.search(rb"selective SR on \d+ frames: (\d+)% of their blocks", result.stderr).group(1))
     assert share < 50  # far from the whole frame: only the blocks that fit
     stats = json.loads((tmp_path / "stats.json").read_text())
     assert stats["worst_lag_ms"] > 0 and re.search(rb"late \(worst lag \d+ ms of 10 allowed\)", result.stderr)
+    # The counters agree with each other and with the log line.
+    assert stats["engine_frames"] + stats["fallbacks"] == stats["frames"] == 100
+    assert 0 < stats["block_frames"] <= stats["frames"]
+    computed, reused, stale, total = (stats[f"blocks_{name}"] for name in ("computed", "reused", "stale", "total"))
+    assert 0 < computed and stale <= reused and computed + reused <= total
+    assert stats["block_share"] == pytest.approx((computed + reused) / total, abs=1e-4)
+    assert abs(100 * stats["block_share"] - share) <= 0.5
     expect_error(run_command("sr-serve", "--spool", tmp_path, "--realtime", "--latency", "0", clip), 2, "--latency")
     slow = make_y4m(tmp_path / "slow.y4m", size="32x18", seconds=3, rate=2)
     publish(tmp_path, channels=4, blocks=1)
     result = run_command("sr-serve", "--spool", tmp_path, "--realtime", slow)
-    assert b" 0 bicubic fallbacks, 6 through the model" in result.stderr  # whole frames, every one
+    assert b" 0 bicubic fallbacks, 6 with network output" in result.stderr  # whole frames, every one
     assert b"selective SR" not in result.stderr
 
 
@@ -366,4 +374,4 @@ def test_realtime_share_drops_while_another_process_loads_the_cpu(tmp_path):
     assert free >= 0.6, stderr  # free CPU: mostly whole frames
     assert loaded <= free - 0.3, stderr  # loaded: only the blocks that fit, on many frames
     assert free_again >= loaded + 0.3, stderr  # free again: whole frames return
-    assert "selective SR:" in stderr
+    assert "selective SR on " in stderr

@@ -73,7 +73,7 @@ def test_same_frames_same_order_refined_every_nth(model_file, every):
 
 def test_without_model_frames_pass_through(tmp_path):
     inputs = numbered_frames(5)
-    result = run_command("sr-tcsr", "--spool", tmp_path / "not-yet", input=y4m_bytes(inputs))
+    result = run_command("sr-tcsr", "--spool", tmp_path / "not-yet", "--no-generic", input=y4m_bytes(inputs))
     assert result.returncode == 0, result.stderr
     outputs = frames_of(result.stdout)
     assert len(outputs) == 5
@@ -159,3 +159,35 @@ def test_frame_log_says_which_frames_were_refined(model_file, tmp_path):
     assert [line["frame"] for line in lines] == list(range(20))
     assert [line["engine"] for line in lines] == lifted == [t % 3 == 0 for t in range(20)]
     assert {line["model"] for line in lines} == {"tiny"}  # the label of a file: its source
+
+
+def test_a_model_whose_measured_gain_is_not_positive_is_not_run(tmp_path):
+    """The trainer measured that it loses on this content (gain_db <= 0): frames pass through unchanged."""
+    model, info = tiny_tcsr()
+    info.gain_db = -0.05
+    modelfile.save(tmp_path / "loses.safetensors", model, info)
+    inputs = numbered_frames(8)
+    result = run_command("sr-tcsr", "--model", tmp_path / "loses.safetensors", "--stats", tmp_path / "stats.json",
+                         input=y4m_bytes(inputs))
+    assert result.returncode == 0, result.stderr
+    assert all(np.array_equal(a, b) for got, sent in zip(frames_of(result.stdout), inputs)
+               for a, b in zip(got.planes, sent.planes))
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    assert stats["engine_frames"] == 0 and stats["predicted_to_lose"] == 8
+    assert b"8 passed through as predicted to lose" in result.stderr
+
+
+def test_a_frame_whose_neighbours_show_something_else_passes_through(model_file):
+    """A cut in the window: the aligned neighbours do not match the middle frame, the frame keeps its input;
+    frames whose neighbours match are refined."""
+    inputs = numbered_frames(9)
+    for i in (4, 5, 6):  # frames 4-6 a different scene: frames 3, 4, 6 and 7 have a cut in their window
+        inputs[i].planes[0][:] = 200 + (i - 4) * 3
+    result = run_command("sr-tcsr", "--model", model_file, "--stats", model_file.parent / "stats.json",
+                         input=y4m_bytes(inputs))
+    assert result.returncode == 0, result.stderr
+    lifts = [int(round(got.y.astype(int).mean() - sent.y.astype(int).mean()))
+             for got, sent in zip(frames_of(result.stdout), inputs)]
+    assert [lift > 20 for lift in lifts] == [True, True, True, False, False, True, False, False, True], lifts
+    assert all(lift == 0 for lift, refined in zip(lifts, [lift > 20 for lift in lifts]) if not refined)
+    assert json.loads((model_file.parent / "stats.json").read_text())["predicted_to_lose"] == 4

@@ -185,3 +185,54 @@ def test_the_trainer_killed_mid_publish_leaves_the_previous_version_current(spoo
 ])
 def test_watch_and_offline_options_do_not_mix(tmp_path, args, message):
     expect_error(run_command("sr-train", "--spool", tmp_path / "s", *args), 2, message)
+
+
+@pytest.fixture(scope="module")
+def runs_spool(tmp_path_factory):
+    """A pool of pairs and runs (5 consecutive frames every second) of a 4 s 256x144 moving testsrc2 clip."""
+    root = tmp_path_factory.mktemp("runs")
+    hr = root / "hr.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=256x144:rate=25:duration=4",
+                    "-pix_fmt", "yuv420p", "-c:v", "libx264", "-crf", "12", str(hr)], check=True)
+    return fill_pool(hr, root / "spool", runs_every=25)
+
+
+def test_tcsr_trains_in_the_time_f_edsr_leaves_and_a_request_preempts_it(tmp_path, runs_spool):
+    spool = tmp_path / "spool"
+    shutil.copytree(runs_spool, spool)
+    watcher = Watcher(spool, "--max-seconds", "60", "--stop-db", "0.05", "--refine-seconds", "60",
+                      "--poll-interval", "0.5")
+    assert watcher.until("session")["arch"] == "fedsr"
+    assert watcher.until("stopped", timeout=120)["arch"] == "fedsr"
+    refine = watcher.until("session")
+    assert refine["arch"] == "tcsr" and refine["reason"] == "idle" and refine["runs"] == 4
+    assert refine["upscaler"] == Spool(spool).current("fedsr", 2).version  # on the current F-EDSR's output
+    time.sleep(3)  # TCSR trains for a while...
+    (spool / "requests").mkdir(exist_ok=True)
+    (spool / "requests" / "request-000000030.json").write_text('{"format": "srtools-request/1"}')
+    asked = time.monotonic()
+    stopped = watcher.until("stopped", timeout=30)
+    assert stopped["arch"] == "tcsr" and stopped["reason"] == "preempted"
+    session = watcher.until("session", timeout=30)
+    assert session["arch"] == "fedsr" and session["reason"] == "request 30"
+    assert time.monotonic() - asked < 10  # F-EDSR's answer to a scene change is not kept waiting
+    for path in (spool / "models").glob("tcsr-*"):  # whatever TCSR published loads as a refiner
+        loader.load(path, archs.REFINE, 2)
+    watcher.stop()
+
+
+def test_a_camera_that_changes_resolution_starts_a_new_scene_instead_of_crashing(tmp_path, pool_spool):
+    """Pairs of a new size after those of an old one: the trainer trains on the new size, restart after restart."""
+    spool = tmp_path / "spool"
+    shutil.copytree(pool_spool, spool)  # 20 pairs of 256x144 up to t = 3.8 s
+    hr = tmp_path / "wide.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=320x176:rate=25:duration=2",
+                    "-pix_fmt", "yuv420p", "-c:v", "libx264", "-crf", "12", str(hr)], check=True)
+    fill_pool(hr, spool, t0=10.0)  # 10 more, of 320x176
+    for _ in range(2):
+        watcher = Watcher(spool, "--mode", "once", "--max-seconds", "3")
+        session = watcher.until("session")
+        assert session["pairs"] == 10 and session["t_first"] == 10.0
+        assert watcher.until("stopped")["published"]
+        code, err = watcher.stop()
+        assert code == 130 and "Traceback" not in err and "internal error" not in err

@@ -43,3 +43,9 @@ def for_task(task: str) -> list[str]:
 def default_hparam(arch: str, name: str) -> Any:
     """The default of constructor argument ``name`` of architecture ``arch``."""
     return inspect.signature(ARCHITECTURES[arch]).parameters[name].default
+
+
+def default_hparams(arch: str, **given: Any) -> dict[str, Any]:
+    """Every constructor argument of architecture ``arch``: ``given`` ones, the defaults for the rest."""
+    return {name: given.get(name, parameter.default)
+            for name, parameter in inspect.signature(ARCHITECTURES[arch]).parameters.items()}

@@ -14,7 +14,7 @@ I(t-k) .. I(t+k) at output resolution and refines the middle one with what its n
 
 ``grid`` sets the resolution the network works at. With ``grid=1`` (the design as published) the
 flow levels are 1/2 and full size and fusion and reconstruction run at full size. With ``grid=2``
-everything runs on the half-size grid, which for a x2 upscaler is the low-resolution grid the
+(the default) everything runs on the half-size grid, which for a x2 upscaler is the low-resolution grid the
 frames came from: the flow levels are 1/4 and 1/2 (the finer one upsampled to full size for the
 warp, which stays at full size), and fusion and reconstruction see each frame folded into 2x2
 pixel blocks (pixel unshuffle), their output unfolded again (pixel shuffle). That costs a quarter
@@ -147,7 +147,7 @@ class TCSR(nn.Module):
         flow_channels: feature channels of the flow estimation (:class:`OFRNet`).
         flow_blocks: residual blocks per flow stage.
         in_channels: 1 for luma-only models, 3 for YUV/RGB models.
-        grid: 1 (the published design) or 2 (on the half-size grid; see the module docstring).
+        grid: 2 (on the half-size grid, the default) or 1 (the published design); see the module docstring.
 
     Shape:
         (N, 2k+1, in_channels, H, W) in [0, 1], frames t-k .. t+k at output resolution
@@ -158,8 +158,8 @@ class TCSR(nn.Module):
     # No ``scale`` attribute, on purpose: TCSR keeps the resolution, and its model file records the
     # scale of the upscaler whose output it refines, which modelfile.load then checks alone.
 
-    def __init__(self, k: int = 1, channels: int = 16, flow_channels: int = 16, flow_blocks: int = 2,
-                 in_channels: int = 1, grid: int = 1):
+    def __init__(self, k: int = 1, channels: int = 16, flow_channels: int = 16, flow_blocks: int = 1,
+                 in_channels: int = 1, grid: int = 2):
         super().__init__()
         ints = {"k": k, "channels": channels, "flow_channels": flow_channels, "flow_blocks": flow_blocks,
                 "in_channels": in_channels, "grid": grid}
@@ -209,7 +209,7 @@ class TCSR(nn.Module):
         Returns:
             output (N, C, H, W); then, one entry per neighbour in :meth:`neighbour_indices` order,
             coarse flows (see :class:`OFRNet`), full-size flows (N, 2, H, W) and the neighbour frames
-            themselves (N, C, H, W).
+            warped onto frame t by them (N, C, H, W).
         """
         if frames.dim() != 5 or frames.shape[1] != 2 * self.k + 1 or frames.shape[2] != self.in_channels:
             raise ValueError(f"TCSR(k={self.k}, in_channels={self.in_channels}) expects frames of shape "
@@ -237,7 +237,7 @@ class TCSR(nn.Module):
         def per_neighbour(t: torch.Tensor) -> list[torch.Tensor]:
             return list(t.reshape(n, k2, *t.shape[1:]).unbind(1))
 
-        return output, per_neighbour(flows_coarse), per_neighbour(flows_full), per_neighbour(neighbours)
+        return output, per_neighbour(flows_coarse), per_neighbour(flows_full), per_neighbour(aligned)
 
     def _fold(self, x: torch.Tensor) -> torch.Tensor:
         """(M, C, H, W) -> (M, C g^2, ceil(H/g), ceil(W/g)) for ``grid`` g: each g x g pixel block folded

@@ -22,7 +22,10 @@ log = logging.getLogger("srtools.serve")
 @cli.spool_option(required=False)
 @cli.model_option("Use this model file (no hot-swap unless --spool is also given, which then takes over).")
 @cli.scale_option()
-@cli.stats_option
+@cli.stats_option("with --realtime, selective SR's blocks: block_frames (frames upscaled in blocks rather than whole), "
+                  "and of their blocks blocks_computed (through the network), blocks_reused (a remembered "
+                  "correction instead), blocks_stale (those of them that had changed), blocks_total and "
+                  "block_share ((computed + reused) / total, null before any frame in blocks)")
 @cli.frame_log_option
 @cli.threads_option
 @cli.device_option
@@ -70,8 +73,9 @@ def command(input: str, output: str, spool: str | None, model_path: str | None, 
     block carries a halo of the network's receptive field, so its output equals full-frame SR (no
     seams). Every block remembers its correction (network output minus bicubic): a block whose input
     changed by at most --reuse-threshold levels reuses it without being computed, and one left out
-    that changed by at most 16 levels takes it too; other blocks are bicubic. The log reports the
-    share of blocks with network output, the late frames and the worst lag.
+    that changed by at most 16 levels takes it too; other blocks are bicubic. The statistics count
+    the frames with network output, whole or in blocks, the frames upscaled in blocks with the share
+    of their blocks that has network output (computed or reused), the late frames and the worst lag.
     """
     if spool is None and model_path is None:
         raise UsageError("give --spool DIR, --model FILE, or both")
@@ -90,12 +94,10 @@ def command(input: str, output: str, spool: str | None, model_path: str | None, 
         out_header = in_header.resized(in_header.width * scale, in_header.height * scale)
         writer = y4m.Writer(stack.enter_context(y4m.open_output(output)), out_header)
         stage = SelectiveUpscaleStage(out_header, block=block, reuse_threshold=reuse_threshold, latency=latency)
+        stats = framefilter.Stats(path=stats_path, details=stage.counts)
         run_stage = FrameLog(stage, frame_log) if frame_log else stage
         framefilter.run(reader, float(in_header.fps), writer, run_stage, upscaler, watcher=watcher, realtime=realtime,
-                        latency=latency, stats=framefilter.Stats(path=stats_path))
-        if realtime and stage.blocks_total:
-            log.info("selective SR: %.0f%% of blocks by the network (%d computed, %d reused, %d of them stale)",
-                     100 * stage.share, stage.blocks_run, stage.blocks_reused, stage.blocks_stale)
+                        latency=latency, stats=stats)
 
 
 main = cli.entry_point(command)

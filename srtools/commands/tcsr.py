@@ -7,7 +7,7 @@ import logging
 
 import click
 
-from .. import archs, cli, framefilter, loader, video, y4m
+from .. import archs, cli, framefilter, generic, loader, video, y4m
 from ..errors import UsageError
 from ..framelog import FrameLog, open_log
 from ..tcsr import Budget, EveryNth, TcsrStage, refiner_factory
@@ -27,15 +27,19 @@ log = logging.getLogger("srtools.tcsr")
 @click.option("--budget-ms", type=click.FloatRange(0, None, min_open=True), metavar="MS",
               help="Live use: spend at most MS ms per frame on average, never miss a frame's deadline at the "
                    "input frame rate, and prefer the frames that move most.")
-@cli.stats_option
+@click.option("--generic/--no-generic", "use_generic", default=True, show_default=True,
+              help="While the spool has no TCSR model for --scale (and without --model), refine with the generic "
+                   "TCSR that ships with srtools (srtools.generic); --no-generic passes frames through instead.")
+@cli.stats_option("predicted_to_lose (frames passed through because refining them would lose: see REFINED "
+                  "FRAMES)")
 @cli.frame_log_option
 @cli.threads_option
 @cli.device_option
 @cli.precision_option
 @cli.poll_interval_option()
 def command(input: str, output: str, spool: str | None, model_path: str | None, scale: int, every: int | None,
-            budget_ms: float | None, device: str, precision: str, poll_interval: float, stats_path: str | None,
-            frame_log_path: str | None) -> None:
+            budget_ms: float | None, use_generic: bool, device: str, precision: str, poll_interval: float,
+            stats_path: str | None, frame_log_path: str | None) -> None:
     """Refine upscaled frames with the temporal network TCSR.
 
     Reads Y4M (srtools-y4m(7)) from INPUT ('-' for stdin, a file or named FIFO; typically
@@ -51,9 +55,18 @@ def command(input: str, output: str, spool: str | None, model_path: str | None, 
     refinement comes back when the machine has time; such a probe may delay one frame by the
     model's time. Statistics (frames refined, passed through, probes, late frames) go to stderr.
 
+    \b
+    REFINED FRAMES
+    A refined frame must not be worse than its input; a frame passes through unchanged when a
+    measurement says it would be: a model whose recorded held-out gain (gain_db, measured by its
+    trainer, e.g. the online trainer on the stream's own frames) is not positive is not run at
+    all, and a frame whose neighbours, aligned by the model's flows, still differ from it by more
+    than 12 levels on average (a cut, a flash, motion beyond the flows' reach) keeps its input.
+
     The model is the spool's current TCSR model for --scale (srtools-spool(5)); the spool may
-    not exist yet. New models are hot-swapped between frames; with no model, frames pass
-    through.
+    not exist yet. Until it has one, the generic TCSR that ships with srtools (trained by the
+    project on synthetic motion, see srtools.generic) refines, unless --no-generic; with no model
+    at all, frames pass through. New models are hot-swapped between frames.
     """
     if spool is None and model_path is None:
         raise UsageError("give --spool DIR, --model FILE, or both")
@@ -63,6 +76,9 @@ def command(input: str, output: str, spool: str | None, model_path: str | None, 
     precision = resolve_precision(precision, device)
     factory = refiner_factory(device, precision)
     refiner = loader.open_engine(factory, archs.REFINE, scale, model_path=model_path)
+    shipped = generic.find("tcsr", archs.default_hparams("tcsr"), scale, "y") if use_generic else None
+    if refiner is None and shipped is not None:  # the spool's first model takes over from it
+        refiner = factory(*loader.load(shipped, archs.REFINE, scale), None)
     selector = Budget(budget_ms / 1e3) if budget_ms is not None else EveryNth(every or 1)
     with contextlib.ExitStack() as stack:
         frame_log = stack.enter_context(open_log(frame_log_path)) if frame_log_path else None
@@ -76,9 +92,9 @@ def command(input: str, output: str, spool: str | None, model_path: str | None, 
                  f"budget {budget_ms:g} ms per frame" if budget_ms is not None else f"every {every or 1} frame(s)",
                  device, precision)
         writer = y4m.Writer(stack.enter_context(y4m.open_output(output)), header)
-        stats = framefilter.Stats(fallback_name="passed through at their deadline", engine_name="refined",
-                                  path=stats_path)
         stage = TcsrStage(selector)
+        stats = framefilter.Stats(fallback_name="passed through at their deadline", engine_name="refined",
+                                  path=stats_path, details=stage)
         run_stage = FrameLog(stage, frame_log) if frame_log else stage
         framefilter.run(reader, float(header.fps), writer, run_stage, refiner, watcher=watcher,
                         realtime=budget_ms is not None, stats=stats)

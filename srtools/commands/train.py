@@ -12,7 +12,7 @@ from ..cliptrain import ClipJob, ClipSpec, ClipTraining, ModelSpec
 from ..errors import UsageError
 from ..fsutil import emit_json
 from ..live.stoprule import StopRule
-from ..live.watchtrain import MODES, Event, WatchConfig, session_budget, watch_spool
+from ..live.watchtrain import MODES, REFINE_SECONDS, Event, WatchConfig, session_budget, watch_spool
 from ..spool import Spool
 from ..training import Evaluation
 
@@ -45,7 +45,8 @@ UPSCALERS, REFINERS = archs.for_task(archs.UPSCALE), archs.for_task(archs.REFINE
 @click.option("--channels", type=click.IntRange(1, 256), metavar="N",
               help="Feature channels (default: the architecture's; F-EDSR 16, TCSR 16).")
 @click.option("--blocks", type=click.IntRange(0, 64), metavar="N",
-              help="Residual blocks: F-EDSR's body (default 4), TCSR's per flow stage (default 2).")
+              help=f"Residual blocks: F-EDSR's body (default {archs.default_hparam('fedsr', 'blocks')}), TCSR's per "
+                   f"flow stage (default {archs.default_hparam('tcsr', 'flow_blocks')}).")
 @click.option("--neighbours", type=click.IntRange(1, 8), metavar="K",
               help="TCSR only: frames on each side of the refined one (default 1: 3-frame windows).")
 @click.option("--color", type=click.Choice(modelfile.COLOR_MODES), default="y", show_default=True,
@@ -80,6 +81,11 @@ UPSCALERS, REFINERS = archs.for_task(archs.UPSCALE), archs.for_task(archs.REFINE
 @click.option("--half-life", type=click.FloatRange(0, None, min_open=True), default=WatchConfig.half_life_s,
               show_default=True, metavar="SECONDS",
               help="With --watch: stream seconds over which a pool pair's weight halves.")
+@click.option("--refine/--no-refine", default=WatchConfig.refine, show_default=True,
+              help="With --watch: fine-tune TCSR on the pool's runs in the time F-EDSR sessions leave.")
+@click.option("--refine-seconds", type=click.FloatRange(1, None),
+              default=REFINE_SECONDS,
+              show_default=True, metavar="SECONDS", help="With --watch: the budget of one TCSR session.")
 @cli.poll_interval_option(1.0, "an idle trainer checks for requests and pairs (with --watch)")
 @cli.threads_option
 @cli.device_option
@@ -87,7 +93,8 @@ def command(spool: str, arch: str, hr_source: str | None, lr_source: str | None,
             start: float | None, duration: float | None, max_frames: int, crf: int, channels: int | None,
             blocks: int | None, neighbours: int | None, color: str, init_from: str, patch: int, batch: int,
             learning_rate: float, seed: int, keep_models: int, watch: bool, mode: str, stop_db: float, alpha: float,
-            horizon: float, pool_pairs: int, half_life: float, poll_interval: float, device: str) -> None:
+            horizon: float, pool_pairs: int, half_life: float, refine: bool, refine_seconds: float,
+            poll_interval: float, device: str) -> None:
     """Train a model on a recorded clip and publish the best one to the spool.
 
     HR frames are the targets; LR inputs come from --lr or from the default degradation of the
@@ -122,11 +129,26 @@ def command(spool: str, arch: str, hr_source: str | None, lr_source: str | None,
     THp), or at once when THp is no higher than the gain reached (the rule is consulted after 100
     steps, so that a starved trainer's flat start is no plateau), and at --max-seconds in any case;
     requests that arrive meanwhile are dropped. A session
-    trains on up to --pool-pairs pairs drawn with weights halving every --half-life stream
-    seconds back from the newest, and waits until the pool holds 8 pairs. One JSON object per
-    event goes to stdout: session (reason, pairs, start model), published (version, gain_db)
-    and stopped (reason: threshold, plateau or budget). SIGTERM ends it cleanly (status 130);
-    killed at any moment, it leaves the last good model current.
+    trains on up to --pool-pairs pairs of the newest pair's frame size (a camera that changed
+    resolution starts a new scene) drawn with weights halving every --half-life stream seconds
+    back from the newest, and waits until the pool holds 8 pairs.
+
+    \b
+    TCSR
+    In the time F-EDSR sessions leave (adaptive and once modes: between requests), the trainer
+    fine-tunes TCSR on the runs of consecutive frames sr-push samples into the pool, upscaled by
+    the current F-EDSR as the server upscales them (--refine; --no-refine leaves TCSR alone). It
+    starts from the spool's current TCSR, else the generic one that ships (srtools.generic), else
+    the identity; trains for --refine-seconds; publishes each held-out improvement of 0.05 dB as
+    a tcsr model (sr-upload sends it, sr-tcsr on the server hot-swaps it); and again when a new
+    F-EDSR model or new runs came. A training request ends it at once: F-EDSR answers a scene
+    change first.
+
+    One JSON object per event goes to stdout, each naming its arch (fedsr or tcsr): session
+    (reason, pairs or runs, start model), published (version, gain_db) and stopped (reason:
+    threshold, plateau, budget, or preempted for TCSR). SIGTERM ends it cleanly (status 130);
+    killed at any moment, it leaves the last good model current. A pool that cannot be trained
+    on is reported in one line and waited out.
     """
     if watch:
         if hr_source or lr_source or init_from != "auto" or arch != UPSCALERS[0] or color != "y":
@@ -134,7 +156,8 @@ def command(spool: str, arch: str, hr_source: str | None, lr_source: str | None,
                              "drop --hr, --lr, --init, --arch and --color")
         config = WatchConfig(mode=mode, session=session_budget(max_seconds, batch, learning_rate, seed),
                              stop=StopRule(fixed_db=stop_db, alpha=alpha, horizon_s=horizon), max_pairs=pool_pairs,
-                             half_life_s=half_life, patch=patch, channels=channels, blocks=blocks)
+                             half_life_s=half_life, patch=patch, channels=channels, blocks=blocks, refine=refine,
+                             refine_session=session_budget(refine_seconds, batch, learning_rate, seed))
         spool_dir = Spool(spool, create=True, keep=keep_models or None)
         watch_spool(spool_dir, scale, config, cli.resolve_device(device), _emit, poll_interval, seed)
         return

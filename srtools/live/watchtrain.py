@@ -12,13 +12,29 @@ releases if it dies). What starts a training *session* depends on the mode:
 
 A session trains on the pool's recent pairs: up to ``max_pairs`` drawn without replacement with
 weights halving every ``half_life_s`` seconds of stream time back from the newest pair, so a new
-scene dominates within seconds while older content is not forgotten at once. Every tenth of them
-is held out (:meth:`srtools.training.PairSet.split`) for the gain that the stopping rule and the
-published files report. It warm-starts from the spool's current upscaling model (a new F-EDSR,
-which starts as bicubic, when there is none) with the recipe and the compute clock of offline
-``sr-train`` (:class:`srtools.training.Trainer`). Each held-out improvement of at least
-``publish_min_db`` is published atomically (:meth:`srtools.spool.Spool.publish`), so a trainer
-killed at any moment leaves the last good model current.
+scene dominates within seconds while older content is not forgotten at once. Only pairs of the
+newest pair's size take part: a camera that changes resolution starts a new scene, and the pairs
+of the old size leave the pool as it turns over. Every tenth of them is held out
+(:meth:`srtools.training.PairSet.split`) for the gain that the stopping rule and the published
+files report. It warm-starts from the spool's current upscaling model (a new F-EDSR, which starts
+as bicubic, when there is none) with the recipe and the compute clock of offline ``sr-train``
+(:class:`srtools.training.Trainer`). Each held-out improvement of at least ``publish_min_db`` is
+published atomically (:meth:`srtools.spool.Spool.publish`), so a trainer killed at any moment
+leaves the last good model current.
+
+TCSR (the server's second stage) trains in the compute the F-EDSR sessions leave: when no F-EDSR
+session is due (in adaptive and once modes: after a session has stopped by the rule, between
+requests), a *refine session* fine-tunes TCSR on the pool's runs of consecutive frames (up to
+``max_runs``, the newest, of the newest run's size), upscaled by the current F-EDSR as the server
+upscales them, against their HR frames (:class:`srtools.training.RefineRecipe`). It starts from
+the spool's current TCSR model, else the generic TCSR that ships for the current F-EDSR's scale
+(:mod:`srtools.generic`), else a new one (the identity), and is never worse than the identity on
+its held-out runs. A training request ends it at once (publishing what it gained): F-EDSR's answer
+to a scene change is never delayed by more than one slice of :meth:`OnlineTrainer.tick`. A refine
+session runs again when its material changed: a new F-EDSR model, or ``min_runs`` new runs.
+
+A pool that cannot be trained on (damaged files, too few pairs of one size) is reported and
+waited out: the daemon stays up.
 """
 
 from __future__ import annotations
@@ -31,7 +47,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -40,14 +56,15 @@ from .. import archs, generic, loader, modelfile
 from ..errors import BusyError, ModelError, SrError
 from ..modelfile import ModelInfo
 from ..spool import Spool
-from ..training import Evaluation, PairSet, TrainConfig, Trainer, UpscaleRecipe
+from ..training import Evaluation, PairSet, RefineRecipe, TrainConfig, Trainer, UpscaleRecipe, upscale_planes
 from ..upscale import network_planes
 from .monitor import REQUESTS_DIR
-from .pool import Pair, Pool
+from .pool import RUN, Pair, Pool, Run
 from .stoprule import StopRule
 
 log = logging.getLogger("srtools.watchtrain")
 MODES = ("adaptive", "continuous", "once")
+REFINE_SECONDS = 180.0  # compute seconds of one TCSR session
 LOCK_NAME = "trainer.lock"
 
 
@@ -87,6 +104,10 @@ class WatchConfig:
         refit_s: compute seconds between two fits of the rule's MLP (a fit costs about a second of
             CPU; the threshold is checked against the last prediction at every evaluation).
         channels / blocks: F-EDSR's size when there is no current model (None: the defaults).
+        refine: train TCSR in the compute the F-EDSR sessions leave (see the module docstring).
+        refine_session: budget of one refine session.
+        min_runs / max_runs: runs a refine session needs / trains on at most.
+        refine_patch: TCSR's training patch size, at output resolution.
     """
 
     mode: str = "adaptive"
@@ -101,6 +122,11 @@ class WatchConfig:
     refit_s: float = 10.0
     channels: int | None = None
     blocks: int | None = None
+    refine: bool = True
+    refine_session: TrainConfig = dataclasses.field(default_factory=lambda: session_budget(REFINE_SECONDS))
+    min_runs: int = 4
+    max_runs: int = 24
+    refine_patch: int = 96
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -115,8 +141,10 @@ def session_budget(max_seconds: float, batch: int = 16, learning_rate: float = 1
 
 
 def recent_pairs(pool: Pool, max_pairs: int, half_life_s: float, rng: np.random.Generator) -> list[Pair]:
-    """Up to ``max_pairs`` pool pairs, recent ones weighted (see the module docstring), in stream order."""
-    pairs = [pair for pair in map(_read_or_none(pool), pool.sequence()) if pair is not None]
+    """Up to ``max_pairs`` pool pairs of the newest pair's size, recent ones weighted (see the module
+    docstring), in stream order."""
+    pairs = _of_newest_size([pair for pair in map(_read_or_none(pool.read), pool.sequence()) if pair is not None],
+                            lambda pair: pair.hr.y.shape)
     if len(pairs) > max_pairs:
         age = pairs[-1].t - np.array([pair.t for pair in pairs])
         weights = 0.5 ** (age / half_life_s)
@@ -125,14 +153,31 @@ def recent_pairs(pool: Pool, max_pairs: int, half_life_s: float, rng: np.random.
     return pairs
 
 
-def _read_or_none(pool: Pool) -> Callable[[int], Pair | None]:
-    def read(seq: int) -> Pair | None:
+def recent_runs(pool: Pool, max_runs: int) -> list[Run]:
+    """The newest ``max_runs`` runs of the newest run's frame size, in stream order."""
+    runs = [run for run in map(_read_or_none(pool.read_run), pool.sequence(RUN)) if run is not None]
+    return _of_newest_size(runs, lambda run: run.hr.shape[1:])[-max_runs:]
+
+
+def _of_newest_size(items: list, size: Callable) -> list:
+    """The items of the newest item's frame size (a camera that changed resolution started a new scene)."""
+    if items and any(size(item) != size(items[-1]) for item in items):
+        newest = size(items[-1])
+        left = [item for item in items if size(item) == newest]
+        log.info("training on the %d of %d items of the newest size %dx%d", len(left), len(items), newest[1],
+                 newest[0])
+        return left
+    return items
+
+
+def _read_or_none(read: Callable[[int], Any]) -> Callable[[int], Any]:
+    def read_or_none(seq: int) -> Any:
         try:
-            return pool.read(seq)  # None: evicted meanwhile
+            return read(seq)  # None: evicted meanwhile
         except SrError as exc:
             log.warning("skipped: %s", exc)
             return None
-    return read
+    return read_or_none
 
 
 @dataclasses.dataclass
@@ -146,12 +191,77 @@ class Event:
         return {"event": self.event, **self.fields}
 
 
-class Session:
-    """One training run on a snapshot of the pool, warm-started from the spool's current model."""
+class TrainingSession:
+    """What every session does: train by slices, publish each held-out improvement of at least
+    ``publish_min_db`` over what the server has, and say how it ended.
+
+    Subclasses set up :attr:`trainer`, :attr:`arch`, :attr:`hparams` and :attr:`published_psnr` (the
+    held-out score of what the server already has), then call :meth:`_started`.
+    """
+
+    source = "pool"  # the published files' source
+
+    def __init__(self, spool: Spool, scale: int, config: WatchConfig, emit: Callable[[Event], None]):
+        self.spool, self.scale, self.config, self.emit = spool, scale, config, emit
+        self.trainer: Trainer
+        self.arch: str
+        self.hparams: dict
+        self.published_psnr: float
+        self.published: list[int] = []
+        self.stop_reason: str | None = None
+        self.summary: dict = {}
+
+    def _started(self, fields: dict) -> None:
+        self.emit(Event("session", {"arch": self.arch, **fields}))
+        if self.trainer.best_psnr >= self.published_psnr + self.config.publish_min_db:
+            self._publish()  # a start that beats what the server has (a generic model): it gets it now
+
+    @property
+    def finished(self) -> bool:
+        return self.stop_reason is not None
+
+    def run(self, seconds: float = math.inf, steps: int | None = None) -> None:
+        """Train for up to ``seconds`` compute seconds / ``steps`` steps, or until the session ends."""
+        self.trainer.run(seconds, steps, progress=self._evaluated)
+        if self.trainer.done and not self.finished:
+            self.finish("budget")
+
+    def _evaluated(self, evaluation: Evaluation) -> bool:
+        """Publish an improvement; True ends the run (a subclass's stopping rule)."""
+        if evaluation.best_psnr >= self.published_psnr + self.config.publish_min_db:
+            self._publish()
+        return False
+
+    def _publish(self) -> None:
+        trainer = self.trainer
+        model = archs.build(self.arch, self.hparams)
+        model.load_state_dict(trainer.best_state)
+        info = ModelInfo(arch=self.arch, hparams=self.hparams, scale=self.scale, color="y", source=self.source,
+                         val_psnr_db=round(trainer.best_psnr, 4), gain_db=round(trainer.gain_db, 4),
+                         train_seconds=round(trainer.seconds, 1), steps=trainer.steps)
+        pointer = self.spool.publish(model, info)
+        self.published_psnr = trainer.best_psnr
+        self.published.append(pointer.version)
+        self.emit(Event("published", {"arch": self.arch, "version": pointer.version, "gain_db": info.gain_db,
+                                      "seconds": info.train_seconds, "steps": trainer.steps}))
+
+    def finish(self, reason: str, **extra) -> None:
+        """End the session, publishing the last small improvement too."""
+        if self.trainer.best_psnr > self.published_psnr:
+            self._publish()
+        self.stop_reason = reason
+        self.summary = {"arch": self.arch, "reason": reason, "seconds": round(self.trainer.seconds, 2),
+                        "steps": self.trainer.steps, "gain_db": round(self.trainer.gain_db, 4),
+                        "published": self.published, **extra}
+
+
+class UpscaleSession(TrainingSession):
+    """One F-EDSR training run on a snapshot of the pool's pairs, warm-started from the spool's current
+    model, stopped by the design's rule in adaptive mode."""
 
     def __init__(self, spool: Spool, scale: int, pairs: list[Pair], config: WatchConfig, reason: str,
                  device: torch.device, rng: np.random.Generator, emit: Callable[[Event], None]):
-        self.spool, self.scale, self.config, self.emit = spool, scale, config, emit
+        super().__init__(spool, scale, config, emit)
         start = Start.choose(spool, scale, config)
         self.arch, self.hparams, self.start_version = start.arch, start.hparams, start.version
         planes = PairSet(np.stack([network_planes(p.lr, "y") for p in pairs]),
@@ -163,30 +273,14 @@ class Session:
         self.points: tuple[list[float], list[float]] = ([0.0], [self.trainer.gain_db])
         # What the server already has: the current model, or bicubic (a generic start is not published yet).
         self.published_psnr = recipe.baseline_psnr if self.start_version is None else self.trainer.start_psnr
-        self.published: list[int] = []
-        self.stop_reason: str | None = None
-        self.summary: dict = {}
         self._predicted: float | None = None  # THp of the last fit, at compute second _fitted_at
         self._fitted_at: float | None = None
-        emit(Event("session", {"reason": reason, "pairs": len(pairs), "t_first": round(pairs[0].t, 3),
-                               "t_last": round(pairs[-1].t, 3), "start": start.kind, "start_model": self.start_version,
-                               "start_gain_db": round(self.trainer.gain_db, 4)}))
-        if self.trainer.best_psnr >= self.published_psnr + config.publish_min_db:
-            self._publish()  # a generic start that beats bicubic: the server gets it before any training
-
-    @property
-    def finished(self) -> bool:
-        return self.stop_reason is not None
-
-    def run(self, seconds: float = math.inf, steps: int | None = None) -> None:
-        """Train for up to ``seconds`` compute seconds / ``steps`` steps, or until the session ends."""
-        self.trainer.run(seconds, steps, progress=self._evaluated)
-        if self.trainer.done and not self.finished:
-            self._finish("budget")
+        self._started({"reason": reason, "pairs": len(pairs), "t_first": round(pairs[0].t, 3),
+                       "t_last": round(pairs[-1].t, 3), "start": start.kind, "start_model": self.start_version,
+                       "start_gain_db": round(self.trainer.gain_db, 4)})
 
     def _evaluated(self, evaluation: Evaluation) -> bool:
-        if evaluation.best_psnr >= self.published_psnr + self.config.publish_min_db:
-            self._publish()
+        super()._evaluated(evaluation)
         seconds, gains = self.points
         seconds.append(evaluation.seconds)
         gains.append(evaluation.best_psnr - self.trainer.recipe.baseline_psnr)
@@ -199,29 +293,54 @@ class Session:
         stop, threshold = rule.decide(gains[-1], predicted)
         if stop:
             reason = "threshold" if gains[-1] >= threshold else "plateau"
-            self._finish(reason, threshold_db=round(threshold, 4),
-                         predicted_db=None if predicted is None else round(predicted, 4))
+            self.finish(reason, threshold_db=round(threshold, 4),
+                        predicted_db=None if predicted is None else round(predicted, 4))
         return stop
 
-    def _publish(self) -> None:
-        trainer = self.trainer
-        model = archs.build(self.arch, self.hparams)
-        model.load_state_dict(trainer.best_state)
-        info = ModelInfo(arch=self.arch, hparams=self.hparams, scale=self.scale, color="y", source="pool",
-                         val_psnr_db=round(trainer.best_psnr, 4), gain_db=round(trainer.gain_db, 4),
-                         train_seconds=round(trainer.seconds, 1), steps=trainer.steps)
-        pointer = self.spool.publish(model, info)
-        self.published_psnr = trainer.best_psnr
-        self.published.append(pointer.version)
-        self.emit(Event("published", {"version": pointer.version, "gain_db": info.gain_db,
-                                      "seconds": info.train_seconds, "steps": trainer.steps}))
 
-    def _finish(self, reason: str, **extra) -> None:
-        if self.trainer.best_psnr > self.published_psnr:  # the last small improvements too
-            self._publish()
-        self.stop_reason = reason
-        self.summary = {"reason": reason, "seconds": round(self.trainer.seconds, 2), "steps": self.trainer.steps,
-                        "gain_db": round(self.trainer.gain_db, 4), "published": self.published, **extra}
+class RefineSession(TrainingSession):
+    """One TCSR fine-tuning run on the pool's runs, as the current F-EDSR upscales them (see the module
+    docstring).
+
+    Args:
+        upscaler: (network, info, version) of the current F-EDSR.
+        runs: the runs to train on, one frame size.
+    """
+
+    source = "pool runs"
+
+    def __init__(self, spool: Spool, scale: int, upscaler: tuple[torch.nn.Module, ModelInfo, int], runs: list[Run],
+                 config: WatchConfig, device: torch.device, rng: np.random.Generator, emit: Callable[[Event], None]):
+        super().__init__(spool, scale, config, emit)
+        model, self.hparams, kind, version = self._start(spool, scale)
+        self.arch = archs.for_task(archs.REFINE)[0]
+        network = upscaler[0]
+        sequences = [(upscale_planes(network, run.lr[:, None], scale, device), run.hr[:, None]) for run in runs]
+        recipe = RefineRecipe(sequences, model.k, config.refine_patch, device, rng)
+        fallback = archs.build(self.arch, self.hparams)  # the identity: never worse than F-EDSR's output
+        self.trainer = Trainer(model, recipe, config.refine_session, device, fallback)
+        self.published_psnr = recipe.baseline_psnr if version is None else self.trainer.start_psnr
+        self._started({"reason": "idle", "runs": len(runs), "frames": sum(len(run.hr) for run in runs),
+                       "upscaler": upscaler[2], "start": kind, "start_model": version,
+                       "start_gain_db": round(self.trainer.gain_db, 4)})
+
+    @staticmethod
+    def _start(spool: Spool, scale: int) -> tuple[torch.nn.Module, dict, str, int | None]:
+        """(TCSR, its hparams, what it is, its version): the spool's current TCSR, else the generic one,
+        else a new one."""
+        arch = archs.for_task(archs.REFINE)[0]
+        try:
+            current = loader.load_current(spool, archs.REFINE, scale)
+        except ModelError as exc:
+            log.warning("not starting TCSR from the current model: %s", exc)
+            current = None
+        if current is not None and current[1].color == "y":
+            return current[0], current[1].hparams, "current", current[2]
+        hparams = archs.default_hparams(arch)
+        path = generic.find(arch, hparams, scale, "y")
+        if path is not None:
+            return modelfile.load(path, scale=scale, arch=arch)[0], hparams, "generic", None
+        return archs.build(arch, hparams), hparams, "identity", None
 
 
 @dataclasses.dataclass
@@ -274,16 +393,19 @@ class OnlineTrainer:
         self.pool = Pool(spool.root)
         self.device = torch.device(device)
         self.rng = np.random.default_rng(seed)
-        self.session: Session | None = None
-        self.sessions = 0
+        self.session: UpscaleSession | None = None
+        self.refining: RefineSession | None = None
+        self.sessions = 0  # F-EDSR sessions started
         self.steps = 0  # training steps and compute seconds of every session so far
         self.seconds = 0.0
+        self._refined: tuple | None = None  # the material (F-EDSR version, newest run) of the last refine session
+        self._cannot_train: str | None = None  # the last reason the pool could not be trained on, said once
 
     def pending_requests(self) -> list[Path]:
         return sorted((self.spool.root / REQUESTS_DIR).glob("request-*.json"))
 
     def _reason_to_start(self) -> str | None:
-        """Why a session should start now (mode and spool state), or None."""
+        """Why an F-EDSR session should start now (mode and spool state), or None."""
         mode = self.config.mode
         if mode == "continuous":
             return "continuous"
@@ -297,25 +419,23 @@ class OnlineTrainer:
         return None
 
     def tick(self, seconds: float = math.inf, steps: int | None = None) -> bool:
-        """Start a session if one is due and the pool has enough pairs, then train within the budget.
+        """Start a session if one is due and the pool has what it needs, then train within the budget:
+        F-EDSR first (a due F-EDSR session ends a refine session), TCSR in the time left.
 
         Returns:
             Whether there was anything to do (False: idle, the caller may sleep).
         """
-        if self.session is None:
-            reason = self._reason_to_start()
-            if reason is None:
-                return False
-            pairs = recent_pairs(self.pool, self.config.max_pairs, self.config.half_life_s, self.rng)
-            if len(pairs) < self.config.min_pairs:
-                return False  # a request with an (almost) empty pool waits for pairs
-            self.session = Session(self.spool, self.scale, pairs, self.config, reason, self.device, self.rng,
-                                   self.emit)
-            self.sessions += 1
-        steps_before, seconds_before = self.session.trainer.steps, self.session.trainer.seconds
-        self.session.run(seconds, steps)
-        self.steps += self.session.trainer.steps - steps_before
-        self.seconds += self.session.trainer.seconds - seconds_before
+        try:
+            if self.session is None and not self._start_upscale():
+                return self._tick_refine(seconds, steps)
+            self._run(self.session, seconds, steps)
+        except (SrError, ValueError) as exc:  # a pool that cannot be trained on: say why (once), stay up
+            self.session = self.refining = None
+            if str(exc) != self._cannot_train:
+                log.warning("cannot train: %s; waiting for the pool to change", exc)
+            self._cannot_train = str(exc)
+            return False
+        self._cannot_train = None
         if self.session.finished:
             # Requests that came during the session are dropped too: it trained on the newest pool.
             requests = self.pending_requests()
@@ -324,6 +444,52 @@ class OnlineTrainer:
             self.emit(Event("stopped", {**self.session.summary, "requests_dropped": len(requests)}))
             self.session = None
         return True
+
+    def _start_upscale(self) -> bool:
+        """Start the F-EDSR session that is due, ending a refine session first; False when none is due or
+        the pool is too small yet."""
+        reason = self._reason_to_start()
+        if reason is None:
+            return False
+        pairs = recent_pairs(self.pool, self.config.max_pairs, self.config.half_life_s, self.rng)
+        if len(pairs) < self.config.min_pairs:
+            return False  # a request with an (almost) empty pool waits for pairs
+        if self.refining is not None:
+            self.refining.finish("preempted")
+            self.emit(Event("stopped", self.refining.summary))
+            self.refining = None
+        self.session = UpscaleSession(self.spool, self.scale, pairs, self.config, reason, self.device, self.rng,
+                                      self.emit)
+        self.sessions += 1
+        return True
+
+    def _tick_refine(self, seconds: float, steps: int | None) -> bool:
+        """Train TCSR when there is no F-EDSR session to run (see the module docstring)."""
+        if self.refining is None:
+            if not self.config.refine or self.config.mode == "continuous":
+                return False
+            upscaler = loader.load_current(self.spool, archs.UPSCALE, self.scale)
+            runs = recent_runs(self.pool, self.config.max_runs)
+            if upscaler is None or len(runs) < self.config.min_runs:
+                return False
+            material = (upscaler[2], runs[-1].seq)
+            if self._refined is not None and material[0] == self._refined[0] \
+                    and material[1] - self._refined[1] < self.config.min_runs:
+                return False  # nothing new since the last refine session
+            self._refined = material
+            self.refining = RefineSession(self.spool, self.scale, upscaler, runs, self.config, self.device, self.rng,
+                                          self.emit)
+        self._run(self.refining, seconds, steps)
+        if self.refining.finished:
+            self.emit(Event("stopped", self.refining.summary))
+            self.refining = None
+        return True
+
+    def _run(self, session: TrainingSession, seconds: float, steps: int | None) -> None:
+        steps_before, seconds_before = session.trainer.steps, session.trainer.seconds
+        session.run(seconds, steps)
+        self.steps += session.trainer.steps - steps_before
+        self.seconds += session.trainer.seconds - seconds_before
 
 
 def watch_spool(spool: Spool, scale: int, config: WatchConfig, device: str, emit: Callable[[Event], None],
