@@ -10,14 +10,15 @@ sr-monitor measured it, models published, uploaded and swapped in, TCSR frames r
 from the publisher's start to the first HLS segment), and a picture, demo-output/quality.png.
 
 How the picture measures the server's output: sr-hls keeps every segment of the session (the
-playlists list them all), so the SR and LR renditions, joined and decoded, are the stream the viewers
-got, frame by frame; frame n of both is frame n of the sample (every stage passes every frame in
-order), which the demo checks first: among offsets of up to three frames, the best match is 0. The
-super-resolved rendition and bicubic of the LR rendition are scored against the sample (Y-PSNR per
-second of stream); the events come from the stages' records: scene cuts from the sample's pictures,
-training requests from sr-monitor's lines (stream time), publications from the push spool's model
-files (their time, moved to stream time by the pool's pairs, whose files are written as they are
-sampled), swap-ins and TCSR's frames from the per-frame logs of sr-serve and sr-tcsr (--frame-log).
+playlists list them all), so the SR and LR renditions, joined and decoded, are the stream the
+viewers got, frame by frame; frame n of both is frame n of the sample (every stage passes every
+frame in order), which the demo checks first, at the start and at the end of the session: among
+offsets of up to three frames, the best match is 0. The super-resolved rendition and bicubic of the
+LR rendition are scored against the sample (Y-PSNR per second of stream); the events come from the
+stages' records: scene cuts from the sample's pictures, training requests from sr-monitor's lines
+(stream time), publications from the push spool's model files (their time, moved to stream time by
+the pool's pairs, whose files are written as they are sampled), swap-ins and TCSR's frames from the
+per-frame logs of sr-serve and sr-tcsr (--frame-log).
 
     python samples/live_demo.py [--input CLIP] [--out demo-output] [--seconds 60] [--serve 127.0.0.1:8080]
 """
@@ -194,13 +195,16 @@ def measure_quality(run: DemoRun) -> Evaluation | None:
     work.mkdir(exist_ok=True)
     sr, lr = joined_rendition(run.out / "hls", "sr", work / "sr.ts"), joined_rendition(run.out / "hls", "lr",
                                                                                         work / "lr.ts")
-    window = slice(FPS, 5 * FPS)  # 4 s of the first scene's motion, after its first second
-    hr = first_lumas(str(run.clip), window.stop, vf=hr_filter(SCALE, FPS))[window]
-    offsets = {name: best_offset(hr, first_lumas(str(path), window.stop)[window], scale)[0]
-               for name, path, scale in (("SR rendition", sr, 1), ("LR rendition", lr, SCALE))}
-    if any(offsets.values()):
-        print(f"== no quality plot: the renditions are off the sample by {offsets} frames", file=sys.stderr)
-        return None
+    served = round(sum(e.duration for e in parse_media_playlist((run.out / "hls/sr.m3u8").read_text()).entries) * FPS)
+    # 4 s after the first second, and the last 4 s: a frame lost or added on the way would show in one.
+    for window in (slice(FPS, 5 * FPS), slice(max(0, served - 4 * FPS), served)):
+        hr = first_lumas(str(run.clip), window.stop, vf=hr_filter(SCALE, FPS))[window]
+        offsets = {name: best_offset(hr, first_lumas(str(path), window.stop)[window], scale)[0]
+                   for name, path, scale in (("SR rendition", sr, 1), ("LR rendition", lr, SCALE))}
+        if any(offsets.values()):
+            say(f"== no quality plot: from frame {window.start}, the renditions are off the sample by {offsets} "
+                "frames")
+            return None
     return evaluate(str(run.clip), str(lr), SCALE, sr_source=str(sr), fps=FPS, strict=False)
 
 
@@ -366,7 +370,8 @@ def main() -> None:
             f"statistics: {urls['hls']}/stats.json and /metrics)")
         with open(push_spool / "train.jsonl", "w") as train_log, open(push_spool / "upload.jsonl", "w") as upload_log:
             chain.start("sr-train", srtools_command("sr-train", "--watch", "--spool", push_spool, "--mode", "adaptive",
-                                                    "--max-seconds", "20", "--threads", "1"), stdout=train_log)
+                                                    "--max-seconds", "20", "--threads", "1", "--keep-models", "0"),
+                        stdout=train_log)  # every model kept: the plot marks each publication
             chain.start("sr-monitor", srtools_command("sr-monitor", "--spool", push_spool, "--threads", "1",
                                                       "--log", push_spool / "monitor.jsonl"))
             chain.start("sr-upload", srtools_command("sr-upload", "--spool", push_spool, "--to",
