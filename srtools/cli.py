@@ -123,7 +123,8 @@ def stats_option(more_fields: str = "") -> Callable:
     """--stats FILE; ``more_fields`` describes the command's own fields, after the frame loop's."""
     return click.option(
         "--stats", "stats_path", type=click.Path(dir_okay=False), metavar="FILE",
-        help="Also publish the counters logged every 10 s and at the end as JSON to FILE (replaced atomically): "
+        help="Also publish the counters (logged every 10 s and at the end) as JSON to FILE, replaced atomically "
+             "every second, at each model swap and at the end: "
              "frames, seconds, model, swaps, engine_frames (frames with the model's output, whole or in part), "
              "fallbacks, probes, late, "
              "worst_lag_ms (real time: the longest a frame took from the start of its slot until written)"
@@ -138,6 +139,12 @@ def max_pixels_option(which: str) -> Callable:
         "--max-pixels", type=click.IntRange(1, 16384 * 16384), default=y4m.MAX_PIXELS, show_default=True,
         metavar="N", help=f"Refuse (exit status 3) a stream {frames} more than N pixels (the default is 3840x2160), "
                           "before allocating anything for it: a Y4M header may claim any size (srtools-y4m(7)).")
+
+
+frame_log_option = click.option(
+    "--frame-log", "frame_log_path", type=click.Path(dir_okay=False), metavar="FILE",
+    help="Write one JSON line per output frame to FILE: frame (its index), model (the one in use, or null) and "
+         "engine (whether the model made the frame).")
 
 
 def spool_option(required: bool = True) -> Callable:

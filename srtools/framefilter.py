@@ -259,6 +259,10 @@ class Stats:
     def report(self, engine: Engine | None, deadline: Deadline, stage: FilterStage) -> None:
         """Log the counters, and publish them to ``path`` (atomically) when there is one."""
         log.info("%s", self.line(engine, deadline, stage))
+        self.publish(engine, deadline, stage)
+
+    def publish(self, engine: Engine | None, deadline: Deadline, stage: FilterStage) -> None:
+        """Publish the counters to ``path`` (atomically) when there is one (a live panel reads them)."""
         if self.path:
             write_json_atomic(self.path, self.as_dict(engine, deadline, stage))
 
@@ -278,7 +282,8 @@ class Stats:
 
 def run(frames: Iterable[y4m.Frame], fps: float, writer: y4m.Writer, stage: FilterStage, engine: Engine | None, *,
         watcher=None, realtime: bool = False, latency: int = 1, stats: Stats | None = None,
-        report_every: float = 10.0, clock: Callable[[], float] = time.monotonic) -> Engine | None:
+        report_every: float = 10.0, publish_every: float = 1.0,
+        clock: Callable[[], float] = time.monotonic) -> Engine | None:
     """Run ``stage`` over ``frames`` and write its output; returns the engine in use at the end.
 
     Args:
@@ -291,7 +296,9 @@ def run(frames: Iterable[y4m.Frame], fps: float, writer: y4m.Writer, stage: Filt
         realtime: give each frame a deadline at the input frame rate.
         latency: frame intervals each frame may take until written (see :class:`Deadline`).
         stats: counters to fill (a final line is logged even when the loop is interrupted).
-        report_every: seconds between two reports of the counters.
+        report_every: seconds between two log lines of the counters (each also publishes them).
+        publish_every: seconds between two publications of the counters to ``stats.path``, which
+            also follows a model swap at once.
         clock: the time in seconds, for arrivals, deadlines and reports (tests simulate it).
     """
     stats = stats or Stats()
@@ -301,12 +308,14 @@ def run(frames: Iterable[y4m.Frame], fps: float, writer: y4m.Writer, stage: Filt
     prefetcher = Prefetcher(frames, depth=max(4, latency + 2), clock=clock)
     prefetcher.start()
     next_report = clock() + report_every
+    next_publish = clock() + publish_every  # the counters' file (Stats.path), more often than the log
     try:
         for frame, arrived in prefetcher:
             if watcher is not None and watcher.latest not in (None, engine):
                 engine = watcher.latest
                 stats.swaps += 1
                 log.info("frame %d: switched to model %s", stats.frames, engine.label)
+                next_publish = 0.0  # a new model on air: say so at once
             now = clock()
             out, ran = stage.process(frame, engine, deadline.begin(arrived, now))
             for item in out:
@@ -317,7 +326,10 @@ def run(frames: Iterable[y4m.Frame], fps: float, writer: y4m.Writer, stage: Filt
             deadline.end(clock())
             if now >= next_report:
                 stats.report(engine, deadline, stage)
-                next_report = now + report_every
+                next_report = next_publish = now + report_every
+            elif now >= next_publish:
+                stats.publish(engine, deadline, stage)
+                next_publish = now + publish_every
         out, ran = stage.flush(engine)
         for item in out:
             writer.write(item)

@@ -1,31 +1,44 @@
-"""Live HLS from Y4M: the last stage of the live chain (sr-hls).
+"""Live HLS from Y4M: the last stage of the live chain (sr-hls), an ABR ladder of two renditions.
 
 Frames are read on a thread and written, as they come, into an ffmpeg whose hls muxer encodes
-them (libx264, and AAC from a separate audio source) into MPEG-TS segments and a rolling media
-playlist. Timestamps are the frame index over the frame rate: every srtools stage passes the same
-frames in the same order, so frame n is ingest time n / fps however long the SR stages took.
+them (libx264) into MPEG-TS segments and a rolling media playlist, the *SR rendition*
+(``sr.m3u8``); the same ffmpeg encodes the audio, from a separate source, into a rendition of its
+own (``audio.m3u8``). Timestamps are the frame index over the frame rate: every srtools stage
+passes the same frames in the same order, so frame n is ingest time n / fps however long the SR
+stages took. A second ffmpeg copies the stream as the server received it, the low-res video, into
+the *LR rendition* (``lr.m3u8``), without re-encoding: a keyframe of the push side at every
+segment boundary (sr-push puts one there) cuts it into segments that start with the SR
+rendition's, so that the two are aligned segment by segment and a player can switch between them.
+Both start at 0 with the first frame. The master playlist (``index.m3u8``, :mod:`srtools.ladder`)
+lists the two video renditions, each with the one audio rendition, with their measured bandwidth,
+resolution and codecs: a standard ABR ladder whose small step is free, and which a comparison
+player reads. One-variant master playlists (``index-sr.m3u8``, ``index-lr.m3u8``) let a player
+that cannot pin a variant (native HLS) play one of them with the audio.
 
 One ffmpeg runs per input stream (one Y4M header). A new stream (a re-opened FIFO, or a new header
 line in the middle of the input) ends the running ffmpeg and starts another that appends to the
-playlist (``hls_flags append_list``): numbering continues and the first new segment carries
-EXT-X-DISCONTINUITY, since its timestamps restart at 0 and its size or frame rate may differ. A
-restarted sr-hls (``--continue``) joins its output the same way. ffmpeg writes no
+playlists (``hls_flags append_list``): numbering continues and the first new segment carries
+EXT-X-DISCONTINUITY, since its timestamps restart at 0 and its size or frame rate may differ. The
+low-res copy runs likewise once per stream of its own source (a FIFO opened again by each new
+writer). A restarted sr-hls (``--continue``) joins its output the same way. ffmpeg writes no
 EXT-X-DISCONTINUITY-SEQUENCE: once a discontinuity leaves the window, a player that joined before it
 and one that joined after count discontinuities differently (hls.js re-aligns them by media
 sequence number; the segments and media sequence stay right for every player).
 
 The output directory holds a marker file (:data:`MARKER`: format, stream id) that tells an sr-hls
 output from any other directory, and lets a run refuse to mix its stream into an earlier one unless
-asked to. Segment names carry the stream id, so a new stream (``--fresh``) never reuses a name a
-player or cache may hold (segments are served as immutable).
+asked to. Segment names carry the stream id and the rendition, so a new stream (``--fresh``) never
+reuses a name a player or cache may hold (segments are served as immutable).
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import datetime
 import fcntl
+import json
 import logging
 import math
 import os
@@ -41,18 +54,22 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
 
-from . import ffmpeg, y4m
+from . import degrade, ffmpeg, prometheus, y4m
 from .errors import FFmpegError, InputError, SrError, UsageError
 from .fsutil import read_json_document, write_atomic, write_json_atomic
 from .httpserve import ReadOnlyHandler
+from .ladder import MASTER, SR, VARIANT_MASTERS, Ladder, media_playlist
 from .procutil import enlarge_pipe
 
 log = logging.getLogger("srtools.hls")
 
-PLAYLIST = "index.m3u8"
+PLAYLIST = MASTER
+LR, AUDIO = "lr", "audio"
+RENDITIONS = (SR, LR, AUDIO)
+PLAYLISTS = (MASTER, *VARIANT_MASTERS.values(), *map(media_playlist, RENDITIONS))
 MARKER = ".sr-hls.json"
 MARKER_FORMAT = "sr-hls/1"
-SEGMENT_NAME = re.compile(r"([0-9a-f]{8})-(\d+)\.ts")
+SEGMENT_NAME = re.compile(r"([0-9a-f]{8})-(sr|lr|audio)-(\d+)\.ts")
 # After the video ends, ffmpeg may still be muxing audio up to that point; past this it is told to stop.
 FINISH_GRACE_S = 2.0
 # The audio waits, buffered, while its video is in the SR stages: ffmpeg's queue for the audio input
@@ -80,6 +97,11 @@ class Encoding:
         audio_bitrate: AAC bitrate.
         audio_format: ffmpeg's name of the audio's container (None: detected). Naming it spares the
             detection, which reads 2 KB first: seconds of a quiet live source.
+        lr: what ffmpeg reads the low-res video from (file, FIFO, URL), or None for no LR rendition.
+        lr_format: ffmpeg's name of its container (None: detected; naming it lets a FIFO start at
+            its first packet).
+        lr_encode: encode the low-res video (keyframes at the segment boundaries, ``crf``) instead
+            of copying it, for a source whose keyframes are elsewhere.
     """
 
     segment: float = 2.0
@@ -91,6 +113,14 @@ class Encoding:
     audio_delay: float = 0.0
     audio_bitrate: str = "128k"
     audio_format: str | None = None
+    lr: str | None = None
+    lr_format: str | None = None
+    lr_encode: bool = False
+
+    @property
+    def window_s(self) -> float:
+        """How long a segment stays listed: a player may fetch it that long after it is written."""
+        return self.segment * (self.list_size + 1) if self.list_size else math.inf
 
 
 def _age(seconds: float) -> str:
@@ -141,14 +171,14 @@ class OutputDir:
             self.close()
             raise
         if mode == "new":
-            playlist = self.path / PLAYLIST
+            playlist = self.media_playlist(SR)
             written = playlist.stat().st_mtime if playlist.exists() else marker.stat().st_mtime
             self.close()
             raise UsageError(f"{path}: holds an earlier sr-hls stream (last written {_age(time.time() - written)} "
                              f"ago): --continue appends to it, --fresh replaces it")
         if mode == "fresh":
             for name in os.listdir(self.path):
-                if name == PLAYLIST or SEGMENT_NAME.fullmatch(name) or name.endswith(".tmp"):
+                if name in PLAYLISTS or SEGMENT_NAME.fullmatch(name) or name.endswith(".tmp"):
                     (self.path / name).unlink()
             self._new_stream()
         else:
@@ -169,52 +199,77 @@ class OutputDir:
 
     @property
     def playlist(self) -> Path:
+        """The master playlist."""
         return self.path / PLAYLIST
 
-    def listed(self) -> list[str]:
-        """The segment names the playlist lists (none without a playlist)."""
+    def media_playlist(self, rendition: str) -> Path:
+        return self.path / media_playlist(rendition)
+
+    def listed(self, rendition: str = SR) -> list[str]:
+        """The segment names the rendition's playlist lists (none without a playlist)."""
         try:
-            text = self.playlist.read_text()
+            text = self.media_playlist(rendition).read_text()
         except FileNotFoundError:
             return []
         return [line for line in text.splitlines() if line and not line.startswith("#")]
 
-    def next_start(self, window_s: float) -> tuple[bool, int]:
-        """Before an ffmpeg starts: sweep leftovers, and say whether it appends to earlier segments
-        (with a discontinuity) and from which number.
+    def next_start(self, rendition: str, window_s: float) -> tuple[bool, int]:
+        """Before the rendition's ffmpeg starts: sweep its leftovers, and say whether it appends to
+        earlier segments (with a discontinuity) and from which number.
 
-        Leftovers are temporary files (no ffmpeg is running) and segments the playlist no longer
-        lists that are older than ``window_s`` (a player may still be fetching a younger one).
+        Leftovers are its temporary files (none of its ffmpegs is running; the other renditions'
+        may be) and its segments the playlist no longer lists that are older than ``window_s`` (a
+        player may still be fetching a younger one).
         """
-        listed = set(self.listed())
+        listed = set(self.listed(rendition))
+        playlist = self.media_playlist(rendition)
         numbers = []
         now = time.time()
         for entry in os.scandir(self.path):
-            match = SEGMENT_NAME.fullmatch(entry.name)
-            if match:
-                numbers.append(int(match.group(2)))
+            name = entry.name.removesuffix(".tmp")
+            match = SEGMENT_NAME.fullmatch(name)
+            if not (name == playlist.name or (match and match.group(2) == rendition)):
+                continue
+            if match and name == entry.name:
+                numbers.append(int(match.group(3)))
             if entry.name.endswith(".tmp") or (match and entry.name not in listed
                                                and now - entry.stat().st_mtime > window_s):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.path)
-        if self.playlist.exists():
+        if playlist.exists():
             return True, 0  # ffmpeg reads the numbering from the playlist
         return bool(numbers), max(numbers, default=-1) + 1
 
-    def end_playlist(self) -> None:
-        """Mark the playlist complete (EXT-X-ENDLIST): players stop at its end."""
-        try:
-            text = self.playlist.read_text()
-        except FileNotFoundError:
-            return
-        if "#EXT-X-ENDLIST" not in text:
-            write_atomic(self.playlist, lambda tmp: Path(tmp).write_text(text.rstrip("\n") + "\n#EXT-X-ENDLIST\n"))
+    def end_playlists(self) -> None:
+        """Mark the media playlists complete (EXT-X-ENDLIST): players stop at their end."""
+        for rendition in RENDITIONS:
+            playlist = self.media_playlist(rendition)
+            try:
+                text = playlist.read_text()
+            except FileNotFoundError:
+                continue
+            if "#EXT-X-ENDLIST" not in text:
+                ended = text.rstrip("\n") + "\n#EXT-X-ENDLIST\n"
+                write_atomic(playlist, lambda tmp, ended=ended: Path(tmp).write_text(ended))
 
 
-def ffmpeg_args(enc: Encoding, out: OutputDir, fps: Fraction, append: bool, start_number: int,
+def hls_muxer_args(out: OutputDir, rendition: str, enc: Encoding, append: bool, start_number: int) -> list[str]:
+    """ffmpeg's hls muxer writing ``rendition``'s segments and media playlist into ``out``."""
+    flags = "delete_segments+independent_segments+temp_file+omit_endlist" + ("+append_list" if append else "")
+    # Timestamps as they come, 0 at the first frame in every rendition: by default ffmpeg shifts an output
+    # by its earliest timestamp (the AAC encoder's priming, a B-frame delay), each output its own way.
+    return ["-f", "hls", "-avoid_negative_ts", "disabled", "-hls_ts_options", "avoid_negative_ts=disabled",
+            "-hls_time", f"{enc.segment:g}", "-hls_list_size", str(enc.list_size),
+            "-hls_flags", flags, "-start_number", str(start_number),
+            "-hls_segment_filename", str(out.path / f"{out.stream}-{rendition}-%06d.ts"),
+            str(out.media_playlist(rendition))]
+
+
+def ffmpeg_args(enc: Encoding, out: OutputDir, fps: Fraction, starts: dict[str, tuple[bool, int]],
                 audio_fd: int | None = None) -> list[str]:
-    """ffmpeg arguments: Y4M on stdin (and ``enc.audio``, read from ``audio_fd`` when given: its FIFO
-    held open, :func:`hold_fifo`) to H.264/AAC HLS in ``out``."""
+    """ffmpeg arguments: Y4M on stdin to the H.264 SR rendition in ``out``, and ``enc.audio`` (read from
+    ``audio_fd`` when given: its FIFO held open, :func:`hold_fifo`) to the AAC audio rendition; ``starts``
+    has (append, start number) of each (see :meth:`OutputDir.next_start`)."""
     args = [*ffmpeg.GLOBAL_ARGS, "-f", "yuv4mpegpipe", "-i", "pipe:0"]
     if enc.audio:
         args += ["-thread_queue_size", str(AUDIO_QUEUE_PACKETS)]
@@ -235,20 +290,34 @@ def ffmpeg_args(enc: Encoding, out: OutputDir, fps: Fraction, append: bool, star
         args += ["-b:v", enc.bitrate, "-maxrate", enc.bitrate, "-bufsize", enc.bitrate]
     else:
         args += ["-crf", str(enc.crf)]
+    args += hls_muxer_args(out, SR, enc, *starts[SR])
     if enc.audio:
         # The audio starts at 0 like the video: silence before a positive delay, cut before a negative
-        # one; gaps in the source's timestamps are filled with silence.
-        args += ["-map", "1:a:0", "-af", "aresample=async=1:first_pts=0,apad", "-shortest", "-ac", "2",
-                 "-c:a", "aac", "-b:a", enc.audio_bitrate]
-    flags = "delete_segments+independent_segments+temp_file+omit_endlist" + ("+append_list" if append else "")
-    args += ["-f", "hls", "-hls_time", f"{enc.segment:g}", "-hls_list_size", str(enc.list_size),
-             "-hls_flags", flags, "-start_number", str(start_number),
-             "-hls_segment_filename", str(out.path / f"{out.stream}-%06d.ts"), str(out.playlist)]
+        # one; gaps in the source's timestamps are filled with silence. It ends where its source ends.
+        # (One hls muxer for both, with -var_stream_map, would end the audio with the video, but ffmpeg
+        # 5.1 writes the audio's last segment without its tables there.)
+        args += ["-map", "1:a:0", "-af", "aresample=async=1:first_pts=0", "-ac", "2", "-c:a", "aac",
+                 "-b:a", enc.audio_bitrate, *hls_muxer_args(out, AUDIO, enc, *starts[AUDIO])]
     return args
 
 
+def lr_args(enc: Encoding, out: OutputDir, append: bool, start_number: int) -> list[str]:
+    """ffmpeg arguments: the low-res video of ``enc.lr`` to the LR rendition in ``out``, copied (or, with
+    ``enc.lr_encode``, encoded with a keyframe at every segment boundary)."""
+    args = list(ffmpeg.GLOBAL_ARGS)
+    if enc.lr_format:
+        args += ["-probesize", "32", "-analyzeduration", "0", "-f", enc.lr_format]  # the header says it all
+    args += ["-i", enc.lr, "-map", "0:v:0"]
+    if enc.lr_encode:
+        args += ["-vf", "crop=trunc(iw/2)*2:trunc(ih/2)*2", "-pix_fmt", "yuv420p",
+                 *degrade.live_x264_args(enc.crf, enc.bitrate or "100M", enc.preset, enc.segment)]
+    else:
+        args += ["-c:v", "copy"]
+    return [*args, *hls_muxer_args(out, LR, enc, append, start_number)]
+
+
 class Encoder:
-    """One ffmpeg turning one Y4M stream into segments of ``out``.
+    """One ffmpeg turning one Y4M stream into segments of ``out`` (and the audio into its rendition).
 
     Args:
         out: the output directory.
@@ -261,12 +330,11 @@ class Encoder:
 
     def __init__(self, out: OutputDir, enc: Encoding, header_line: bytes, header: y4m.Header,
                  write_timeout: float | None, audio_fd: int | None = None):
-        window = enc.segment * (enc.list_size + 1) if enc.list_size else math.inf
-        append, start = out.next_start(window)
+        starts = {rendition: out.next_start(rendition, enc.window_s) for rendition in (SR, AUDIO)}
         self.audio = enc.audio
         self.write_timeout = write_timeout
         audio_fd = audio_fd if enc.audio else None
-        self.process = ffmpeg.Process(ffmpeg_args(enc, out, header.fps, append, start, audio_fd),
+        self.process = ffmpeg.Process(ffmpeg_args(enc, out, header.fps, starts, audio_fd),
                                       stdin=subprocess.PIPE, pass_fds=() if audio_fd is None else (audio_fd,))
         assert self.process.stdin is not None  # asked for
         self._fd = self.process.stdin.fileno()
@@ -295,8 +363,8 @@ class Encoder:
     def finish(self, check: bool = True) -> None:
         """End the stream: ffmpeg writes its last segment and the playlist, then exits.
 
-        ffmpeg still muxes the audio up to the end of the video; an audio source that goes on
-        (a live FIFO whose writer stays) gets it stopped after :data:`FINISH_GRACE_S`.
+        ffmpeg still muxes the audio up to the end of its source; one that goes on (a live FIFO
+        whose writer stays) gets it stopped after :data:`FINISH_GRACE_S`.
         """
         try:
             code = self.process.wait(check=False, timeout=FINISH_GRACE_S)
@@ -321,8 +389,9 @@ def is_fifo(path: str) -> bool:
 
 
 def hold_fifo(path: str) -> int | None:
-    """Open the audio FIFO ``path`` for as long as sr-hls runs; its descriptor, or None for anything
-    else. sr-hls's ffmpegs read the audio from this descriptor (``pipe:N``), never opening the FIFO.
+    """Open the FIFO ``path`` (the audio, or the low-res video) without reading it, for as long as
+    sr-hls runs; its descriptor, or None for anything else. sr-hls's ffmpegs read the audio from
+    this descriptor (``pipe:N``), never opening the FIFO.
 
     A writer's open() then returns at once (an ingest that opens all its outputs before writing
     frames would otherwise wait for the audio reader, which waits for frames: a deadlock); a writer
@@ -351,6 +420,76 @@ def fifo_has_audio(fd: int, wait: float = AUDIO_WAIT_S) -> bool:
     poller.register(fd, select.POLLIN | select.POLLHUP)
     events = poller.poll(wait * 1000)
     return bool(events) and bool(events[0][1] & select.POLLIN)
+class LowResCopier(threading.Thread):
+    """Publishes the LR rendition on a thread: one ffmpeg (:func:`lr_args`) per stream of ``enc.lr``,
+    until its end, or for a FIFO, for each new writer, until :meth:`stop`.
+
+    The low-res video runs ahead of the SR rendition (it skips the SR stages), so it has its own
+    ffmpeg: it never waits for the frames, and an LR source that fails costs the LR rendition alone
+    (logged), never the SR one. For a FIFO, the next ffmpeg starts once the next writer has written
+    (an ffmpeg waiting in open() for a writer would not stop when told to).
+    """
+
+    def __init__(self, out: OutputDir, enc: Encoding):
+        super().__init__(name="lr-copier", daemon=True)
+        self.out, self.enc = out, enc
+        self.reopen = is_fifo(enc.lr)
+        self.streams = 0
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._process: ffmpeg.Process | None = None  # while one runs
+
+    def run(self) -> None:
+        watch = os.open(self.enc.lr, os.O_RDONLY | os.O_NONBLOCK) if self.reopen else None  # never read
+        try:
+            while not self._stopping.is_set():
+                if watch is not None and not self._wait_for_data(watch):
+                    return
+                append, start = self.out.next_start(LR, self.enc.window_s)
+                with self._lock:
+                    if self._stopping.is_set():
+                        return
+                    process = self._process = ffmpeg.Process(lr_args(self.enc, self.out, append, start),
+                                                             stdin=subprocess.DEVNULL)
+                code = process.wait(check=False)  # for a FIFO: until its writer leaves
+                with self._lock:
+                    self._process = None
+                if code == 0:
+                    self.streams += 1
+                elif not self._stopping.is_set():
+                    log.warning("low-res rendition: ffmpeg exited with status %d: %s", code, process.last_error)
+                    self._stopping.wait(1)  # a broken stream: try again on what comes next
+                if watch is None:
+                    return
+        finally:
+            if watch is not None:
+                os.close(watch)
+
+    def _wait_for_data(self, fd: int) -> bool:
+        """Wait until the FIFO holds data (a writer came); False when told to stop first."""
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        while not self._stopping.is_set():
+            events = poller.poll(200)
+            if any(mask & select.POLLIN for _, mask in events):
+                return True
+            if events:  # POLLHUP: the last writer left and no new one has come
+                self._stopping.wait(0.2)
+        return False
+
+    def stop(self, grace: float = FINISH_GRACE_S) -> None:
+        """End the rendition: the stream under way gets ``grace`` seconds to end on its own (its
+        writer gone), then ffmpeg is told to finish it."""
+        with self._lock:
+            running = self._process is not None
+        if running:
+            self.join(grace)
+        with self._lock:
+            self._stopping.set()
+            process = self._process
+        if process is not None:
+            process.terminate(5)  # writes its last segment and the playlist
+        self.join()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -452,14 +591,32 @@ class StreamReader(threading.Thread):
 
 @dataclasses.dataclass
 class Summary:
+    """What sr-hls has encoded so far (read by its server while it runs)."""
+
     streams: int = 0
     frames: int = 0
     seconds: float = 0.0  # of video, summed over streams
+    recent: collections.deque = dataclasses.field(default_factory=lambda: collections.deque(maxlen=512))
+
+    def frame_written(self, fps: float) -> None:
+        self.frames += 1
+        self.seconds += 1 / fps
+        self.recent.append(time.monotonic())
+
+    def fps(self, window_s: float = 5.0) -> float | None:
+        """Frames encoded per second over the last ``window_s`` seconds (None before two frames)."""
+        now = time.monotonic()
+        times = [t for t in list(self.recent) if now - t <= window_s]
+        if len(times) < 2:
+            return None
+        return (len(times) - 1) / max(times[-1] - times[0], now - times[0], 1e-6)
 
 
 def publish(source: str, out: OutputDir, enc: Encoding, stall_timeout: float | None, reopen_wait: float,
-            endlist: bool = False, max_pixels: int = y4m.MAX_PIXELS, audio_fd: int | None = None) -> Summary:
-    """Encode the Y4M streams of ``source`` into ``out`` until the input ends.
+            endlist: bool = False, max_pixels: int = y4m.MAX_PIXELS, audio_fd: int | None = None,
+            summary: Summary | None = None, ladder: Ladder | None = None) -> Summary:
+    """Encode the Y4M streams of ``source`` into ``out`` until the input ends; meanwhile copy the low-res
+    video (``enc.lr``) into its rendition and keep the master playlist current.
 
     Args:
         source: '-' for stdin, a file, or a named FIFO (re-opened for the next stream when
@@ -468,19 +625,26 @@ def publish(source: str, out: OutputDir, enc: Encoding, stall_timeout: float | N
         enc: encoding settings.
         stall_timeout: seconds a stream may go without a frame (None: no limit).
         reopen_wait: seconds to wait for a FIFO's next writer before the input counts as ended.
-        endlist: at the end, mark the playlist complete (EXT-X-ENDLIST).
+        endlist: at the end, mark the playlists complete (EXT-X-ENDLIST).
         max_pixels: the largest frame accepted.
         audio_fd: ``enc.audio``'s FIFO held open (:func:`hold_fifo`): a stream whose audio writer
             left it without a byte is encoded without audio (:func:`fifo_has_audio`).
+        summary: counters to fill as frames are encoded (a server reads them meanwhile).
+        ladder: the master playlist's measurements (a server reads them meanwhile).
 
     Raises:
         InputError: not Y4M, truncated, stalled, or frames over ``max_pixels``.
         FFmpegError: ffmpeg failed.
     """
+    summary = summary if summary is not None else Summary()
+    ladder = ladder if ladder is not None else Ladder(out.path)
     reader = StreamReader(source, reopen=is_fifo(source) and reopen_wait > 0, stall_timeout=stall_timeout,
                           max_pixels=max_pixels)
     reader.start()
-    summary = Summary()
+    copier = LowResCopier(out, enc) if enc.lr else None
+    if copier is not None:
+        copier.start()
+    updates = ladder.keep_current()
     encoder: Encoder | None = None
     try:
         for stream in reader.streams(reopen_wait):
@@ -495,30 +659,40 @@ def publish(source: str, out: OutputDir, enc: Encoding, stall_timeout: float | N
                         stream_enc = dataclasses.replace(enc, audio=None, audio_delay=0.0)
                     encoder = Encoder(out, stream_enc, stream.header_line, stream.header, stall_timeout, audio_fd)
                 encoder.write(frame)
-                summary.frames += 1
-                summary.seconds += 1 / float(stream.header.fps)
+                summary.frame_written(float(stream.header.fps))
             if encoder is not None:
                 encoder.finish()
                 encoder = None
     finally:
         if encoder is not None:  # an error or an interrupt: still close the last segment
             encoder.finish(check=False)
+        if copier is not None:
+            copier.stop()
+        updates.stop()  # with a last update: the master lists what the renditions hold now
     if endlist:
-        out.end_playlist()
+        out.end_playlists()
+    if copier is not None:
+        log.info("low-res rendition: %d stream(s) copied", copier.streams)
     return summary
 
 
 class HlsHandler(ReadOnlyHandler):
-    """Serves ``server.root``'s playlist and segments (nothing else in it), and the player page."""
+    """Serves ``server.root``'s playlists and segments (nothing else in it), the player page, and the
+    live statistics of ``server.live`` (:class:`srtools.livestats.LiveStats`) at /stats.json and
+    /metrics."""
 
     server_version = "sr-hls"
 
     def respond(self, head_only: bool) -> None:
         path = self.url_path()
-        if self.send_player(path, PLAYLIST, "sr-hls", head_only):
+        if self.send_web(path, head_only):
             return
         name = path.lstrip("/")
-        if name == PLAYLIST or SEGMENT_NAME.fullmatch(name):
+        if name in PLAYLISTS or SEGMENT_NAME.fullmatch(name):
             self.send_file_under(self.server.root, head_only)
+        elif name == "stats.json":
+            self.send_bytes(json.dumps(self.server.live.document()).encode(), "application/json", head_only)
+        elif name == "metrics":
+            self.send_bytes(self.server.live.metrics().encode(), prometheus.CONTENT_TYPE, head_only)
         else:
             self.send_bytes(b"not found\n", "text/plain", head_only, status=404)

@@ -4,8 +4,9 @@ server), served on a thread until the command is interrupted (:func:`serving`).
 Responses carry what players and browsers need: MIME types for HLS playlists and segments, cache
 headers (playlists are re-read, segments never change once listed), CORS so a player page on
 another origin can load the stream, byte ranges (``Range``: 206, or 416 past the end), and a player
-page (hls.js where the checkout has it, the browser's native HLS otherwise). ``make`` vendors
-hls.js into vendor/hls.min.js (npm pack hls.js@1).
+page (hls.js where the checkout has it, the browser's native HLS otherwise): a generated one for a
+single stream (sr-proxy), or the live comparison player in ``srtools/web/`` (sr-hls). ``make``
+vendors hls.js into vendor/hls.min.js (npm pack hls.js@1).
 
 No client holds the server: each connection has a thread, and there are at most
 :attr:`Server.max_connections` of them (one more is answered 503 and closed, unread); the listen
@@ -42,6 +43,7 @@ from .fsutil import emit_json
 
 log = logging.getLogger("srtools.http")
 HLS_JS = Path(__file__).resolve().parent.parent / "vendor" / "hls.min.js"
+WEB_DIR = Path(__file__).resolve().parent / "web"  # the live player's page, script and style
 
 CONTENT_TYPES = {
     ".m3u8": "application/vnd.apple.mpegurl",
@@ -52,6 +54,7 @@ CONTENT_TYPES = {
     ".js": "text/javascript; charset=utf-8",
     ".html": "text/html; charset=utf-8",
     ".json": "application/json",
+    ".css": "text/css; charset=utf-8",
     ".png": "image/png",
     ".safetensors": "application/octet-stream",
 }
@@ -311,6 +314,21 @@ class QuietHandler(http.server.BaseHTTPRequestHandler):
             self.send_bytes(HLS_JS.read_bytes(), content_type(path), head_only)
         else:
             return False
+        return True
+
+    def send_web(self, path: str, head_only: bool = False) -> bool:
+        """Answer / and /player.html with the live player's page, a file of ``WEB_DIR`` by its name, and
+        /hls.min.js with the vendored hls.js where the checkout has it; False for any other path."""
+        name = "player.html" if path == "/" else path.lstrip("/")
+        if name == "hls.min.js":
+            target = HLS_JS
+        elif "/" not in name and name and not name.startswith("."):
+            target = WEB_DIR / name
+        else:
+            return False
+        if not target.is_file():
+            return False
+        self.send_bytes(target.read_bytes(), content_type(name), head_only)
         return True
 
     def url_path(self) -> str:

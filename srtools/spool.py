@@ -40,6 +40,11 @@ LAYOUT
         showed it: {"format": "srtools-request/1", "t": 12.5, "pair": 42, "psnr": 31.2,
         "smoothed": 35.0, "change": 0.8, "model": 3, "created": "..."}.
 
+    SPOOL/monitor.jsonl, SPOOL/train.jsonl, SPOOL/upload.jsonl
+        On the push side, where its service appends the JSON lines of sr-monitor, sr-train --watch
+        and sr-upload (conf/systemd/sr-push@.service, make demo): sr-push's status line reads the
+        last line of each (the current gain, the training state, the last upload).
+
 Later tools add directories beside these; readers ignore names they do not know.
 
 UPLOADED MODELS

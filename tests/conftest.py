@@ -293,6 +293,25 @@ def running_nginx(conf: Path, prefix: Path, port: int):
         process.stderr.close()
 
 
+PROMTOOL = shutil.which("promtool")
+
+
+def check_metrics(text: str) -> dict[str, float]:
+    """``promtool check metrics`` accepts the scrape ``text`` without a complaint (Debian's prometheus
+    package; make deps installs it); its samples, by name and labels as written."""
+    if PROMTOOL is None:
+        pytest.skip("promtool is not installed (make deps installs the prometheus package)")
+    result = subprocess.run([PROMTOOL, "check", "metrics"], input=text.encode(), capture_output=True, timeout=60)
+    assert result.returncode == 0 and not result.stdout.strip() and not result.stderr.strip(), \
+        (result.stdout + result.stderr).decode() + text
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, value = line.rsplit(" ", 1)
+            samples[key] = float(value)
+    return samples
+
+
 CHROMIUM = shutil.which("chromium")
 
 

@@ -21,10 +21,15 @@ def test_the_live_demo_runs_end_to_end(tmp_path):
     assert "training sessions: " in err and "first HLS segment listed" in err
     summary = err.split("== summary", 1)[1]
     assert "0-10" in summary and "sr-serve: " in summary
-    segments = sorted((out / "hls").glob("*.ts"))
-    assert segments
-    for segment in segments:  # video and audio, decodable
-        streams = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_type", "-of", "csv=p=0",
-                                  str(segment)], capture_output=True, text=True, check=True).stdout.split()
-        assert set(streams) == {"audio", "video"}  # (ffprobe lists a TS program's streams twice)
+    # The picture, measured on the renditions as served, its path printed.
+    assert f"== quality plot: {out / 'quality.png'}" in summary and "as served, against the source" in summary
+    assert (out / "quality.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for rendition, kind in (("sr", "video"), ("lr", "video"), ("audio", "audio")):  # every segment decodable
+        segments = sorted((out / "hls").glob(f"*-{rendition}-*.ts"))
+        assert segments, rendition
+        for segment in segments:
+            streams = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_type", "-of",
+                                      "csv=p=0", str(segment)], capture_output=True, text=True, check=True).stdout
+            assert set(streams.split()) == {kind}  # (ffprobe lists a TS program's streams twice)
     assert (out / "push-spool" / "pool").is_dir() and list((out / "push-spool" / "pool").iterdir())
+    assert "sr-push: status: " in err  # the push side's status, as log lines on a pipe

@@ -1,4 +1,6 @@
-"""The player pages in headless Chromium: hls.js (vendored by make) plays sr-proxy's stream and sr-hls's live one."""
+"""The player pages in headless Chromium: hls.js (vendored by make) plays sr-proxy's stream and sr-hls's live one;
+sr-hls's comparison player shows its two renditions in a wipe with a draggable divider, in sync, and the live
+statistics of the chain."""
 
 import base64
 import json
@@ -11,11 +13,13 @@ import cv2
 import numpy as np
 import pytest
 
+from srtools import degrade
 from srtools.httpserve import HLS_JS
 from srtools.y4m import Header
 
-from conftest import CHROMIUM, Chromium, Server, make_y4m
-from test_sr_live import Live
+from conftest import CHROMIUM, Chromium, Server, make_clip, make_y4m
+from test_sr_live import Live, publish
+from test_sr_receive import model_file, put, write_token
 from tiled_fixtures import LATENCIES
 
 pytestmark = [pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (make deps installs it)"),
@@ -127,3 +131,152 @@ def test_the_live_chain_plays_in_the_browser_with_the_source_picture(tmp_path):
     red, blue = row[left + width // 4].astype(int), row[left + 3 * width // 4].astype(int)
     assert red[2] > 180 and red[0] < 80 and red[1] < 80, red
     assert blue[0] > 180 and blue[2] < 80 and blue[1] < 80, blue
+
+
+def screenshot(browser: Chromium, page: str) -> np.ndarray:
+    """The page as it shows now, BGR."""
+    shot = browser.call("Page.captureScreenshot", page, format="png")["data"]
+    return cv2.imdecode(np.frombuffer(base64.b64decode(shot), np.uint8), cv2.IMREAD_COLOR)
+
+
+def detail(image: np.ndarray, box: dict, left: float, right: float) -> float:
+    """High-frequency energy (mean squared Laplacian of the grey picture) of the stage ``box`` between the
+    shares ``left`` and ``right`` of its width, its middle rows."""
+    x0, y0 = round(box["x"]), round(box["y"])
+    width, height = round(box["width"]), round(box["height"])
+    region = image[y0 + height // 10:y0 + 9 * height // 10, x0 + round(left * width):x0 + round(right * width)]
+    laplacian = cv2.Laplacian(cv2.cvtColor(region, cv2.COLOR_BGR2GRAY).astype(np.float32), cv2.CV_32F)
+    return float(np.mean(laplacian * laplacian))
+
+
+def wait_for(browser: Chromium, page: str, expression: str, timeout: float, what: str):
+    """Evaluate ``expression`` until it is truthy; its value."""
+    deadline, value = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        value = browser.evaluate(page, expression)
+        if value:
+            return value
+        time.sleep(0.25)
+    raise AssertionError(f"not {what} within {timeout} s (last {value!r})")
+
+
+@pytest.mark.slow
+def test_the_wipe_shows_the_two_renditions_either_side_of_a_divider_that_a_drag_moves(tmp_path):
+    """The super-resolved rendition (here the high-res source itself, fine detail) on the right of the divider,
+    the low-res one as the browser scales it on the left, in sync; a drag moves the boundary; hls.js
+    switches the master playlist between the two variants."""
+    hr = make_clip(tmp_path / "hr.mp4", size="640x360", seconds=30)
+    lr = tmp_path / "lr.mp4"  # the push side's stream: area downscale, a keyframe every second
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(hr), "-vf", degrade.downscale_filter(2), "-pix_fmt", "yuv420p",
+                    *degrade.live_x264_args(segment=1.0), str(lr)], check=True)
+    frames, low = tmp_path / "frames.fifo", tmp_path / "lr.fifo"
+    os.mkfifo(frames)
+    os.mkfifo(low)
+    feeders, browser = [], None
+    with Server("sr-hls", frames, "--out", tmp_path / "out", "--serve", "127.0.0.1:0", "--segment", 1,
+                "--list-size", 0, "--lr", low, "--lr-format", "nut", "--reopen-wait", 0) as server:
+        try:
+            feeders = [subprocess.Popen(["ffmpeg", "-v", "error", "-re", "-i", str(hr), "-f", "yuv4mpegpipe", "-y",
+                                         str(frames)]),
+                       subprocess.Popen(["ffmpeg", "-v", "error", "-re", "-i", str(lr), "-c", "copy", "-f", "nut", "-y",
+                                         str(low)])]
+            deadline = time.monotonic() + 30
+            while "lr.m3u8" not in ((tmp_path / "out/index.m3u8").read_text()
+                                    if (tmp_path / "out/index.m3u8").exists() else ""):
+                assert time.monotonic() < deadline, "no master playlist with both renditions"
+                time.sleep(0.2)
+            browser = Chromium()
+            page = browser.open(server.info["player"])
+            assert browser.played(page, beyond=2.0, timeout=30) > 2.0
+            assert browser.evaluate(page, "[...srPlayer.layers.keys()].join()") == "sr,lr"
+            assert browser.evaluate(page, "srPlayer.view") == "wipe"
+            # In sync: the follower within a frame (and a little for the moment between two checks).
+            wait_for(browser, page, "Math.abs(srPlayer.drift().lr ?? 1) < 0.05", 20, "in sync")
+            labels = browser.evaluate(page, 'document.getElementById("label-left").textContent + "|" + '
+                                            'document.getElementById("label-right").textContent')
+            box = json.loads(browser.evaluate(page, 'JSON.stringify(document.getElementById("stage")'
+                                                    '.getBoundingClientRect())'))
+            before = screenshot(browser, page)
+            # Drag the divider from the middle to a fifth of the width.
+            y = box["y"] + box["height"] / 2
+            for kind, share in (("mousePressed", 0.5), ("mouseMoved", 0.35), ("mouseMoved", 0.2),
+                                ("mouseReleased", 0.2)):
+                browser.call("Input.dispatchMouseEvent", page, type=kind, x=box["x"] + share * box["width"], y=y,
+                             button="left", buttons=0 if kind == "mouseReleased" else 1, clickCount=1)
+            divider = browser.evaluate(page, "srPlayer.divider")
+            time.sleep(0.5)
+            after = screenshot(browser, page)
+            # A layer another script adds (a canvas, as SR in the browser would be) joins the views and the wipe.
+            # (Each snippet in a block: the console's top-level declarations would outlive it.)
+            browser.evaluate(page, '{ const c = document.createElement("canvas"); c.width = 64; c.height = 36; '
+                                   'const g = c.getContext("2d"); g.fillStyle = "#f00"; g.fillRect(0, 0, 64, 36); '
+                                   'srPlayer.addLayer("red", "a canvas", c); '
+                                   'const s = document.getElementById("left"); s.value = "red"; '
+                                   's.dispatchEvent(new Event("change")); }')
+            time.sleep(0.5)
+            added = screenshot(browser, page)
+            buttons = browser.evaluate(page, '[...document.querySelectorAll("#views button")].map(b => b.textContent)'
+                                             '.join("|")')
+            # hls.js switches the master playlist's variants (the ABR ladder): to the low-res one and back.
+            browser.evaluate(page, '{ const h = srPlayer.layers.get("sr").hls; '
+                                   'h.currentLevel = h.levels.findIndex((level) => level.height === 180); }')
+            wait_for(browser, page, 'document.getElementById("video").videoWidth === 320', 30, "switched to LR")
+            position = browser.evaluate(page, 'document.getElementById("video").currentTime')
+            assert browser.played(page, beyond=position + 1.5, timeout=30) > position + 1.5  # plays on, low-res
+            browser.evaluate(page, '{ const h = srPlayer.layers.get("sr").hls; '
+                                   'h.currentLevel = h.levels.findIndex((level) => level.height === 360); }')
+            wait_for(browser, page, 'document.getElementById("video").videoWidth === 640', 30, "switched back")
+        finally:
+            if browser is not None:
+                browser.close()
+            for feeder in feeders:
+                feeder.kill()
+                feeder.wait()
+    assert labels == "low-res, scaled by the browser|super-resolved"
+    left, right = detail(before, box, 0.05, 0.45), detail(before, box, 0.55, 0.95)
+    assert right > 2 * left, (left, right)  # the SR side has measurably more fine detail
+    assert divider == pytest.approx(0.2, abs=0.01)
+    # Between a fifth and the middle: super-resolved after the drag where it was low-res before; left of
+    # the new divider, low-res still.
+    band_before, band_after = detail(before, box, 0.25, 0.45), detail(after, box, 0.25, 0.45)
+    assert band_after > 2 * band_before, (band_before, band_after)
+    assert band_after > 2 * detail(after, box, 0.02, 0.18)
+    assert buttons == "super-resolved|low-res, scaled by the browser|a canvas|wipe comparison"
+    left_of_divider = added[round(box["y"] + box["height"] / 2), round(box["x"] + 0.1 * box["width"])].astype(int)
+    assert left_of_divider[2] > 200 and left_of_divider[:2].max() < 60, left_of_divider  # the canvas: red (BGR)
+
+
+@pytest.mark.slow
+def test_the_stats_panel_shows_the_model_sr_receive_accepted(tmp_path):
+    """Through sr-live: a model uploaded to sr-receive is on air, and the panel says so, with the upload and
+    the training request the push side reported with it."""
+    live = Live(tmp_path, "--serve", "127.0.0.1:0", "--receive", "127.0.0.1:0", "--token-file",
+                write_token(tmp_path / "token"), "--segment", "1")
+    publisher = publish(live.url, seconds=40, wait=False)
+    browser = None
+    try:
+        deadline = time.monotonic() + 30
+        while not (live.hls / "index.m3u8").exists():
+            assert time.monotonic() < deadline, "no master playlist"
+            time.sleep(0.2)
+        browser = Chromium()
+        page = browser.open(f"{live.info['hls']}/")
+        request = {"t": 2.5, "pair": 10, "psnr": 28.25, "created": "2025-01-01T00:00:00+0000"}
+        status, answer = put(f"{live.info['receive']}/models/default/fedsr-x2", model_file(tmp_path / "m.safetensors"),
+                             version=1, headers={"X-Srtools-Request": json.dumps(request)})
+        assert status == 201, answer
+        stat = 'document.querySelector(\'[data-stat="{}"]\').textContent'.format
+        model = wait_for(browser, page, f'{stat("model")}.startsWith("v1") && {stat("model")}', 40, "v1 on air")
+        upload, request_text = browser.evaluate(page, stat("upload")), browser.evaluate(page, stat("request"))
+        fps, layers = browser.evaluate(page, stat("fps")), browser.evaluate(page, "[...srPlayer.layers.keys()].join()")
+    finally:
+        if browser is not None:
+            browser.close()
+        publisher.kill()
+        publisher.wait()
+        live.stop()
+    assert "arrived" in model, model
+    assert upload.startswith("fedsr v1: ") and "ago" in upload, upload
+    assert request_text.startswith("at 2.5 s of stream, Y-PSNR 28.25 dB"), request_text
+    assert "-" not in fps.split(" / ")[1], fps  # sr-hls's output frame rate is known
+    assert layers == "sr,lr"

@@ -1,4 +1,5 @@
-"""sr-hls: real ffmpeg encoding Y4M (and audio) into live HLS, served over HTTP, restarted, fed broken input."""
+"""sr-hls: real ffmpeg encoding Y4M (and audio, and copying the low-res video) into a live HLS ladder, served
+over HTTP with its statistics, restarted, fed broken input."""
 
 from __future__ import annotations
 
@@ -16,7 +17,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import Server, assert_head_answers_as_get, expect_error, make_y4m, run_command, start_command
+from conftest import (
+    PROMTOOL,
+    ROOT,
+    Server,
+    assert_head_answers_as_get,
+    check_metrics,
+    expect_error,
+    make_y4m,
+    run_command,
+    start_command,
+)
 
 FPS = 25
 
@@ -88,7 +99,7 @@ def test_serves_live_hls_over_http(media, tmp_path):
         assert server.info["playlist"] == f"{server.url}/index.m3u8"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and (
-                not (out / "index.m3u8").exists() or len(read_playlist(out / "index.m3u8")[1]) < 4):
+                not (out / "index.m3u8").exists() or len(read_playlist(out / "sr.m3u8")[1]) < 4):
             time.sleep(0.2)
         # ffprobe reads the stream through the playlist over HTTP.
         [video] = probe_streams(server.info["playlist"])
@@ -98,8 +109,8 @@ def test_serves_live_hls_over_http(media, tmp_path):
             assert response.headers["Cache-Control"] == "no-cache"
             assert response.headers["Access-Control-Allow-Origin"] == "*"
             playlist = response.read().decode()
-        assert playlist == (out / "index.m3u8").read_text()
-        sequence, entries, ended = read_playlist(out / "index.m3u8")
+        assert playlist == (out / "index.m3u8").read_text() and "#EXT-X-STREAM-INF:" in playlist  # the master
+        sequence, entries, ended = read_playlist(out / "sr.m3u8")
         assert (sequence, len(entries), ended) == (0, 4, False)  # a live playlist: no EXT-X-ENDLIST by default
         for entry in entries:
             assert abs(entry.duration - 1) <= 0.1, entry
@@ -109,7 +120,7 @@ def test_serves_live_hls_over_http(media, tmp_path):
                 assert response.headers["Access-Control-Allow-Origin"] == "*"
                 assert decoded_frames(response.read()) == FPS
         with urllib.request.urlopen(f"{server.url}/", timeout=10) as response:
-            assert "index.m3u8" in response.read().decode()
+            assert "player.js" in response.read().decode()  # the comparison player (tests/test_player_browser.py)
         # A player seeking in the stream gets the bytes it asks for.
         segment = (out / entries[0].name).read_bytes()
         request = urllib.request.Request(f"{server.url}/{entries[0].name}", headers={"Range": "bytes=188-375"})
@@ -134,10 +145,11 @@ def test_head_answers_as_get_does(media, tmp_path):
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not (out / "index.m3u8").exists():
             time.sleep(0.2)
-        segment = read_playlist(out / "index.m3u8")[1][0].name
-        statuses = [assert_head_answers_as_get(server.url + path)
-                    for path in ("/", "/player.html", "/index.m3u8", f"/{segment}", "/.sr-hls.json", "/nothing.ts")]
-        assert statuses == [200, 200, 200, 200, 404, 404]
+        segment = read_playlist(out / "sr.m3u8")[1][0].name
+        paths = ("/", "/player.html", "/player.js", "/player.css", "/index.m3u8", "/index-sr.m3u8", "/sr.m3u8",
+                 f"/{segment}", "/.sr-hls.json", "/nothing.ts", "/lr.m3u8")
+        statuses = [assert_head_answers_as_get(server.url + path) for path in paths]
+        assert statuses == [200] * 8 + [404] * 3  # no --lr: no LR rendition
         assert_head_answers_as_get(f"{server.url}/hls.min.js")  # 200 where the checkout vendors it, else 404
 
 
@@ -145,10 +157,10 @@ def test_rolling_window_deletes_old_segments(media, tmp_path):
     out = tmp_path / "out"
     result = sr_hls(media["long"], out, "--list-size", 3)
     assert result.returncode == 0 and result.stdout == b"", result.stderr.decode()
-    sequence, entries, _ = read_playlist(out / "index.m3u8")
+    sequence, entries, _ = read_playlist(out / "sr.m3u8")
     assert sequence == 3 and len(entries) == 3
     assert all(abs(e.duration - 1) <= 0.1 for e in entries)
-    segments = sorted(p.name for p in out.glob("*.ts"))
+    segments = sorted(p.name for p in out.glob("*-sr-*.ts"))
     # ffmpeg keeps one segment past the window for players still fetching it; older ones are gone.
     assert segments[-3:] == [e.name for e in entries] and len(segments) <= 4
     assert not list(out.glob("*.tmp"))
@@ -188,7 +200,7 @@ def test_audio_in_sync_and_shifted_by_audio_delay(media, tmp_path):
                         "--audio-delay", delay)
         assert result.returncode == 0, result.stderr.decode()
         assert sorted(s["codec_name"] for s in probe_streams(out / "index.m3u8")) == ["aac", "h264"]
-        found = flash_beep_offsets(out / "index.m3u8")
+        found = flash_beep_offsets(out / "index.m3u8")  # the master: the SR rendition and the audio
         assert np.ptp(found) < 0.005, found  # the same offset at every beep
         offsets[delay] = float(np.median(found))
     # In sync within one frame (the source's AAC priming, 21 ms, is all there is), and shifted as asked.
@@ -200,21 +212,22 @@ def test_audio_in_sync_and_shifted_by_audio_delay(media, tmp_path):
 def test_restart_continues_the_stream_after_a_discontinuity(media, tmp_path):
     out = tmp_path / "out"
     assert sr_hls(media["clip"], out, "--list-size", 0).returncode == 0
-    _, first, _ = read_playlist(out / "index.m3u8")
+    _, first, _ = read_playlist(out / "sr.m3u8")
     assert len(first) == 4 and not any(e.discontinuity for e in first)
     # An earlier stream is not mixed into silently.
     expect_error(sr_hls(media["clip"], out, "--list-size", 0), 2, "--continue appends to it, --fresh replaces it")
     result = sr_hls(media["small"], out, "--list-size", 0, "--continue")
     assert result.returncode == 0, result.stderr.decode()
-    sequence, entries, _ = read_playlist(out / "index.m3u8")
+    sequence, entries, _ = read_playlist(out / "sr.m3u8")
     assert sequence == 0 and entries[:4] == first and len(entries) == 5
     assert entries[4].discontinuity and entries[4].name.split("-")[0] == first[0].name.split("-")[0]
-    numbers = [int(e.name.split("-")[1].split(".")[0]) for e in entries]
+    numbers = [int(e.name.split("-")[2].split(".")[0]) for e in entries]
     assert numbers == list(range(5))
     assert decoded_frames((out / entries[4].name).read_bytes()) == 30  # the new stream's size and rate
     # --fresh: a new stream (new segment names), nothing of the old one left.
+    assert "RESOLUTION=160x90" in (out / "index.m3u8").read_text()  # the newest stream's size
     assert sr_hls(media["small"], out, "--fresh").returncode == 0
-    sequence, entries, _ = read_playlist(out / "index.m3u8")
+    sequence, entries, _ = read_playlist(out / "sr.m3u8")
     assert sequence == 0 and len(entries) == 1 and entries[0].name not in {e.name for e in first}
     assert sorted(p.name for p in out.glob("*.ts")) == [entries[0].name]
 
@@ -224,7 +237,7 @@ def test_new_y4m_stream_mid_input_and_on_a_reopened_fifo(media, tmp_path):
     both.write_bytes(media["clip"].read_bytes() + media["small"].read_bytes())  # a new header mid-input
     result = sr_hls(both, tmp_path / "cat", "--list-size", 0)
     assert result.returncode == 0, result.stderr.decode()
-    _, entries, _ = read_playlist(tmp_path / "cat/index.m3u8")
+    _, entries, _ = read_playlist(tmp_path / "cat/sr.m3u8")
     assert [e.discontinuity for e in entries] == [False] * 4 + [True]
     [video] = probe_streams(tmp_path / "cat" / entries[4].name)
     assert (video["width"], video["height"]) == (160, 90)
@@ -243,7 +256,7 @@ def test_new_y4m_stream_mid_input_and_on_a_reopened_fifo(media, tmp_path):
         process.kill()
     assert process.returncode == 0 and stdout == b"", stderr.decode()
     assert "2 stream(s)" in stderr.decode()
-    _, entries, _ = read_playlist(tmp_path / "fifo/index.m3u8")
+    _, entries, _ = read_playlist(tmp_path / "fifo/sr.m3u8")
     assert [e.discontinuity for e in entries] == [False, True, False, False, False]
 
 
@@ -262,7 +275,7 @@ def test_stalled_input_fails_in_one_line(media, tmp_path):
     result = subprocess.CompletedProcess(process.args, process.returncode, process.stdout.read(),
                                          process.stderr.read())
     expect_error(result, 3, "no frame for 1 s (input stalled)")
-    _, entries, _ = read_playlist(tmp_path / "out/index.m3u8")  # what came before is published
+    _, entries, _ = read_playlist(tmp_path / "out/sr.m3u8")  # what came before is published
     assert len(entries) == 1 and decoded_frames((tmp_path / "out" / entries[0].name).read_bytes()) == 15
 
 
@@ -316,3 +329,158 @@ def test_an_audio_fifo_without_audio_makes_a_stream_without_audio(media, tmp_pat
     assert result.returncode == 0 and b"warning: stream 1: no audio on" in result.stderr, result.stderr
     for entry in read_playlist(tmp_path / "out" / "index.m3u8")[1]:
         assert [s["codec_type"] for s in probe_streams(tmp_path / "out" / entry.name)] == ["video"]
+
+
+def first_frame_times(playlist: Path) -> list[float]:
+    """The presentation time of each segment's first video frame, in playlist order."""
+    _, entries, _ = read_playlist(playlist)
+    times = []
+    for entry in entries:
+        out = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "frame=pts_time",
+                              "-read_intervals", "%+#1", "-of", "json", str(playlist.parent / entry.name)],
+                             capture_output=True, check=True, timeout=60).stdout
+        times.append(float(json.loads(out)["frames"][0]["pts_time"]))
+    return times
+
+
+def frame_hashes(source: Path) -> list[str]:
+    """MD5 of every decoded video frame."""
+    out = subprocess.run(["ffmpeg", "-v", "error", "-i", str(source), "-map", "0:v:0", "-f", "framemd5", "-"],
+                         capture_output=True, check=True, timeout=60).stdout.decode()
+    return [line.rsplit(",", 1)[1].strip() for line in out.splitlines() if line and not line.startswith("#")]
+
+
+def master_variants(path: Path) -> dict[str, dict[str, str]]:
+    """The master playlist's variants: {URI: {attribute: value}} (quotes removed)."""
+    lines = path.read_text().splitlines()
+    variants = {}
+    for i, line in enumerate(lines):
+        if line.startswith("#EXT-X-STREAM-INF:"):
+            attributes = re.findall(r'([A-Z-]+)=("[^"]*"|[^,]*)', line.split(":", 1)[1])
+            variants[lines[i + 1]] = {key: value.strip('"') for key, value in attributes}
+    return variants
+
+
+@pytest.fixture(scope="module")
+def ladder_media(tmp_path_factory):
+    """4 s of testsrc2: the SR frames (640x360 Y4M), the low-res stream as sr-push sends it (320x180, x264
+    with a keyframe every second and only there) and a tone (ADTS AAC)."""
+    from srtools import degrade
+
+    root = tmp_path_factory.mktemp("ladder-media")
+    make_y4m(root / "sr.y4m", size="640x360", seconds=4)
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25", "-t", "4",
+                    "-pix_fmt", "yuv420p", *degrade.live_x264_args(segment=1.0), str(root / "lr.mp4")], check=True)
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25", "-t", "4",
+                    "-pix_fmt", "yuv420p", "-c:v", "libx264", "-g", "60", "-x264-params", "scenecut=0",
+                    str(root / "lr-gop60.mp4")], check=True)
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "4",
+                    "-c:a", "aac", str(root / "audio.aac")], check=True)
+    return root
+
+
+def test_the_ladder_the_low_res_rendition_copied_and_aligned_with_one_audio(ladder_media, tmp_path):
+    out = tmp_path / "out"
+    result = sr_hls(ladder_media / "sr.y4m", out, "--list-size", 0, "--endlist", "--lr", ladder_media / "lr.mp4",
+                    "--audio", ladder_media / "audio.aac")
+    assert result.returncode == 0, result.stderr.decode()
+    # ffprobe reads the master playlist (both variants and the one audio) and each variant.
+    streams = probe_streams(out / "index.m3u8")
+    assert sorted((s["codec_type"], s.get("width")) for s in streams) == [("audio", None), ("video", 320),
+                                                                          ("video", 640)]
+    for name, size in (("index-sr.m3u8", (640, 360)), ("index-lr.m3u8", (320, 180))):
+        kinds = {s["codec_type"]: s for s in probe_streams(out / name)}
+        assert set(kinds) == {"audio", "video"} and (kinds["video"]["width"], kinds["video"]["height"]) == size
+    variants = master_variants(out / "index.m3u8")
+    assert list(variants) == ["sr.m3u8", "lr.m3u8"]  # the super-resolved rendition first
+    text = (out / "index.m3u8").read_text()
+    assert text.count('#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="audio"') == 1 and 'URI="audio.m3u8"' in text
+    audio_bytes = sum(p.stat().st_size for p in out.glob("*-audio-*.ts"))
+    audio_seconds = sum(e.duration for e in read_playlist(out / "audio.m3u8")[1])
+    for uri, attributes in variants.items():
+        rendition = uri.removesuffix(".m3u8")
+        _, entries, _ = read_playlist(out / uri)
+        sizes = [(out / e.name).stat().st_size for e in entries]
+        info = {s["codec_type"]: s for s in json.loads(subprocess.run(
+            ["ffprobe", "-v", "error", "-show_entries", "stream=codec_type,width,height,profile,level", "-of", "json",
+             str(out / entries[0].name)], capture_output=True, check=True).stdout)["streams"]}["video"]
+        assert attributes["RESOLUTION"] == f"{info['width']}x{info['height']}"
+        profile = {"High": "64", "Main": "4d", "Constrained Baseline": "42"}[info["profile"]]
+        assert re.fullmatch(rf"avc1\.{profile}[0-9a-f]{{2}}{info['level']:02x},mp4a\.40\.2", attributes["CODECS"]), \
+            attributes
+        assert attributes["AUDIO"] == "audio"
+        # AVERAGE-BANDWIDTH: all the bytes over all the seconds, video and audio; BANDWIDTH: at least
+        # the rate of any whole segment (a run of segments of one target duration).
+        average = 8 * sum(sizes) / sum(e.duration for e in entries) + 8 * audio_bytes / audio_seconds
+        assert int(attributes["AVERAGE-BANDWIDTH"]) == pytest.approx(average, rel=0.01), rendition
+        full = max(8 * size / e.duration for size, e in zip(sizes, entries) if e.duration >= 0.5)
+        assert int(attributes["BANDWIDTH"]) >= full + 8 * audio_bytes / audio_seconds * 0.9
+        for entry in entries:
+            assert decoded_frames((out / entry.name).read_bytes()) == FPS  # every segment decodes
+    assert int(variants["lr.m3u8"]["BANDWIDTH"]) < int(variants["sr.m3u8"]["BANDWIDTH"])
+    # Aligned segment by segment, within one frame; the LR rendition is the source's stream, not re-encoded.
+    sr_times, lr_times = first_frame_times(out / "sr.m3u8"), first_frame_times(out / "lr.m3u8")
+    assert len(sr_times) == len(lr_times) == 4
+    assert np.abs(np.array(sr_times) - np.array(lr_times)).max() < 1 / FPS, (sr_times, lr_times)
+    assert [int(e.name.split("-")[2][:6]) for e in read_playlist(out / "lr.m3u8")[1]] == [0, 1, 2, 3]
+    assert frame_hashes(out / "lr.m3u8") == frame_hashes(ladder_media / "lr.mp4")
+
+
+def test_lr_encode_aligns_a_source_whose_keyframes_are_elsewhere(ladder_media, tmp_path):
+    copied, encoded = tmp_path / "copied", tmp_path / "encoded"
+    for out, extra in ((copied, ()), (encoded, ("--lr-encode",))):
+        result = sr_hls(ladder_media / "sr.y4m", out, "--list-size", 0, "--lr", ladder_media / "lr-gop60.mp4", *extra)
+        assert result.returncode == 0, result.stderr.decode()
+    # Copied, the source's keyframes (every 2.4 s) cut the segments; encoded, every second does.
+    assert [round(e.duration, 2) for e in read_playlist(copied / "lr.m3u8")[1]] == [2.4, 1.6]
+    sr_times, lr_times = first_frame_times(encoded / "sr.m3u8"), first_frame_times(encoded / "lr.m3u8")
+    assert len(lr_times) == 4 and np.abs(np.array(sr_times) - np.array(lr_times)).max() < 1 / FPS
+    assert "RESOLUTION=320x180" in (encoded / "index.m3u8").read_text()
+
+
+def test_stats_and_metrics_while_frames_flow(media, tmp_path):
+    """/stats.json and /metrics (accepted by promtool) report the frames and segments as they come; the
+    chain's stats files are read from --stats-dir (absent ones are null)."""
+    fifo, stats_dir = tmp_path / "frames.fifo", tmp_path / "stats"
+    os.mkfifo(fifo)
+    stats_dir.mkdir()
+    (stats_dir / "sr-serve-1.json").write_text(json.dumps(
+        {"frames": 50, "seconds": 2.0, "model": "v3", "swaps": 1, "engine_frames": 40, "fallbacks": 10, "probes": 0,
+         "late": 2, "worst_lag_ms": 51.0, "block_share": 0.61}))
+    data = media["long"].read_bytes()
+    header = data.index(b"\n") + 1
+    frame_bytes = len(b"FRAME\n") + 320 * 180 * 3 // 2
+    with Server("sr-hls", fifo, "--out", tmp_path / "out", "--serve", "127.0.0.1:0", "--segment", 1,
+                "--stats-dir", stats_dir, "--name", "studio", "--reopen-wait", 0) as server:
+        scrapes = []
+        with open(fifo, "wb") as writer:
+            writer.write(data[:header])
+            for n, offset in enumerate(range(header, len(data), frame_bytes)):
+                writer.write(data[offset:offset + frame_bytes])
+                writer.flush()
+                time.sleep(0.04)
+                if n in (60, 140):
+                    with urllib.request.urlopen(f"{server.url}/metrics", timeout=10) as response:
+                        assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+                        scrapes.append(check_metrics(response.read().decode()))
+                    with urllib.request.urlopen(f"{server.url}/stats.json", timeout=10) as response:
+                        stats = json.loads(response.read())
+    frames = [scrape['srtools_hls_frames_total{stream="studio"}'] for scrape in scrapes]
+    assert 0 < frames[0] < frames[1]  # counters move as frames flow
+    segments = [scrape['srtools_hls_segments_total{stream="studio",rendition="sr"}'] for scrape in scrapes]
+    assert 1 <= segments[0] < segments[1]
+    assert scrapes[1]['srtools_serve_late_frames_total{stream="studio"}'] == 2
+    assert scrapes[1]['srtools_serve_block_share_ratio{stream="studio"}'] == 0.61
+    assert stats["stream"] == "studio" and stats["model"] == "v3" and stats["block_share"] == 0.61
+    assert stats["input_fps"] == 25.0 and 15 < stats["output_fps"] < 30
+    assert stats["frames"] > 100 and stats["renditions"]["sr"]["segments"] >= 3
+    assert 0 <= stats["segment_age_s"] < 2
+    assert stats["tcsr_refined"] is None and stats["upload"] is None and stats["model_arrived"] is None
+
+
+def test_the_example_scrape_configuration_is_valid():
+    if PROMTOOL is None:
+        pytest.skip("promtool is not installed (make deps installs the prometheus package)")
+    result = subprocess.run([PROMTOOL, "check", "config", str(ROOT / "conf" / "prometheus.yml")], capture_output=True,
+                            timeout=60)
+    assert result.returncode == 0, (result.stdout + result.stderr).decode()

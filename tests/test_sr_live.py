@@ -1,4 +1,5 @@
-"""sr-live: a real RTMP publisher, the real server chain (ffmpeg ingest, sr-serve, sr-tcsr, sr-hls), teardown."""
+"""sr-live: a real RTMP publisher, the real server chain (ffmpeg ingest, sr-serve, sr-tcsr, sr-hls), the ladder and
+the statistics it serves, teardown."""
 
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ import pytest
 
 from srtools.live.chain import port_listening, rtmp_port
 
-from conftest import free_port, run_command, start_command
-from test_sr_hls import flash_beep_offsets
+from conftest import check_metrics, free_port, run_command, start_command
+from test_sr_hls import first_frame_times, flash_beep_offsets, master_variants
+from test_sr_receive import model_file, put, write_token
 
 pytestmark = pytest.mark.slow
 
@@ -121,6 +123,17 @@ def segments_of(playlist: Path) -> list[tuple[float, str]]:
             if line.startswith("#EXTINF")]
 
 
+def ended(hls: Path) -> Path:
+    """A master playlist of the SR rendition and the audio as they are now, marked complete (a player reads
+    a live one for ever), written beside them."""
+    for rendition in ("sr", "audio"):
+        (hls / f"ended-{rendition}.m3u8").write_text((hls / f"{rendition}.m3u8").read_text() + "#EXT-X-ENDLIST\n")
+    master = hls / "ended.m3u8"
+    master.write_text('#EXTM3U\n#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="audio",NAME="audio",DEFAULT=YES,'
+                      'URI="ended-audio.m3u8"\n#EXT-X-STREAM-INF:BANDWIDTH=1000000,AUDIO="audio"\nended-sr.m3u8\n')
+    return master
+
+
 def probe(path) -> dict:
     result = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_type,width,height", "-of", "json",
                              str(path)], capture_output=True, check=True)
@@ -129,19 +142,24 @@ def probe(path) -> dict:
 
 def test_a_publish_session_becomes_hls_with_audio_and_nothing_is_left_behind(tmp_path):
     live = Live(tmp_path, "--sessions", "1", "--segment", "1")
-    assert live.fifo_dir.is_dir() and {"audio.aac", "video.y4m"} <= {p.name for p in live.fifo_dir.iterdir()}
+    assert live.fifo_dir.is_dir()
+    assert sorted(p.name for p in live.fifo_dir.iterdir()) == ["audio.aac", "lr.nut", "video.y4m"]
     publish(live.url, seconds=4)
     code, err = live.finish()
     assert code == 0, err
-    segments = segments_of(live.hls / "index.m3u8")
+    segments = segments_of(live.hls / "sr.m3u8")
     assert sum(d for d, _ in segments) == pytest.approx(4.0, abs=0.3)
     for duration, _ in segments[:-1]:
         assert duration == pytest.approx(1.0, rel=0.1)  # within 10% of the target
-    for _, name in segments:  # every segment decodes: 640x360 video (x2) and audio
-        info = probe(live.hls / name)
-        kinds = {s["codec_type"]: s for s in info["streams"]}
-        assert set(kinds) == {"video", "audio"} and (kinds["video"]["width"], kinds["video"]["height"]) == (640, 360)
-        subprocess.run(["ffmpeg", "-v", "error", "-i", str(live.hls / name), "-f", "null", "-"], check=True)
+    # The ladder: the SR rendition (x2), the low-res one as received (copied), one audio.
+    assert list(master_variants(live.hls / "index.m3u8")) == ["sr.m3u8", "lr.m3u8"]
+    for rendition, kind, size in (("sr", "video", (640, 360)), ("lr", "video", (320, 180)), ("audio", "audio", None)):
+        for _, name in segments_of(live.hls / f"{rendition}.m3u8"):  # every segment decodes
+            [stream] = {s["codec_type"]: s for s in probe(live.hls / name)["streams"]}.values()
+            assert stream["codec_type"] == kind and (size is None or (stream["width"], stream["height"]) == size)
+            subprocess.run(["ffmpeg", "-v", "error", "-i", str(live.hls / name), "-f", "null", "-"], check=True)
+    sr_times, lr_times = first_frame_times(live.hls / "sr.m3u8"), first_frame_times(live.hls / "lr.m3u8")
+    assert len(sr_times) == len(lr_times) and np.abs(np.array(sr_times) - np.array(lr_times)).max() < 1 / 25
     stats = json.loads((tmp_path / "stats" / "sr-serve-1.json").read_text())
     assert 95 <= stats["frames"] <= 105  # 4 s at 25 fps
     assert not live.fifo_dir.exists() and live.children() == []
@@ -159,9 +177,7 @@ def test_audio_and_video_stay_in_sync_through_the_chain(tmp_path):
                     "-c:a", "aac", "-f", "flv", live.url], check=True, timeout=60)
     code, err = live.finish()
     assert code == 0, err
-    joined = tmp_path / "all.ts"  # the segments in order (a live playlist: players start near its end)
-    joined.write_bytes(b"".join((live.hls / name).read_bytes() for _, name in segments_of(live.hls / "index.m3u8")))
-    offsets = flash_beep_offsets(joined)
+    offsets = flash_beep_offsets(ended(live.hls))  # the SR rendition and the audio, every segment
     assert np.abs(offsets).max() < 1 / 25, offsets  # every beep within one frame of its flash
 
 
@@ -175,11 +191,11 @@ def test_the_publisher_leaves_and_comes_back_with_another_size(tmp_path):
     publish(live.url, seconds=3, size="256x144")
     code, err = live.finish()
     assert code == 0, err
-    text = (live.hls / "index.m3u8").read_text()
-    assert "#EXT-X-DISCONTINUITY" in text
-    sizes = {(s["width"], s["height"]) for _, name in segments_of(live.hls / "index.m3u8")
-             for s in probe(live.hls / name)["streams"] if s["codec_type"] == "video"}
-    assert sizes == {(640, 360), (512, 288)}
+    for rendition, sizes in (("sr", {(640, 360), (512, 288)}), ("lr", {(320, 180), (256, 144)})):
+        assert "#EXT-X-DISCONTINUITY" in (live.hls / f"{rendition}.m3u8").read_text()
+        assert {(s["width"], s["height"]) for _, name in segments_of(live.hls / f"{rendition}.m3u8")
+                for s in probe(live.hls / name)["streams"]} == sizes
+    assert "RESOLUTION=512x288" in (live.hls / "index.m3u8").read_text()  # the newest session's sizes
     assert live.children() == [] and not live.fifo_dir.exists()
 
 
@@ -357,3 +373,50 @@ def test_sigusr1_ends_the_stream_and_lets_what_the_stages_hold_drain(tmp_path):
     frames = json.loads(stats.read_text())["frames"]
     assert sum(d for d, _ in segments_of(live.hls / "index.m3u8")) == pytest.approx(frames / 25, abs=0.1)
     assert live.children() == [] and not live.fifo_dir.exists()
+
+
+def test_metrics_and_stats_move_as_frames_flow_and_show_the_uploaded_model(tmp_path):
+    """sr-live's /metrics (through sr-hls's server) and sr-receive's pass promtool, count frames as they flow,
+    and /stats.json shows the model sr-receive accepted, with the training request reported with it, on air."""
+    live = Live(tmp_path, "--serve", "127.0.0.1:0", "--receive", "127.0.0.1:0", "--token-file",
+                write_token(tmp_path / "token"), "--segment", "1")
+    publisher = publish(live.url, seconds=20, wait=False)
+    try:
+        def read(url: str) -> bytes:
+            with urllib.request.urlopen(url, timeout=30) as response:
+                return response.read()
+
+        def scrape() -> dict[str, float]:
+            return check_metrics(read(f"{live.info['hls']}/metrics").decode())
+
+        deadline = time.monotonic() + 60
+        while not (live.hls / "index.m3u8").exists():
+            assert time.monotonic() < deadline and live.process.poll() is None, "no master playlist"
+            time.sleep(0.2)
+        time.sleep(2)
+        first = scrape()
+        request = {"t": 3.5, "pair": 14, "psnr": 29.5, "created": "2025-01-01T00:00:00+0000"}
+        status, answer = put(f"{live.info['receive']}/models/test/fedsr-x2", model_file(tmp_path / "m.safetensors"),
+                             version=1, headers={"X-Srtools-Request": json.dumps(request)})
+        assert status == 201, answer
+        stats = {}
+        while time.monotonic() < deadline and stats.get("model") != "v1":
+            time.sleep(0.5)
+            stats = json.loads(read(f"{live.info['hls']}/stats.json"))
+        second = scrape()
+        received = check_metrics(read(f"{live.info['receive']}/metrics").decode())
+    finally:
+        publisher.kill()
+        publisher.wait()
+        live.stop()
+    for name in ("srtools_hls_frames_total", "srtools_serve_frames_total", "srtools_tcsr_frames_total"):
+        assert 0 < first[f'{name}{{stream="test"}}'] < second[f'{name}{{stream="test"}}'], name
+    for rendition in ("sr", "lr", "audio"):
+        key = f'srtools_hls_segment_bytes_total{{stream="test",rendition="{rendition}"}}'
+        assert 0 < first[key] < second[key], key
+    assert second['srtools_serve_model_version{stream="test"}'] == 1
+    assert received['srtools_receive_uploads_total{stream="test"}'] == 1
+    assert stats["model"] == "v1" and stats["swaps"] == 1 and 0 <= stats["model_age_s"] < 30
+    assert stats["upload"]["version"] == 1 and stats["request"]["t"] == 3.5
+    assert stats["input_fps"] > 15 and stats["output_fps"] > 15 and stats["tcsr_frames"] > 0
+    assert set(stats["renditions"]) == {"sr", "lr", "audio"}

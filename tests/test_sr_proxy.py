@@ -14,7 +14,7 @@ import pytest
 from srtools import metrics, video
 from srtools.tiled.manifest import Manifest
 
-from conftest import Server, assert_head_answers_as_get, expect_error, run_command
+from conftest import Server, assert_head_answers_as_get, check_metrics, expect_error, run_command
 from tiled_fixtures import LATENCIES
 
 
@@ -43,8 +43,10 @@ def test_served_segments_decode_and_match_simulated_quality(tmp_path, tiled, til
                     "--origin", edges[3].url, "--spool", tiled_spool, "--crf", "0") as proxy:
             playlist = get(proxy.info["playlist"]).decode()
             assert playlist.startswith("#EXTM3U") and playlist.count("#EXTINF:") == 2 and "#EXT-X-ENDLIST" in playlist
+            first = check_metrics(get(f"{proxy.url}/metrics").decode())
             out = tmp_path / "served.ts"
             stats = play(proxy, out)
+            second = check_metrics(get(f"{proxy.url}/metrics").decode())
             code, err = proxy.stop()
     finally:
         for edge in edges:
@@ -57,6 +59,14 @@ def test_served_segments_decode_and_match_simulated_quality(tmp_path, tiled, til
         if timing["fetched_tiles"]:
             slowest = max(float(LATENCIES.split(",")[e]) for e in range(3) if e not in segment["cached"])
             assert timing["fetch_ms"] >= slowest
+    # /metrics counts what was built as it was built.
+    assert first['srtools_proxy_segments_built_total{stream="clip"}'] == 0
+    assert second['srtools_proxy_segments_built_total{stream="clip"}'] == 2
+    assert second['srtools_proxy_segment_bytes_total{stream="clip"}'] == sum(t["bytes"] for t in stats["segments"])
+    for kind in ("fetched", "cached"):
+        assert second[f'srtools_proxy_tiles_total{{stream="clip",kind="{kind}"}}'] == \
+            sum(t[f"{kind}_tiles"] for t in stats["segments"])
+    assert second['srtools_proxy_precached_bytes{stream="clip"}'] == stats["precached_bytes"]
     header, served = video.read_all(str(out))
     assert (header.width, header.height, len(served)) == (m.width, m.height, 24)
     _, original = video.read_all(m.source)
@@ -97,6 +107,9 @@ def test_unreachable_edge_gives_502(dead_edge_proxy):
     with pytest.raises(urllib.error.HTTPError) as info:
         get(f"{proxy.url}/seg00000.ts")
     assert info.value.code == 502
+    scrape = check_metrics(get(f"{proxy.url}/metrics").decode())
+    assert scrape['srtools_proxy_failed_segments_total{stream="clip"}'] >= 1
+    assert scrape['srtools_proxy_segments_built_total{stream="clip"}'] == 0
     with pytest.raises(urllib.error.HTTPError) as info:
         get(f"{proxy.url}/seg00099.ts")
     assert info.value.code == 404

@@ -3,6 +3,9 @@ whose LR halves are the encoded stream decoded again; retries, pacing, signals, 
 
 import json
 import os
+import pty
+import re
+import select
 import signal
 import subprocess
 import time
@@ -357,3 +360,78 @@ def test_a_failed_destination_is_retried_and_anything_else_is_fatal_with_ffmpegs
         "ffmpeg exited with status 1: in.mp4: No such file or directory", retryable=False)
     assert classify_failure(255, [], network=True) == Failure("ffmpeg exited with status 255: (no message)",
                                                               retryable=False)
+
+
+def video_packet_bytes(path: Path) -> int:
+    out = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "packet=size",
+                          "-of", "csv=p=0", str(path)], capture_output=True, check=True, text=True).stdout
+    return sum(int(line.split(",")[0]) for line in out.split())
+
+
+def spool_with_the_push_sides_lines(spool: Path) -> Path:
+    """A push spool where sr-monitor, sr-train --watch and sr-upload have appended their JSON lines (as the
+    push side's service has them do), and a training request is pending."""
+    (spool / "requests").mkdir(parents=True)
+    (spool / "requests" / "request-000000040.json").write_text("{}")
+    (spool / "monitor.jsonl").write_text(
+        '{"t": 9.75, "pair": 39, "psnr": 33.0, "bicubic_psnr": 31.5, "model": 1, "request": false}\n'
+        '{"t": 10.0, "pair": 40, "psnr": 33.25, "bicubic_psnr": 31.5, "model": 2, "request": true}\n')
+    (spool / "train.jsonl").write_text('{"event": "session", "reason": "request 40", "pairs": 12}\n'
+                                       '{"event": "published", "version": 2, "gain_db": 1.5}\n')
+    (spool / "upload.jsonl").write_text('{"arch": "fedsr", "version": 2, "status": "uploaded", "http": 201}\n')
+    return spool
+
+
+@pytest.mark.slow
+def test_status_lines_and_the_video_bit_rate_sent(tmp_path):
+    clip = make_av_clip(tmp_path / "av.mkv", seconds=4)
+    out, spool = tmp_path / "out.ts", spool_with_the_push_sides_lines(tmp_path / "spool")
+    result = run_command("sr-push", clip, "--to", out, "--spool", spool, "--status-every", 1)
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.decode().splitlines() if line.startswith("sr-push: status: ")]
+    assert len(lines) >= 2, result.stderr  # a paced 4 s push, one line a second
+    last = lines[-1]
+    assert "pairs " in last and "gain +1.75 dB (v2)" in last, last
+    assert "training: v2 published (+1.50 dB held out), 1 request pending" in last, last
+    assert "upload: v2 uploaded " in last and " s ago" in last, last
+    assert int(re.search(r"video (\d+) kbit/s", last).group(1)) > 0, last
+    summary = summary_of(result)
+    # The bytes counted on their way to the decoder are the video stream that went out (NUT's framing aside).
+    assert summary["video_bytes"] == pytest.approx(video_packet_bytes(out), rel=0.05)
+    assert summary["video_kbit_s"] == pytest.approx(8 * summary["video_bytes"] / 4 / 1e3, rel=0.01)
+
+
+@pytest.mark.slow
+def test_status_line_on_a_terminal(tmp_path):
+    """On a terminal (a pseudo-terminal here) the status is one line rewritten in place, no log lines."""
+    clip = make_av_clip(tmp_path / "av.mkv", seconds=4)
+    spool = spool_with_the_push_sides_lines(tmp_path / "spool")
+    parent, child = pty.openpty()
+    process = start_command("sr-push", clip, "--to", tmp_path / "out.ts", "--spool", spool, stdout=subprocess.PIPE,
+                            stderr=child)
+    os.close(child)
+    seen = b""
+    try:
+        while True:
+            if select.select([parent], [], [], 60)[0]:
+                try:
+                    chunk = os.read(parent, 65536)
+                except OSError:  # EIO: the terminal's last writer has gone
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+            else:
+                raise AssertionError(f"no output for 60 s: {seen!r}")
+        stdout = process.stdout.read()
+        assert process.wait(30) == 0, seen
+    finally:
+        process.kill()
+        process.wait()
+        os.close(parent)
+        process.stdout.close()
+    text = seen.decode(errors="replace")
+    drawn = [part for part in re.split(r"\r\x1b\[K|\r", text) if "kbit/s" in part]
+    assert len(drawn) >= 2, text  # redrawn in place, every second
+    assert "gain +1.75 dB (v2)" in drawn[-1] and "status:" not in text
+    assert json.loads(stdout)["frames"] == 100

@@ -21,7 +21,7 @@ import torch
 from srtools import archs, loader, modelfile
 from srtools.spool import Spool
 
-from conftest import NGINX, Server, expect_error, free_port, raw_http, run_command, running_nginx
+from conftest import NGINX, Server, check_metrics, expect_error, free_port, raw_http, run_command, running_nginx
 
 TOKEN = "0123456789abcdef-receive-test-token"
 NGINX_TEMPLATE = Path(__file__).resolve().parent.parent / "conf" / "nginx-receive.conf"
@@ -388,3 +388,40 @@ def test_behind_nginx_with_tls(nginx_receive, tmp_path):
     expect_error(run_command("sr-upload", *upload, env={"SRTOOLS_UPLOAD_TOKEN": TOKEN, "SSL_CERT_FILE": ""}), 1)
     expect_error(run_command("sr-upload", *upload, env={"SRTOOLS_UPLOAD_TOKEN": "w" * 20,
                                                         "SSL_CERT_FILE": str(cert)}), 1, "refused the token")
+
+
+def test_metrics_and_stats_count_uploads_refusals_and_the_reported_request(tmp_path):
+    spool, stats = tmp_path / "server-spool", tmp_path / "stats" / "sr-receive.json"
+    stats.parent.mkdir()
+    with Server("sr-receive", "--spool", spool, "--token-file", write_token(tmp_path / "token"),
+                "--stats", stats) as server:
+        def scrape() -> dict[str, float]:
+            with urllib.request.urlopen(f"{server.url}/metrics", timeout=30) as response:  # no token needed
+                assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+                return check_metrics(response.read().decode())
+
+        before = scrape()
+        assert before['srtools_receive_uploads_total{stream="default"}'] == 0
+        body = model_file(tmp_path / "m.safetensors")
+        request = {"t": 12.5, "pair": 50, "psnr": 30.1, "created": "2025-01-01T00:00:00+0000", "secret": "x" * 10}
+        status, _ = put(f"{server.url}/models/default/fedsr-x2", body, version=3,
+                        headers={"X-Srtools-Request": json.dumps(request)})
+        assert status == 201
+        assert put(f"{server.url}/models/default/fedsr-x2", body, version=3)[0] == 409  # not newer
+        assert put(f"{server.url}/models/nobody/fedsr-x2", body, version=4)[0] == 404
+        after = scrape()
+    assert after['srtools_receive_uploads_total{stream="default"}'] == 1
+    assert after['srtools_receive_upload_bytes_total{stream="default"}'] == len(body)
+    assert after['srtools_receive_refusals_total{stream="default"}'] == 1
+    assert after['srtools_receive_refusals_total{stream=""}'] == 1
+    assert after['srtools_receive_model_version{stream="default",model="fedsr-x2"}'] == 3
+    assert after['srtools_receive_last_request_stream_seconds{stream="default"}'] == 12.5
+    document = json.loads(stats.read_text())
+    assert document["format"] == "sr-receive-stats/1" and document["refused"] == 1
+    default = document["streams"]["default"]
+    assert (default["accepted"], default["refused"], default["bytes"]) == (1, 1, len(body))
+    upload = default["last_upload"]
+    assert (upload["arch"], upload["scale"], upload["version"], upload["bytes"]) == ("fedsr", 2, 3, len(body))
+    assert default["models"]["fedsr-x2"] == upload
+    assert default["last_request"] == {"t": 12.5, "pair": 50, "psnr": 30.1, "created": "2025-01-01T00:00:00+0000",
+                                       "received": upload["received"]}  # the unknown field is dropped

@@ -74,6 +74,21 @@ def test_model_output_and_stats(tmp_path, small_y4m):
     assert (stats["block_frames"], stats["blocks_total"], stats["block_share"]) == (0, 0, None)  # whole frames
 
 
+def test_frame_log_names_the_model_of_every_frame(tmp_path, small_y4m):
+    log = tmp_path / "frames.jsonl"
+    result = run_command("sr-serve", "--spool", tmp_path / "none-yet", "--frame-log", log, small_y4m)
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(line) for line in log.read_text().splitlines()] == [
+        {"frame": i, "model": None, "engine": False} for i in range(10)]  # bicubic: no model
+    publish(tmp_path / "spool")
+    result = run_command("sr-serve", "--spool", tmp_path / "spool", "--frame-log", log, small_y4m)
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(line) for line in log.read_text().splitlines()] == [
+        {"frame": i, "model": "v1", "engine": True} for i in range(10)]
+    expect_error(run_command("sr-serve", "-q", "--spool", tmp_path / "spool", "--frame-log", tmp_path / "no/such/f",
+                             small_y4m), 1, "cannot write the frame log")
+
+
 def test_decodes_mp4_input_with_ffmpeg(tmp_path, hr_clip):
     publish(tmp_path)
     result = run_command("sr-serve", "--spool", tmp_path, hr_clip)

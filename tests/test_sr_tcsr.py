@@ -159,6 +159,21 @@ def test_budget_keeps_a_paced_live_input_within_k_frames_plus_one(model_file):
     assert 0 < refined < count and ", 0 late" in stderr, stderr
 
 
+def test_frame_log_says_which_frames_were_refined(model_file, tmp_path):
+    """--frame-log: one line per output frame, engine true exactly where the output was refined (the frames
+    flushed at the end of the stream too)."""
+    inputs = numbered_frames(20)
+    log = tmp_path / "frames.jsonl"
+    result = run_command("sr-tcsr", "--model", model_file, "--every", 3, "--frame-log", log, input=y4m_bytes(inputs))
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    lifted = [got.y.astype(int).mean() - sent.y.astype(int).mean() > 13
+              for got, sent in zip(frames_of(result.stdout), inputs)]
+    assert [line["frame"] for line in lines] == list(range(20))
+    assert [line["engine"] for line in lines] == lifted == [t % 3 == 0 for t in range(20)]
+    assert {line["model"] for line in lines} == {"tiny"}  # the label of a file: its source
+
+
 def test_a_model_whose_measured_gain_is_not_positive_is_not_run(tmp_path):
     """The trainer measured that it loses on this content (gain_db <= 0): frames pass through unchanged."""
     model, info = tiny_tcsr()

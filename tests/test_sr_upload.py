@@ -136,3 +136,25 @@ def test_refusals_that_end_it_and_bad_arguments(tmp_path):
     expect_error(run_command("sr-upload", *args, "--to", url, env={"SRTOOLS_UPLOAD_TOKEN": ""}), 2, "no upload token")
     expect_error(run_command("sr-upload", *args, "--to", "ftp://x/models/a", env=TOKEN_ENV), 2, "expected http")
     expect_error(run_command("sr-upload", *args[:-1], "--to", url, "--share", 0, env=TOKEN_ENV), 2, "--share")
+
+
+def test_the_newest_training_request_goes_with_the_upload(tmp_path):
+    """sr-receive reports the training request sr-monitor left in the push spool when the model came."""
+    push = Spool(tmp_path / "push", create=True)
+    pointer = publish(push)
+    (push.root / "requests").mkdir()
+    for pair, t in ((17, 4.25), (42, 10.5)):
+        write_json_atomic(push.root / "requests" / f"request-{pair:09d}.json",
+                          {"format": "srtools-request/1", "t": t, "pair": pair, "psnr": 31.2, "smoothed": 35.0,
+                           "change": 0.8, "model": None, "created": "2025-01-01T00:00:10+0000"})
+    stats = tmp_path / "receive.json"
+    with Server("sr-receive", "--spool", tmp_path / "server", "--token-file", write_token(tmp_path / "token"),
+                "--stats", stats) as server:
+        result = run_command("sr-upload", "--spool", push.root, "--to", f"{server.url}/models/default",
+                             "--uplink", 8000, "--once", env=TOKEN_ENV)
+        assert result.returncode == 0, result.stderr.decode()
+    received = json.loads(stats.read_text())["streams"]["default"]
+    assert received["last_upload"]["version"] == pointer.version
+    request = received["last_request"]
+    assert (request["t"], request["pair"], request["psnr"]) == (10.5, 42, 31.2)
+    assert request["created"] == "2025-01-01T00:00:10+0000" and request["received"]

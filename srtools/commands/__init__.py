@@ -20,4 +20,5 @@ COMMANDS = {
     "sr-live": "srtools.commands.live",
     "sr-upload": "srtools.commands.upload",
     "sr-receive": "srtools.commands.receive",
+    "sr-eval": "srtools.commands.eval",
 }

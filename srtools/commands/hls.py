@@ -1,4 +1,5 @@
-"""sr-hls: encode the live chain's Y4M frames, with the ingest's audio, into HLS for viewers, and serve it."""
+"""sr-hls: encode the live chain's Y4M frames, with the ingest's audio and low-res video, into HLS for viewers,
+and serve it."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import click
 
 from .. import cli
 from ..errors import InputError, UsageError
-from ..hls import PLAYLIST, X264_PRESETS, Encoding, HlsHandler, OutputDir, hold_fifo, publish
+from ..hls import PLAYLIST, X264_PRESETS, Encoding, HlsHandler, OutputDir, Summary, hold_fifo, publish
 from ..httpserve import bind, serve_until_interrupted, server_url, serving
+from ..ladder import Ladder
+from ..livestats import LiveStats
 
 log = logging.getLogger("srtools.hls")
 
@@ -26,8 +29,8 @@ def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> str 
 @cli.command("sr-hls", epilog="See also: sr-serve(1), sr-tcsr(1), srtools-y4m(7).")
 @cli.input_argument
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), metavar="DIR",
-              help=f"Output directory: {PLAYLIST}, the segments and the marker file .sr-hls.json (created when "
-                   "missing).")
+              help=f"Output directory: the master playlist {PLAYLIST}, the renditions' playlists and segments, and "
+                   "the marker file .sr-hls.json (created when missing).")
 @click.option("--continue", "continue_", is_flag=True,
               help="Append to the stream already in --out, after a discontinuity (a restart); with none there, "
                    "start one.")
@@ -56,6 +59,22 @@ def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> str 
 @click.option("--audio-format", metavar="FMT",
               help="ffmpeg's demuxer for the audio (aac for ADTS AAC, as sr-live's ingest writes it); "
                    "naming it lets a live audio FIFO start at its first packet (default: detected).")
+@click.option("--lr", "lr_source", metavar="SRC",
+              help="The low-res video as the server received it (a file, named FIFO or URL ffmpeg reads): published "
+                   "as the LR rendition, copied without re-encoding (see DESCRIPTION).")
+@click.option("--lr-format", metavar="FMT",
+              help="ffmpeg's demuxer for --lr (nut, as sr-live's ingest writes it); naming it lets a live FIFO "
+                   "start at its first packet (default: detected).")
+@click.option("--lr-encode", is_flag=True,
+              help="Encode --lr with a keyframe at every segment boundary (x264, --crf, --preset) instead of "
+                   "copying it: for a source whose keyframes are not at the segment boundaries.")
+@click.option("--stats-dir", type=click.Path(file_okay=False), metavar="DIR",
+              help="Where the chain's stages publish their statistics (sr-serve-N.json, sr-tcsr-N.json, "
+                   "sr-receive.json, as sr-live writes them): --serve reports them at /stats.json and /metrics.")
+@click.option("--spool", type=click.Path(file_okay=False), metavar="DIR",
+              help="The server's model spool (srtools-spool(5)): /stats.json says when the model on air arrived.")
+@click.option("--name", default="default", show_default=True, metavar="NAME",
+              help="The stream's name in /stats.json and in the stream label of /metrics.")
 @click.option("--stall-timeout", type=click.FloatRange(0, None), default=10.0, show_default=True, metavar="SECONDS",
               help="Fail when a stream, once its header has come, goes this long without a frame (0: wait "
                    "forever). The first stream may take any time to come.")
@@ -66,18 +85,36 @@ def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> str 
 @cli.max_pixels_option("in")
 def command(input: str, out_dir: str, continue_: bool, fresh: bool, listen: str | None, segment: float,
             list_size: int, crf: int, bitrate: str | None, preset: str, audio: str | None, audio_delay: float,
-            audio_bitrate: str, audio_format: str | None, stall_timeout: float, reopen_wait: float,
-            endlist: bool, max_pixels: int) -> None:
-    """Encode live Y4M frames, and the audio split off at ingest, into HLS for viewers.
+            audio_bitrate: str, audio_format: str | None, lr_source: str | None, lr_format: str | None,
+            lr_encode: bool, stats_dir: str | None, spool: str | None, name: str, stall_timeout: float,
+            reopen_wait: float, endlist: bool, max_pixels: int) -> None:
+    """Encode live Y4M frames, the audio and the low-res video split off at ingest, into HLS for viewers.
 
     The last stage of the live chain. Reads Y4M (srtools-y4m(7)) from INPUT ('-' for stdin, a
     file or a named FIFO), typically sr-serve's or sr-tcsr's output, and writes H.264 (libx264,
     tune zerolatency) in MPEG-TS segments of --segment seconds with a rolling playlist of the
-    last --list-size segments to DIR/index.m3u8, through ffmpeg's hls muxer. Older segments are
-    deleted; segments and the playlist are written to temporary files and renamed, so a reader
-    never sees a partial one. Frame n is stamped n / fps: every srtools stage passes the same
-    frames in the same order, so that is the frame's time at ingest, however far behind the SR
-    stages run.
+    last --list-size segments, the super-resolved rendition DIR/sr.m3u8, through ffmpeg's hls
+    muxer. Older segments are deleted; segments and playlists are written to temporary files and
+    renamed, so a reader never sees a partial one. Frame n is stamped n / fps: every srtools stage
+    passes the same frames in the same order, so that is the frame's time at ingest, however far
+    behind the SR stages run.
+
+    \b
+    THE LADDER
+    DIR/index.m3u8 is a master playlist: the SR rendition, then with --lr the low-res rendition
+    DIR/lr.m3u8, each with the audio rendition DIR/audio.m3u8 (one audio, shared), with their
+    BANDWIDTH (the peak segment bit rate of RFC 8216, measured over the segments so far, video plus
+    audio; AVERAGE-BANDWIDTH the mean), RESOLUTION and CODECS (read from the newest stream's first
+    segment); it is rewritten as these change. A player takes either variant, e.g. the small one on
+    a slow link. DIR/index-sr.m3u8 and DIR/index-lr.m3u8 list one variant each, with the audio, for
+    a player that cannot pin one (native HLS). --lr names where the stream as the server received
+    it comes from (sr-live's ingest writes it, copied, to a FIFO): it is copied into the LR
+    rendition without re-encoding, by its own ffmpeg, so it runs ahead of the SR rendition and its
+    failure costs only itself. Its segments are cut at its keyframes, at or after each --segment
+    boundary: a push side with a keyframe at every boundary (sr-push --segment, the same value)
+    gets the two renditions aligned segment by segment, as players switching between them want;
+    --lr-encode re-encodes it, with keyframes at the boundaries, for any other source. A FIFO --lr
+    is opened again for each new writer (a new session, a discontinuity), like INPUT.
 
     Audio: --audio names what ffmpeg reads the audio from (the ingest's split-off track: ADTS
     AAC, Matroska, ... in a file or named FIFO). It is encoded to AAC, its first sample aligned
@@ -112,17 +149,37 @@ def command(input: str, out_dir: str, continue_: bool, fresh: bool, listen: str 
     (no EXT-X-ENDLIST; players wait for more, and a restart with --continue extends it) unless
     --endlist is given. With --serve it keeps serving until SIGINT or SIGTERM (status 130).
 
-    --serve HOST:PORT serves (GET and HEAD) /index.m3u8 (no-cache), the segments (immutable: names
-    are never reused), a player page at / (hls.js, /hls.min.js) with CORS on every answer, and
-    nothing else from DIR. The playlist exists from the first segment on. The first stdout line is
-    {"url": ..., "playlist": ..., "player": ...}; nothing else goes to stdout.
+    --serve HOST:PORT serves (GET and HEAD) the playlists (no-cache), the segments (immutable: names
+    are never reused), the comparison player at / (the super-resolved and low-res renditions, alone
+    or in a wipe with a draggable divider, kept in sync, with a statistics panel; hls.js from
+    /hls.min.js where the checkout vendors it, else the browser's native HLS), /stats.json and
+    /metrics, with CORS on every answer, and nothing else from DIR. The master playlist exists from
+    the first segment on. The first stdout line is {"url": ..., "playlist": ..., "player": ...};
+    nothing else goes to stdout.
+
+    \b
+    STATISTICS
+    /stats.json, which the player's panel reads every second, is one JSON object: format
+    (sr-hls-stats/1), stream (--name), time; model (on air at sr-serve, e.g. "v7"), model_arrived
+    (when it came into --spool or sr-receive took it) and model_age_s; swaps, late_frames and
+    network_frames (frames with the network's output), summed over the sessions, and block_share
+    (the current session's share of blocks through the network, null before selective SR) of
+    sr-serve; tcsr_frames and tcsr_refined of sr-tcsr; sessions; frames (encoded by sr-hls);
+    input_fps (sr-serve's pace) and output_fps (sr-hls's, over the last 5 s); segment_age_s (since
+    the newest SR segment was written); renditions ({"sr", "lr", "audio"}: segments, bytes, seconds,
+    bandwidth_bps, average_bps, codecs, resolution, newest_age_s); upload and request, the last
+    model upload and training request as sr-receive saw them (sr-receive(1)). A figure whose source
+    is missing (no --stats-dir, no sr-tcsr) is null. /metrics has the same counters in the
+    Prometheus text format (srtools_hls_*, srtools_serve_*, srtools_tcsr_*, labelled
+    stream=NAME; conf/prometheus.yml in the srtools sources scrapes them).
 
     Failures are one line on stderr: a foreign or earlier DIR, a bad option or a port in use
     (--serve) exit with 2; input that is not Y4M, truncated, stalled (a stream without a frame
     for --stall-timeout seconds), or of frames over --max-pixels, and an --audio ffmpeg cannot
     decode, with 3; ffmpeg failing otherwise, or not taking a frame for --stall-timeout seconds
     (an audio source that stalls), with 5; another sr-hls writing DIR with 1. The segments
-    written until then stay valid.
+    written until then stay valid. An --lr that ffmpeg cannot read is logged as a warning: the LR
+    rendition is missing, the SR rendition goes on.
     """
     if continue_ and fresh:
         raise UsageError("give --continue or --fresh, not both")
@@ -132,27 +189,36 @@ def command(input: str, out_dir: str, continue_: bool, fresh: bool, listen: str 
         raise InputError(f"{audio}: no such file")
     if input != "-" and not os.path.exists(input):
         raise InputError(f"{input}: no such file")
+    if lr_source is not None and "://" not in lr_source and not os.path.exists(lr_source):
+        raise InputError(f"{lr_source}: no such file")
+    if lr_source is None and (lr_format or lr_encode):
+        raise UsageError("--lr-format and --lr-encode need --lr")
     enc = Encoding(segment=segment, list_size=list_size, crf=crf, bitrate=bitrate, preset=preset, audio=audio,
-                   audio_delay=audio_delay, audio_bitrate=audio_bitrate, audio_format=audio_format)
+                   audio_delay=audio_delay, audio_bitrate=audio_bitrate, audio_format=audio_format, lr=lr_source,
+                   lr_format=lr_format, lr_encode=lr_encode)
     server = bind(HlsHandler, listen, root=None) if listen else None  # a port in use fails before DIR is touched
     out = OutputDir(out_dir, "continue" if continue_ else "fresh" if fresh else "new")
     audio_fd = hold_fifo(audio) if audio else None
+    fifos = [fd for fd in (audio_fd, hold_fifo(lr_source) if lr_source else None) if fd is not None]
+    summary, ladder = Summary(), Ladder(out.path)
     try:
         with contextlib.ExitStack() as stack:
             if server is not None:
                 server.root = out.path
+                server.live = LiveStats(name, summary, ladder.as_dict, stats_dir, spool)
                 url = server_url(server)
                 stack.enter_context(serving(server, playlist=f"{url}/{PLAYLIST}", player=f"{url}/"))
                 log.info("serving %s at %s/%s", out.path, url, PLAYLIST)
-            summary = publish(input, out, enc, stall_timeout or None, reopen_wait, endlist, max_pixels, audio_fd)
+            publish(input, out, enc, stall_timeout or None, reopen_wait, endlist, max_pixels, audio_fd, summary,
+                    ladder)
             log.info("input ended: %d frames (%.1f s of video) in %d stream(s)", summary.frames, summary.seconds,
                      summary.streams)
             if server is not None:
                 log.info("serving until interrupted")
                 serve_until_interrupted()
     finally:
-        if audio_fd is not None:
-            os.close(audio_fd)
+        for fd in fifos:
+            os.close(fd)
         out.close()
 
 

@@ -53,12 +53,18 @@ log = logging.getLogger("srtools.live")
               help="Exit after N publish sessions (0: serve publisher after publisher until stopped); with "
                    "--serve, go on serving the HLS stream until stopped.")
 @click.option("--stats-dir", type=click.Path(file_okay=False), metavar="DIR",
-              help="Where sr-serve and sr-tcsr publish their counters, SR-NAME-SESSION.json (--stats).")
+              help="Where sr-serve and sr-tcsr publish their counters, SR-NAME-SESSION.json (--stats), and "
+                   "sr-receive its own, sr-receive.json (default with --serve: a private directory).")
+@click.option("--frame-logs", is_flag=True,
+              help="sr-serve and sr-tcsr also log every frame, SR-NAME-SESSION.jsonl in --stats-dir (--frame-log).")
+@click.option("--name", metavar="NAME",
+              help="The stream's name in /stats.json and the metrics' stream label (default: RTMP_URL's stream "
+                   "key, its last path segment).")
 @cli.max_pixels_option("out")
 def command(source: str, pull: bool, spool: str, hls_dir: str, serve: str | None, receive: str | None,
             token_file: str | None, scale: int, fps: float | None, segment: float, list_size: int,
             tcsr_budget_ms: float, threads: int, no_audio: bool, sessions: int, stats_dir: str | None,
-            max_pixels: int) -> None:
+            frame_logs: bool, name: str | None, max_pixels: int) -> None:
     """Run the server side of the live chain: RTMP in, super-resolution, HLS out.
 
     Starts, as separate processes wired with pipes and named FIFOs in a private temporary
@@ -67,9 +73,12 @@ def command(source: str, pull: bool, spool: str, hls_dir: str, serve: str | None
     from --spool) and sr-tcsr (TCSR on the frames its budget affords). The ingest makes the
     frame rate constant, the publisher's own (or --fps), so frame n is at n / fps all the way to
     sr-hls, and splits the audio off to a FIFO that sr-hls muxes back in: the SR stages add delay
-    but no drift. A publisher without audio makes a stream without audio. The log says which
-    size and rate each session has, and which stage each line comes from (the ingest's ffmpeg
-    as "ingest:").
+    but no drift. A publisher without audio makes a stream without audio. It also copies the video
+    as received to a third FIFO, which sr-hls publishes, without re-encoding, as the low-res
+    rendition beside the super-resolved one (sr-hls(1), THE LADDER): its segments are aligned
+    with the SR rendition's where the publisher puts a keyframe at every --segment boundary, as
+    sr-push --segment does. The log says which size and rate each session has, and which stage
+    each line comes from (the ingest's ffmpeg as "ingest:").
 
     In listen mode (the default) ffmpeg listens on RTMP_URL for one publisher; the listener is up
     before sr-live announces itself, and when the publisher leaves, the stages drain and a new
@@ -93,6 +102,10 @@ def command(source: str, pull: bool, spool: str, hls_dir: str, serve: str | None
     stage dies with sr-live, even killed with SIGKILL, and the next sr-live clears what a killed
     one left (its FIFO directory, its stages still stopping).
 
+    With --serve, sr-hls serves the master playlist, the comparison player at / and the live
+    statistics, /stats.json and /metrics (sr-hls(1), STATISTICS), from the files the stages
+    publish in --stats-dir.
+
     srtools-live(7) has the same chain by hand as a shell recipe, the push side to go with it,
     systemd units and nginx-rtmp for many streams.
     """
@@ -109,7 +122,10 @@ def command(source: str, pull: bool, spool: str, hls_dir: str, serve: str | None
     config = ServerConfig(source=source, spool=Path(spool), hls_dir=Path(hls_dir), pull=pull, scale=scale, fps=fps,
                           segment=segment, list_size=list_size, tcsr_budget_ms=tcsr_budget_ms, audio=not no_audio,
                           serve=serve, receive=receive, token_file=token_file, token=token, threads=threads,
-                          stats_dir=Path(stats_dir) if stats_dir else None, max_pixels=max_pixels)
+                          stats_dir=Path(stats_dir) if stats_dir else None, frame_logs=frame_logs, name=name,
+                          max_pixels=max_pixels)
+    if frame_logs and not stats_dir:
+        raise UsageError("--frame-logs needs --stats-dir")
     if config.stats_dir:
         config.stats_dir.mkdir(parents=True, exist_ok=True)
     with Chain() as chain:

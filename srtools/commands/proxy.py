@@ -9,12 +9,12 @@ import re
 
 import click
 
-from .. import cli
+from .. import cli, prometheus
 from ..errors import UsageError
 from ..httpserve import ReadOnlyHandler, bind, content_type, serve_until_interrupted, server_url, serving
 from ..tiled import planning
 from ..tiled.manifest import Manifest
-from ..tiled.proxy import FetchError, SegmentBuilder
+from ..tiled.proxy import FetchError, SegmentBuilder, metrics
 from ..tiled.reconstruct import DEFAULT_CRF, Reconstructor
 from .tiled_options import model_options, open_upscaler, with_options
 
@@ -38,6 +38,10 @@ class ProxyHandler(ReadOnlyHandler):
                      "evicted_segments": builder.evicted,
                      "segments": [dataclasses.asdict(t) for _, t in sorted(builder.timings.items())]}
             self.send_bytes(json.dumps(stats).encode(), "application/json", head_only)
+            return
+        if path == "/metrics":
+            text = metrics(builder, self.server.precached_bytes)
+            self.send_bytes(text.encode(), prometheus.CONTENT_TYPE, head_only)
             return
         match = _SEGMENT.fullmatch(path)
         if match is None or int(match.group(1)) >= len(builder.m.segments):
@@ -108,9 +112,12 @@ def command(manifest: str, plan_path: str, edge_urls: list[str], origin_url: str
 
     Endpoints (GET and HEAD): /playlist.m3u8 (the VOD playlist: play it with ffplay or any HLS player),
     / (a player page, with hls.js at /hls.min.js where the checkout vendors it: make),
-    /segNNNNN.ts, and /stats.json (per-segment fetch, reconstruction and encode times,
-    fallbacks, kept and evicted segments; also logged). On start one JSON line {"url": ...}
-    goes to stdout; the server runs until SIGINT or SIGTERM.
+    /segNNNNN.ts, /stats.json (per-segment fetch, reconstruction and encode times,
+    fallbacks, kept and evicted segments; also logged) and /metrics (the same as counters since
+    the start, in the Prometheus text format: srtools_proxy_segments_built_total,
+    _segment_bytes_total, _failed_segments_total, _tiles_total by kind, _seconds_total by phase,
+    _evicted_segments_total, and gauges of the cache; labelled stream=the source's name). On
+    start one JSON line {"url": ...} goes to stdout; the server runs until SIGINT or SIGTERM.
     """
     m = Manifest.load(manifest)
     plan = planning.load_plan(plan_path, m)

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
+import shutil
+import sys
+import threading
+import time
 import urllib.parse
 from pathlib import Path
+from typing import IO, Iterator
 
 import click
 
@@ -13,7 +20,10 @@ from ..errors import Interrupted, UsageError
 from ..fsutil import emit_json
 from ..live import push
 from ..live.pool import DEFAULT_MAX_PAIRS, DEFAULT_MAX_RUNS, Pool
+from ..live.pushstatus import PushStatus
 from ..live.streamtoken import read_token
+
+log = logging.getLogger("srtools.push")
 
 _RATE = re.compile(r"\d+(\.\d+)?[kKMG]?")
 _FORMAT = re.compile(r"[A-Za-z0-9_]+")
@@ -72,10 +82,13 @@ def _format_name(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option("--token-file", type=click.Path(dir_okay=False), metavar="FILE",
               help="Add the stream's token from FILE to an rtmp:// --to URL (?token=TOKEN), as nginx-rtmp (through "
                    "sr-receive) and sr-live's listener check it; never put it on the command line.")
+@click.option("--status-every", type=click.FloatRange(0, 3600), default=10.0, show_default=True, metavar="SECONDS",
+              help="When stderr is not a terminal, log the status line this often (0: never); on a terminal it is "
+                   "one line kept current every second.")
 def command(source: str, destination: str, spool: str, scale: int, input_format: str | None,
             output_format: str | None, no_pace: bool, fps: float | None, bitrate: str, crf: int, preset: str,
             segment: float, pair_rate: float, max_pairs: int, run_rate: float, run_frames: int, max_runs: int,
-            retries: int, token_file: str | None) -> None:
+            retries: int, status_every: float, token_file: str | None) -> None:
     """Push a low-res H.264 stream to a server and sample training pairs on the way.
 
     INPUT is anything ffmpeg reads: a file, a URL, a lavfi filter graph (--input-format lavfi,
@@ -112,12 +125,25 @@ def command(source: str, destination: str, spool: str, scale: int, input_format:
     gives up with exit status 5. A destination that does not respond at all waits for the
     system's connection timeout.
 
+    \b
+    STATUS
+    While it pushes, sr-push keeps one status line current on stderr when stderr is a terminal
+    (log lines clear it; it comes back within a second), and logs it every --status-every seconds
+    otherwise: the stream time, the video's bit rate as sent (measured on the encoded stream),
+    the pairs sampled (and dropped), and from the push spool what the other commands of the push
+    side wrote there, where its service appends their JSON lines (conf/systemd/sr-push@.service,
+    srtools-spool(5)): the current model's gain over bicubic on the newest pair
+    (SPOOL/monitor.jsonl), the training state (SPOOL/train.jsonl: a session and its reason, the
+    last version published, idle) with the requests pending, and the last upload
+    (SPOOL/upload.jsonl). A file that is not there leaves its field out.
+
     At the end of the input (or on SIGINT or SIGTERM, after ffmpeg has closed its outputs, exit
     status 130) one JSON line goes to stdout: frames (delivered), seconds (of stream), fps, hr
     and lr ([width, height]), pairs_sampled, pairs_written, pairs_dropped, runs_written,
     runs_dropped, time_base (the stream time of this push's first frame), attempts
-    (connections), wall_s, cpu_s (this process alone: frame readers, sampler and pool writes,
-    not ffmpeg), destination (stream key masked) and interrupted.
+    (connections), video_bytes and video_kbit_s (the encoded video sent, every attempt, and its
+    mean bit rate over the stream), wall_s, cpu_s (this process alone: frame readers, sampler and
+    pool writes, not ffmpeg), destination (stream key masked) and interrupted.
 
     A server that checks publishers (nginx-rtmp with sr-receive, sr-live's listener) wants the
     stream's token in the URL: --token-file adds it, so it is neither on sr-push's command line
@@ -143,7 +169,8 @@ def command(source: str, destination: str, spool: str, scale: int, input_format:
     pusher = push.Pusher(settings, Pool(spool, max_pairs, create=True, max_runs=max_runs))
     try:
         try:
-            pusher.run()
+            with reporting(PushStatus(pusher, spool), status_every):
+                pusher.run()
         finally:
             pusher.close()  # the pairs already queued are worth keeping, whatever happened
     except (KeyboardInterrupt, Interrupted):
@@ -154,6 +181,72 @@ def command(source: str, destination: str, spool: str, scale: int, input_format:
 
 def _print(summary: dict) -> None:
     emit_json(summary)
+
+
+class _TerminalLine(logging.Filter):
+    """One line at the bottom of a terminal, redrawn in place; as a filter of the log handlers it clears
+    itself before each log record, so that records never run into it."""
+
+    def __init__(self, stream: IO[str]):
+        super().__init__()
+        self.stream = stream
+        self.shown = False
+        self._lock = threading.Lock()
+
+    def show(self, text: str) -> None:
+        width = shutil.get_terminal_size().columns
+        with self._lock:
+            self.stream.write("\r" + text[:max(1, width - 1)] + "\x1b[K")
+            self.stream.flush()
+            self.shown = True
+
+    def clear(self) -> None:
+        with self._lock:
+            if self.shown:
+                self.stream.write("\r\x1b[K")
+                self.stream.flush()
+                self.shown = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.clear()
+        return True
+
+
+@contextlib.contextmanager
+def reporting(status: PushStatus, log_every: float) -> Iterator[None]:
+    """Report ``status`` for the time of the with-block: a line kept current on a terminal, else a log
+    line every ``log_every`` seconds (0: none); nothing when logging is quieter than INFO (-q)."""
+    terminal = sys.stderr.isatty()
+    if not logging.getLogger().isEnabledFor(logging.INFO) or not (terminal or log_every):
+        yield
+        return
+    line = _TerminalLine(sys.stderr) if terminal else None
+    handlers = logging.getLogger().handlers
+    for handler in handlers if line else ():
+        handler.addFilter(line)
+    stop = threading.Event()
+
+    def run() -> None:
+        next_log = time.monotonic() + log_every
+        while not stop.wait(1.0):
+            text = status.line()
+            if line is not None:
+                line.show(text)
+            elif time.monotonic() >= next_log:
+                log.info("status: %s", text)
+                next_log = time.monotonic() + log_every
+
+    thread = threading.Thread(target=run, name="status", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        if line is not None:
+            line.clear()
+            for handler in handlers:
+                handler.removeFilter(line)
 
 
 main = cli.entry_point(command)

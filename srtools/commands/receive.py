@@ -34,8 +34,11 @@ log = logging.getLogger("srtools.receive")
 @click.option("--max-publishers", type=click.IntRange(0, None), default=0, show_default=True, metavar="N",
               help="Streams that may publish at once through nginx-rtmp (on_publish); the next is refused (403). "
                    "0: no limit.")
+@click.option("--stats", "stats_path", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Publish the counters as JSON to FILE (replaced atomically) after every upload and refusal "
+                   "(see STATISTICS); sr-hls --stats-dir reads it as sr-receive.json.")
 def command(spool: str | None, stream_specs: tuple[str, ...], token_file: str | None, listen: str,
-            keep_models: int, max_bytes: int, max_publishers: int) -> None:
+            keep_models: int, max_bytes: int, max_publishers: int, stats_path: str | None) -> None:
     """Receive models from the push side over HTTP and publish them into the server's spool.
 
     The server half of model upload: sr-upload on the push side sends each new model of its
@@ -84,6 +87,21 @@ def command(spool: str | None, stream_specs: tuple[str, ...], token_file: str | 
     On start, one JSON line {"url": "http://HOST:PORT", "streams": {KEY: SPOOL_DIR, ...}} goes to
     stdout; each upload is logged on stderr. Runs until SIGINT or SIGTERM.
 
+    \b
+    STATISTICS
+    GET /metrics (no token: counts and stream keys, nothing secret) answers in the Prometheus text
+    format: srtools_receive_uploads_total, _upload_bytes_total, _upload_seconds_total and
+    _refusals_total per stream (stream="" for requests naming none), the current version of each
+    model (srtools_receive_model_version{model="fedsr-x2"}), when each model was last uploaded
+    and when the last training request came, with its stream time. --stats FILE publishes the
+    same as JSON: {"format": "sr-receive-stats/1", "time", "refused", "streams": {KEY:
+    {"accepted", "refused", "bytes", "seconds", "models": {"ARCH-xS": UPLOAD}, "last_upload":
+    UPLOAD, "last_request": REQUEST}}}, an UPLOAD being {"arch", "scale", "version", "bytes",
+    "seconds", "received", "from", and from the model file "gain_db", "val_psnr_db", "created",
+    "train_seconds", "steps"}, a REQUEST the training request sr-upload reported with an upload
+    (header X-Srtools-Request: sr-monitor's request, {"t", "pair", "psnr", "created"}) and when it
+    came ("received").
+
     sr-receive speaks plain HTTP: on a network, put it behind a TLS reverse proxy and let it
     listen on 127.0.0.1 only. conf/nginx-receive.conf in the srtools sources is a template for
     nginx (TLS, body limit, the request passed on as it arrives); its header says how to fill
@@ -116,7 +134,7 @@ def command(spool: str | None, stream_specs: tuple[str, ...], token_file: str | 
             default_token = read_token(token_file)
         token = default_token if stream_token_file is None else read_token(stream_token_file)
         streams.append(Stream(key, Spool(spool_dir, create=True, keep=keep_models or None), token))
-    server = bind(ReceiveHandler, listen, **serve_attributes(streams, max_bytes, max_publishers))
+    server = bind(ReceiveHandler, listen, **serve_attributes(streams, max_bytes, max_publishers, stats_path))
     try:
         with serving(server, streams={s.key: str(s.spool.root) for s in streams}, max_bytes=max_bytes) as url:
             log.info("receiving models at %s for %s", url, ", ".join(f"{s.key} -> {s.spool.root}" for s in streams))

@@ -9,6 +9,7 @@ import click
 
 from .. import archs, cli, framefilter, loader, video, y4m
 from ..errors import UsageError
+from ..framelog import FrameLog, open_log
 from ..selective import SelectiveUpscaleStage
 from ..upscale import resolve_precision, upscaler_factory
 
@@ -25,6 +26,7 @@ log = logging.getLogger("srtools.serve")
                   "and of their blocks blocks_computed (through the network), blocks_reused (a remembered "
                   "correction instead), blocks_stale (those of them that had changed), blocks_total and "
                   "block_share ((computed + reused) / total, null before any frame in blocks)")
+@cli.frame_log_option
 @cli.threads_option
 @cli.device_option
 @cli.precision_option
@@ -47,7 +49,7 @@ log = logging.getLogger("srtools.serve")
 @cli.max_pixels_option("out")
 def command(input: str, output: str, spool: str | None, model_path: str | None, scale: int, device: str,
             precision: str, realtime: bool, latency: int, block: int, reuse_threshold: float, poll_interval: float,
-            stats_path: str | None, max_pixels: int) -> None:
+            stats_path: str | None, max_pixels: int, frame_log_path: str | None) -> None:
     """Upscale low-resolution frames by SCALE with the current super-resolution model.
 
     Reads Y4M (srtools-y4m(7)) from INPUT ('-' for stdin, a file or named FIFO) or decodes any
@@ -87,6 +89,7 @@ def command(input: str, output: str, spool: str | None, model_path: str | None, 
     factory = upscaler_factory(device, precision)
     upscaler = loader.open_engine(factory, archs.UPSCALE, scale, model_path=model_path)
     with contextlib.ExitStack() as stack:
+        frame_log = stack.enter_context(open_log(frame_log_path)) if frame_log_path else None
         reader = stack.enter_context(video.open_source(input))
         in_header = reader.header
         y4m.check_frame_size(in_header, max_pixels, reader.name, scale)
@@ -98,7 +101,8 @@ def command(input: str, output: str, spool: str | None, model_path: str | None, 
         writer = y4m.Writer(stack.enter_context(y4m.open_output(output)), out_header)
         stage = SelectiveUpscaleStage(out_header, block=block, reuse_threshold=reuse_threshold, latency=latency)
         stats = framefilter.Stats(path=stats_path, details=stage.counts)
-        framefilter.run(reader, float(in_header.fps), writer, stage, upscaler, watcher=watcher, realtime=realtime,
+        run_stage = FrameLog(stage, frame_log) if frame_log else stage
+        framefilter.run(reader, float(in_header.fps), writer, run_stage, upscaler, watcher=watcher, realtime=realtime,
                         latency=latency, stats=stats)
 
 

@@ -9,6 +9,7 @@ import click
 
 from .. import archs, cli, framefilter, generic, loader, video, y4m
 from ..errors import UsageError
+from ..framelog import FrameLog, open_log
 from ..tcsr import Budget, EveryNth, TcsrStage, refiner_factory
 from ..upscale import resolve_precision
 
@@ -31,6 +32,7 @@ log = logging.getLogger("srtools.tcsr")
                    "TCSR that ships with srtools (srtools.generic); --no-generic passes frames through instead.")
 @cli.stats_option("predicted_to_lose (frames passed through because refining them would lose: see REFINED "
                   "FRAMES)")
+@cli.frame_log_option
 @cli.threads_option
 @cli.device_option
 @cli.precision_option
@@ -38,7 +40,7 @@ log = logging.getLogger("srtools.tcsr")
 @cli.max_pixels_option("in")
 def command(input: str, output: str, spool: str | None, model_path: str | None, scale: int, every: int | None,
             budget_ms: float | None, use_generic: bool, device: str, precision: str, poll_interval: float,
-            stats_path: str | None, max_pixels: int) -> None:
+            stats_path: str | None, max_pixels: int, frame_log_path: str | None) -> None:
     """Refine upscaled frames with the temporal network TCSR.
 
     Reads Y4M (srtools-y4m(7)) from INPUT ('-' for stdin, a file or named FIFO; typically
@@ -85,6 +87,7 @@ def command(input: str, output: str, spool: str | None, model_path: str | None, 
         refiner = factory(*loader.load(shipped, archs.REFINE, scale), None)
     selector = Budget(budget_ms / 1e3) if budget_ms is not None else EveryNth(every or 1)
     with contextlib.ExitStack() as stack:
+        frame_log = stack.enter_context(open_log(frame_log_path)) if frame_log_path else None
         reader = stack.enter_context(video.open_source(input))
         header = reader.header
         y4m.check_frame_size(header, max_pixels, reader.name)
@@ -99,7 +102,8 @@ def command(input: str, output: str, spool: str | None, model_path: str | None, 
         stage = TcsrStage(selector)
         stats = framefilter.Stats(fallback_name="passed through at their deadline", engine_name="refined",
                                   path=stats_path, details=stage)
-        framefilter.run(reader, float(header.fps), writer, stage, refiner, watcher=watcher,
+        run_stage = FrameLog(stage, frame_log) if frame_log else stage
+        framefilter.run(reader, float(header.fps), writer, run_stage, refiner, watcher=watcher,
                         realtime=budget_ms is not None, stats=stats)
 
 

@@ -56,10 +56,14 @@ def command(spool: str, url: str, token_file: str | None, arches: tuple[str, ...
     (benchmarks/bench_uplink.py measures it).
 
     Before each upload a GET asks the server for its current version: a model it already has is
-    not sent again (after a restart of either side). When the server is unreachable or answers
-    5xx, the upload is retried with exponential backoff, moving on to a newer model if one is
-    published meanwhile. A wrong token (401) or an unknown stream (404) ends sr-upload with an
-    error; a model the server rejects (413 too large, 422 invalid) is reported and skipped.
+    not sent again (after a restart of either side). With each upload goes the newest training
+    request sr-monitor has left in SPOOL/requests/ (header X-Srtools-Request), which sr-receive
+    reports in its statistics: the server's operators see when and why the push side retrained.
+
+    When the server is unreachable or answers 5xx, the upload is retried with exponential backoff,
+    moving on to a newer model if one is published meanwhile. A wrong token (401) or an unknown
+    stream (404) ends sr-upload with an error; a model the server rejects (413 too large, 422
+    invalid) is reported and skipped.
 
     The token is read from --token-file or $SRTOOLS_UPLOAD_TOKEN, never from the command line,
     where other users could read it. Use an https:// URL across networks (sr-receive(1) shows

@@ -65,9 +65,19 @@ stream key), restarting on failure:
     systemctl enable --now sr-push@studio.service      # push side: the four commands above
 
 Batch evaluation of recorded streams, e.g. nightly from cron: score a recording's pool with the
-current model and keep the series.
+current model and keep the series, or evaluate whole recordings with sr-eval(1) (a model trained
+on each, SR and bicubic scored frame by frame; its man page has the cron line).
 
     15 3 * * *  sr-monitor --once --spool /srv/push/studio > /srv/eval/studio-$(date +\%F).jsonl
+
+WATCHING AND MONITORING
+sr-live --serve serves, beside the HLS ladder (index.m3u8: the super-resolved rendition and the
+low-res one as received, one audio), a comparison player at / (either rendition, or a wipe
+between them with a draggable divider, kept in sync) with a statistics panel fed by /stats.json,
+and /metrics in the Prometheus text format; sr-receive and sr-proxy answer /metrics too
+(conf/prometheus.yml in the srtools sources scrapes all three). sr-push keeps a status line on
+its terminal (the bit rate sent, pairs, gain, training, last upload) when its spool holds the
+other push commands' JSON lines, as the systemd unit writes them.
 
 FILES
 Spools: srtools-spool(5). Frames between commands: srtools-y4m(7).

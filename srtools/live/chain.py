@@ -123,8 +123,8 @@ class Chain:
 
     def start(self, name: str, argv: Sequence[str], stdin: int | IO | None = subprocess.DEVNULL,
               stdout: int | IO | None = subprocess.DEVNULL, stderr: int | IO | None = None) -> StageProcess:
-        """Start a stage, which dies with this process; its stderr is ours unless redirected (every
-        srtools command prefixes its lines with its name)."""
+        """Start a stage, which dies with this process; its stderr is ours unless ``stderr`` says otherwise
+        (every srtools command prefixes its lines with its name)."""
         log.debug("starting %s: %s", name, " ".join(argv))
         process = subprocess.Popen(list(argv), stdin=stdin, stdout=stdout, stderr=stderr, start_new_session=True,
                                    preexec_fn=die_with_parent())
@@ -279,7 +279,8 @@ def stream_key(url: str) -> str:
 
 @dataclasses.dataclass
 class ServerConfig:
-    """The server side of the live system: ingest -> sr-serve --realtime -> sr-tcsr -> sr-hls.
+    """The server side of the live system: ingest -> sr-serve --realtime -> sr-tcsr -> sr-hls, and the
+    ingest's low-res video, copied, to sr-hls's LR rendition.
 
     Attributes:
         source: the RTMP URL: listened on (ffmpeg's listen mode, one publisher at a time) or, with
@@ -295,8 +296,11 @@ class ServerConfig:
         token: the stream's token, which a publisher to the listener must give (?token=); None
             admits any publisher to the stream's key.
         threads: sr-serve's and sr-tcsr's --threads (they share the cores with each other and ffmpeg).
-        stats_dir: where sr-serve and sr-tcsr publish their --stats (session by session).
+        stats_dir: where sr-serve and sr-tcsr publish their --stats (session by session) and sr-receive its
+            own, for sr-hls's /stats.json and /metrics (None: a private directory, when serving).
         max_pixels: the largest frame the stages accept (--max-pixels).
+        frame_logs: sr-serve and sr-tcsr also log every frame into ``stats_dir`` (--frame-log).
+        name: the stream's name in sr-hls's statistics (None: the RTMP URL's stream key).
     """
 
     source: str
@@ -316,31 +320,42 @@ class ServerConfig:
     threads: int = 1
     stats_dir: Path | None = None
     max_pixels: int = MAX_PIXELS
+    frame_logs: bool = False
+    name: str | None = None
 
     @property
     def key(self) -> str:
         return stream_key(self.source)
 
+    @property
+    def stream_name(self) -> str:
+        return self.name or self.key or "default"
 
-def ingest_args(config: ServerConfig, audio_out: Path | None) -> list[str]:
+
+def ingest_args(config: ServerConfig, audio_out: Path | None, lr_out: Path | None = None) -> list[str]:
     """ffmpeg: the RTMP stream -> Y4M at a constant frame rate on stdout, its audio, if it has any,
-    copied as ADTS AAC to ``audio_out``.
+    copied as ADTS AAC to ``audio_out``, its video copied as NUT to ``lr_out`` (sr-hls's LR rendition).
 
-    One tee output holds both, the audio's part allowed to fail: a publisher without audio leaves
-    it without a stream, which an output of its own would make an error. ``audio_out`` is then
-    opened and closed without a byte (sr-hls reads that as a stream without audio). Messages carry
-    their level (``[info]``, ``[error]``, ...) for :class:`IngestLog`.
+    One tee output holds them all, the audio's part allowed to fail: a publisher without audio
+    leaves it without a stream, which an output of its own would make an error. ``audio_out`` is
+    then opened and closed without a byte (sr-hls reads that as a stream without audio). Messages
+    carry their level (``[info]``, ``[error]``, ...) for :class:`IngestLog`.
     """
     args = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "repeat+level+info", "-y"]
     if not config.pull:
         args += ["-listen", "1"]
     args += ["-i", config.source, "-map", "0:v:0"]
     if config.fps is None:
-        args += ["-vf", "format=yuv420p", "-fpsmax", str(MAX_FPS)]
+        args += ["-filter:v:0", "format=yuv420p", "-fpsmax:v:0", str(MAX_FPS)]
     else:
-        args += ["-vf", f"fps={config.fps:g},format=yuv420p"]
-    args += ["-fps_mode", "cfr", "-c:v", "wrapped_avframe"]
-    outputs = ["[select=v:f=yuv4mpegpipe]pipe:1"]
+        # round=down: a frame counts from the slot it starts in, so that a source at --fps comes out frame
+        # for frame (round=near adds one at the end of a file whose audio outlasts its video by a little).
+        args += ["-filter:v:0", f"fps={config.fps:g}:round=down,format=yuv420p"]
+    args += ["-fps_mode:v:0", "cfr", "-c:v:0", "wrapped_avframe"]
+    outputs = ["[select=0:f=yuv4mpegpipe]pipe:1"]  # streams by index, the optional audio last
+    if lr_out is not None:
+        args += ["-map", "0:v:0", "-c:v:1", "copy"]
+        outputs.append(f"[select=1:f=nut]{lr_out}")
     if audio_out is not None:
         args += ["-map", "0:a:0?", "-c:a", "copy"]
         outputs.append(f"[select=a:f=adts:onfail=ignore]{audio_out}")
@@ -512,6 +527,11 @@ class ServerChain:
         self.config, self.chain = config, chain
         self.video_fifo = chain.fifo("video.y4m")
         self.audio_fifo = chain.fifo("audio.aac") if config.audio else None
+        self.lr_fifo = chain.fifo("lr.nut")
+        self.stats_dir = config.stats_dir
+        if self.stats_dir is None and config.serve:
+            self.stats_dir = chain.dir / "stats"
+            self.stats_dir.mkdir()
         self.sessions = 0
         self.finishing = False
         self.closing = False  # set while the chain stops
@@ -520,14 +540,17 @@ class ServerChain:
     def start_services(self) -> dict:
         """Start sr-receive and sr-hls; returns their announced URLs."""
         c, urls = self.config, {}
+        stats = ["--stats-dir", self.stats_dir] if self.stats_dir else []
         if c.receive:  # the RTMP URL's stream key is sr-receive's (which refuses one it cannot serve)
             stage = self.chain.start("sr-receive", srtools_command(
                 "sr-receive", "--stream", f"{c.key}={c.spool}", "--listen", c.receive,
-                *(["--token-file", c.token_file] if c.token_file else [])), stdout=subprocess.PIPE)
+                *(["--token-file", c.token_file] if c.token_file else []),
+                *(["--stats", self.stats_dir / "sr-receive.json"] if self.stats_dir else [])), stdout=subprocess.PIPE)
             urls["receive"] = _announced(stage)
-        # sr-hls outlives the sessions: it waits for the next stream on its FIFO (sr-live stops it).
+        # sr-hls outlives the sessions: it waits for the next stream on its FIFOs (sr-live stops it).
         hls = ["--out", c.hls_dir, "--continue", "--segment", c.segment, "--list-size", c.list_size,
-               "--reopen-wait", 86400, "--stall-timeout", 0, "--max-pixels", c.max_pixels]
+               "--reopen-wait", 86400, "--stall-timeout", 0, "--max-pixels", c.max_pixels, "--lr", self.lr_fifo,
+               "--lr-format", "nut", "--spool", c.spool, "--name", c.stream_name, *stats]
         if self.audio_fifo:
             hls += ["--audio", self.audio_fifo, "--audio-format", "aac"]
         if c.serve:
@@ -545,21 +568,19 @@ class ServerChain:
         first listener is up (pulling: once the first ingest is started)."""
         c = self.config
         number = self.sessions + 1
-        stats = (lambda name: ["--stats", c.stats_dir / f"{name}-{number}.json"]) if c.stats_dir \
-            else (lambda name: [])
         names = ["sr-serve"]
         serve_in, relay_out = os.pipe()
         serve_out = subprocess.PIPE if c.tcsr_budget_ms else open(self.video_fifo, "wb")
         serve = self.chain.start("sr-serve", srtools_command(
             "sr-serve", "--realtime", "--spool", c.spool, "--scale", c.scale, "--threads", c.threads,
-            "--max-pixels", c.max_pixels, *stats("sr-serve")), stdin=serve_in, stdout=serve_out)
+            "--max-pixels", c.max_pixels, *self._stats("sr-serve", number)), stdin=serve_in, stdout=serve_out)
         os.close(serve_in)
         if c.tcsr_budget_ms:
             names.append("sr-tcsr")
             with open(self.video_fifo, "wb") as out:
                 self.chain.start("sr-tcsr", srtools_command(
                     "sr-tcsr", "--spool", c.spool, "--scale", c.scale, "--budget-ms", c.tcsr_budget_ms,
-                    "--threads", c.threads, "--max-pixels", c.max_pixels, *stats("sr-tcsr")),
+                    "--threads", c.threads, "--max-pixels", c.max_pixels, *self._stats("sr-tcsr", number)),
                     stdin=serve.process.stdout, stdout=out)
             serve.process.stdout.close()
         else:
@@ -580,7 +601,7 @@ class ServerChain:
     def _ingest_once(self, number: int, relay_out: int, on_ready: Callable[[], None] | None) -> bool:
         """One ingest: listen (or pull) until its input ends; whether a stream went through to sr-serve."""
         c = self.config
-        ingest = self.chain.start("ingest", ingest_args(c, self.audio_fifo), stdout=subprocess.PIPE,
+        ingest = self.chain.start("ingest", ingest_args(c, self.audio_fifo, self.lr_fifo), stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE)
         self._ingest = ingest
         gate = IngestLog(ingest, c, number, closing=lambda: self.closing)
@@ -624,6 +645,14 @@ class ServerChain:
                 signal.SIGINT))
             timer.daemon = True
             timer.start()
+
+    def _stats(self, stage: str, session: int) -> list:
+        """--stats (and --frame-log) of ``stage`` in session number ``session``."""
+        if self.stats_dir is None:
+            return []
+        path = self.stats_dir / f"{stage}-{session}"
+        return ["--stats", path.with_suffix(".json"),
+                *(["--frame-log", path.with_suffix(".jsonl")] if self.config.frame_logs else [])]
 
     def _wait_listening(self, ingest: StageProcess, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout

@@ -3,17 +3,19 @@ sampler of training pairs.
 
 One ffmpeg process decodes INPUT once, crops it to a multiple of twice the scale and splits it::
 
-    INPUT -> crop -+-> [hr] Y4M on a pipe ------------------------------------------> HR reader -+
-                   +-> [lr] area downscale, libx264 (+ AAC) -> tee -> destination              +-> pairs
-                                                                   -> NUT on a pipe -> ffmpeg -> LR reader -+
+    INPUT -> crop -+-> [hr] Y4M on a pipe --------------------------------------------------> HR reader -+
+                   +-> [lr] area downscale, libx264 (+ AAC) -> tee -> destination                      +-> pairs
+                                                                   -> NUT on a pipe -> relay -> ffmpeg -> LR reader -+
 
 The LR frames the sampler sees are the encoded stream decoded again by a second ffmpeg: exactly the
-pictures a server gets. Frame timing passes through both branches unchanged and the encoder makes
-no B-frames, so HR frame i and decoded LR frame i are the same picture. A few pairs per second go,
-through a bounded queue and a writer thread, into the spool's pool (:mod:`srtools.live.pool`): in a
-paced or live run the readers never wait for the disk, so the video never stalls, and a pair that
-finds the queue full is dropped and counted; an unpaced (batch) run waits for the disk instead. A pair whose
-write fails is dropped and counted.
+pictures a server gets. On its way to that decoder the stream passes through a relay thread that
+counts its bytes: the video's bit rate as sent (ffmpeg's tee reports no size). Frame timing passes
+through both branches unchanged and the encoder makes no B-frames, so HR frame i and decoded LR
+frame i are the same picture. A few pairs per second go, through a bounded queue and a writer
+thread, into the spool's pool (:mod:`srtools.live.pool`): in a paced or live run the readers never
+wait for the disk, so the video never stalls, and a pair that finds the queue full is dropped and
+counted; an unpaced (batch) run waits for the disk instead. A pair whose write fails is dropped and
+counted.
 
 A network destination that refuses or drops the connection is retried with exponential backoff;
 a file input resumes where the delivered stream stopped.
@@ -387,6 +389,24 @@ def _read_frames(stream: BinaryIO, name: str, on_header: Callable[[y4m.Header], 
                 pass
 
 
+def _relay(source: BinaryIO, sink: BinaryIO, counted: Callable[[int], None]) -> None:
+    """Relay thread: the encoded LR stream from ``source`` to the decoder's stdin ``sink``, to the end,
+    each chunk counted; once the decoder is gone, the rest is still read and counted (the pushing
+    ffmpeg must never block on it). Closes ``sink``."""
+    decoding = True
+    with contextlib.suppress(OSError, ValueError):
+        while chunk := source.read(1 << 16):
+            counted(len(chunk))
+            if decoding:
+                try:
+                    sink.write(chunk)
+                    sink.flush()
+                except OSError:  # the decoder failed: the pairs stop, the count goes on
+                    decoding = False
+    with contextlib.suppress(OSError):
+        sink.close()
+
+
 def _ffmpeg_message(lines: list[str]) -> str:
     """ffmpeg's most telling line: the last one that is not a generic epilogue."""
     for line in reversed(lines):
@@ -437,6 +457,8 @@ class Pusher:
         self.hr_header: y4m.Header | None = None
         self.lr_header: y4m.Header | None = None
         self.attempts = 0
+        self.video_bytes = 0  # of the encoded LR stream sent, every attempt
+        self.sampler: Sampler | None = None  # this attempt's
         self._started = time.monotonic()
         self._cpu_started = self._cpu()
 
@@ -480,7 +502,9 @@ class Pusher:
                 "pairs_sampled": self.writer.offered, "pairs_written": self.writer.written,
                 "pairs_dropped": self.writer.dropped, "runs_written": self.writer.runs_written,
                 "runs_dropped": self.writer.runs_dropped, "time_base": round(self.time_base, 3),
-                "attempts": self.attempts,
+                "attempts": self.attempts, "video_bytes": self.video_bytes,
+                "video_kbit_s": round(8 * self.video_bytes / (self.frames / fps) / 1e3, 1) if fps and self.frames
+                else None,
                 "wall_s": round(time.monotonic() - self._started, 3),
                 "cpu_s": round(self._cpu() - self._cpu_started, 3),  # readers, sampler, pool writes
                 "destination": redact(self.settings.destination), "interrupted": interrupted}
@@ -490,9 +514,10 @@ class Pusher:
         times = os.times()
         return times.user + times.system
 
-    def _start(self) -> tuple[ffmpeg.Process, ffmpeg.Process, int]:
-        """Start the decoder of the LR pipe, then the pushing ffmpeg; returns them and the HR pipe's read
-        end (the caller's to close). If either fails to start, nothing is left open or running."""
+    def _start(self) -> tuple[ffmpeg.Process, ffmpeg.Process, int, int]:
+        """Start the decoder of the LR stream, then the pushing ffmpeg; returns them and the read ends of
+        the HR and LR pipes (the caller's to close; the LR stream goes on to the decoder's stdin through
+        :func:`_relay`). If either fails to start, nothing is left open or running."""
         settings = self.settings
         fps = float(self.hr_header.fps) if self.hr_header else None
         start = self.frames / fps if settings.seekable and fps else 0.0
@@ -502,28 +527,33 @@ class Pusher:
                 on_failure.callback(os.close, hr_read)
                 handed_over.callback(os.close, hr_write)
                 lr_read, lr_write = os.pipe()
-                handed_over.callback(os.close, lr_read)
+                on_failure.callback(os.close, lr_read)
                 handed_over.callback(os.close, lr_write)
                 for fd in (hr_write, lr_write):
                     enlarge_pipe(fd, _PIPE_BYTES)
-                decoder = ffmpeg.Process(decoder_args(), stdin=lr_read, stdout=subprocess.PIPE)
+                decoder = ffmpeg.Process(decoder_args(), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
                 on_failure.callback(decoder.kill)
                 enlarge_pipe(decoder.stdout.fileno(), _PIPE_BYTES)
                 pusher = ffmpeg.Process(push_args(settings, hr_write, lr_write, start), pass_fds=(hr_write, lr_write))
                 on_failure.callback(pusher.kill)
-            on_failure.pop_all()  # started: the HR pipe's end and the decoder are the caller's
+            on_failure.pop_all()  # started: the pipes' read ends and the decoder are the caller's
         if start:
             log.info("resuming the input at %.3f s", start)
-        return pusher, decoder, hr_read
+        return pusher, decoder, hr_read, lr_read
+
+    def _sent(self, count: int) -> None:
+        self.video_bytes += count  # one writer: the relay thread
 
     def _run_once(self) -> Failure | None:
-        pusher, decoder, hr_read = self._start()
-        sampler = Sampler(self.writer, self.settings.pair_rate, self.frames, on_hr_header=self._hr_header,
-                          run_rate=self.settings.run_rate, run_frames=self.settings.run_frames,
-                          time_base=self.time_base)
+        pusher, decoder, hr_read, lr_read = self._start()
+        sampler = self.sampler = Sampler(
+            self.writer, self.settings.pair_rate, self.frames, on_hr_header=self._hr_header,
+            run_rate=self.settings.run_rate, run_frames=self.settings.run_frames, time_base=self.time_base)
         errors: dict[str, list[Exception]] = {"HR": [], "LR": []}
-        with open(hr_read, "rb", buffering=0) as hr_stream:
+        with open(hr_read, "rb", buffering=0) as hr_stream, open(lr_read, "rb", buffering=0) as lr_stream:
             threads = [
+                threading.Thread(target=_relay, name="lr-relay", daemon=True,
+                                 args=(lr_stream, decoder.stdin, self._sent)),
                 threading.Thread(target=_read_frames, name="hr-reader", daemon=True,
                                  args=(hr_stream, "HR pipe", sampler.hr_header, sampler.add_hr, errors["HR"])),
                 threading.Thread(target=_read_frames, name="lr-reader", daemon=True,

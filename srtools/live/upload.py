@@ -23,7 +23,10 @@ and scale S, every request carrying ``Authorization: Bearer TOKEN``:
   current model under version N; 401 without the right token, 404 for an unknown stream, 411
   without a length, 413 for a body over max_bytes, 422 for an invalid model or one of another
   architecture or scale, 409 when N is not newer than the server's current version. Errors come as
-  ``{"error": "..."}``.
+  ``{"error": "..."}``. An optional ``X-Srtools-Request`` header carries, as compact JSON, the newest
+  training request the push side's sr-monitor made before the upload (``{"t", "pair", "psnr",
+  "created"}`` of its request file, see srtools-spool(5)): the server reports it in its statistics,
+  so that its operators see when and why the push side retrained. It changes nothing else.
 
 The token is a shared secret per stream, read from a file or the environment variable
 SRTOOLS_UPLOAD_TOKEN, never from the command line (where other users could read it in ps); see
@@ -49,6 +52,8 @@ from ..spool import Pointer, Spool
 log = logging.getLogger("srtools.upload")
 
 VERSION_HEADER = "X-Srtools-Version"
+REQUEST_HEADER = "X-Srtools-Request"
+REQUESTS_DIR = "requests"  # sr-monitor's training requests in the push side's spool (srtools.live.monitor)
 
 
 def model_path(key: str, arch: str, scale: int) -> str:
@@ -142,6 +147,8 @@ class Uploader:
         self.bucket = TokenBucket(rate, chunk_bytes(rate))
         self.timeout, self.max_backoff = timeout, max_backoff
         self.sent = dict.fromkeys(self.arches, 0)  # the newest version the server has from us, as far as we know
+        self.request: dict | None = None  # the newest training request seen in the spool
+        self._request_name = ""
 
     @property
     def url(self) -> str:
@@ -165,6 +172,7 @@ class Uploader:
             missing = " and no ".join(f"{Spool.key(arch, self.scale)} model" for arch in self.arches)
             raise InputError(f"{self.spool.root}: no {missing} to upload")
         while not stop.is_set():
+            self.note_request()
             due = [(arch, p) for arch in self.arches if (p := self._current(arch)) and p.version > self.sent[arch]]
             if not due:
                 if once:
@@ -192,11 +200,26 @@ class Uploader:
             if stop.wait(delay):
                 return None
             delay = min(2 * delay, self.max_backoff)
+            self.note_request()
             newest = self._current(arch)
             if newest is not None and newest.version > pointer.version:
                 log.info("%s v%d was published meanwhile: uploading it instead of v%d", arch, newest.version,
                          pointer.version)
                 pointer = newest
+
+    def note_request(self) -> None:
+        """Remember the spool's newest training request (the trainer removes requests once it has
+        trained: they are read while they are there)."""
+        names = sorted(p.name for p in (self.spool.root / REQUESTS_DIR).glob("request-*.json"))
+        if not names or names[-1] <= self._request_name:
+            return
+        try:
+            raw = json.loads((self.spool.root / REQUESTS_DIR / names[-1]).read_text())
+        except (OSError, ValueError):  # removed as we read it, or not JSON
+            return
+        if isinstance(raw, dict):
+            self._request_name = names[-1]
+            self.request = {key: raw[key] for key in ("t", "pair", "psnr", "created") if key in raw}
 
     def _current(self, arch: str) -> Pointer | None:
         try:
@@ -265,8 +288,11 @@ class Uploader:
 
     def _put(self, conn: http.client.HTTPConnection, path: str, body: bytes, version: int) -> tuple[int, str]:
         conn.putrequest("PUT", path, skip_accept_encoding=True)
-        for name, value in (("Authorization", self._auth), ("Content-Type", "application/octet-stream"),
-                            ("Content-Length", str(len(body))), (VERSION_HEADER, str(version))):
+        headers = [("Authorization", self._auth), ("Content-Type", "application/octet-stream"),
+                   ("Content-Length", str(len(body))), (VERSION_HEADER, str(version))]
+        if self.request:
+            headers.append((REQUEST_HEADER, json.dumps(self.request, separators=(",", ":"))))
+        for name, value in headers:
             conn.putheader(name, value)
         conn.endheaders()
         view = memoryview(body)

@@ -14,7 +14,9 @@ and then its queued fetches and reconstructions are cancelled.
 
 Built segments are kept in a least-recently-used cache bounded in bytes. After a segment is
 requested, the next ``ahead`` segments are built in the background, one at a time, so a player
-pays the build time once at start-up where the machine keeps up with playback.
+pays the build time once at start-up where the machine keeps up with playback. What the builder
+has done since it started is counted (:class:`BuildCounters`) for sr-proxy's /metrics
+(:func:`metrics`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SrError
+from ..prometheus import Exposition
 from .manifest import Manifest
 from .reconstruct import DEFAULT_CRF, Reconstructor
 
@@ -58,6 +61,23 @@ class SegmentTimings:
     encode_ms: float  # stitch + encode
     total_ms: float  # wall time to build the segment
     bytes: int
+
+
+@dataclasses.dataclass
+class BuildCounters:
+    """What a :class:`SegmentBuilder` has done since it started; times in seconds, summed."""
+
+    segments: int = 0  # built (a segment evicted and asked for again is built again)
+    bytes: int = 0
+    failed: int = 0  # segments no source delivered a tile of
+    fetched_tiles: int = 0
+    cached_tiles: int = 0
+    dnn_tiles: int = 0
+    fallback_tiles: int = 0
+    fetch_seconds: float = 0.0
+    reconstruct_seconds: float = 0.0
+    encode_seconds: float = 0.0
+    build_seconds: float = 0.0
 
 
 class SegmentBuilder:
@@ -96,6 +116,7 @@ class SegmentBuilder:
         self.ahead_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ahead")
         self.segments: collections.OrderedDict[int, bytes] = collections.OrderedDict()  # least recent first
         self.timings: dict[int, SegmentTimings] = {}
+        self.counters = BuildCounters()
         self.evicted = 0
         self._segments_lock = threading.Lock()
         self._scheduled: set[int] = set()
@@ -151,6 +172,11 @@ class SegmentBuilder:
             self.ahead_pool.submit(self._build_ahead, ahead)
         return body
 
+    def kept(self) -> tuple[int, int]:
+        """(segments, bytes) in the cache of built segments now."""
+        with self._segments_lock:
+            return len(self.segments), sum(map(len, self.segments.values()))
+
     def _build_ahead(self, i: int) -> None:
         try:
             self._ensure(i)
@@ -166,7 +192,12 @@ class SegmentBuilder:
                 if i in self.segments:
                     self.segments.move_to_end(i)
                     return self.segments[i]
-            body = self._build(i)
+            try:
+                body = self._build(i)
+            except FetchError:
+                with self._segments_lock:
+                    self.counters.failed += 1
+                raise
             with self._segments_lock:
                 self.segments[i] = body
                 while sum(map(len, self.segments.values())) > self.cache_bytes and len(self.segments) > 1:
@@ -241,7 +272,47 @@ class SegmentBuilder:
                                 fallbacks, round(1e3 * (fetch_done - start), 2), round(1e3 * sum(spent), 2),
                                 round(1e3 * (end - encode_start), 2), round(1e3 * (end - start), 2), len(body))
         self.timings[i] = timing
+        with self._segments_lock:
+            c = self.counters
+            c.segments += 1
+            c.bytes += len(body)
+            c.fetched_tiles += timing.fetched_tiles
+            c.cached_tiles += timing.cached_tiles
+            c.dnn_tiles += timing.dnn_tiles
+            c.fallback_tiles += fallbacks
+            c.fetch_seconds += timing.fetch_ms / 1e3
+            c.reconstruct_seconds += timing.reconstruct_ms / 1e3
+            c.encode_seconds += timing.encode_ms / 1e3
+            c.build_seconds += timing.total_ms / 1e3
         log.info("segment %d: %d tiles fetched (%d from the origin), %d cached; fetch %.0f ms, reconstruct %.0f ms, "
                  "encode %.0f ms, total %.0f ms", i, timing.fetched_tiles, fallbacks, timing.cached_tiles,
                  timing.fetch_ms, timing.reconstruct_ms, timing.encode_ms, timing.total_ms)
         return body
+
+
+def metrics(builder: SegmentBuilder, precached_bytes: int) -> str:
+    """sr-proxy's /metrics (the Prometheus text format, :mod:`srtools.prometheus`), labelled with the
+    stream's name (its source's file name without the extension)."""
+    with builder._segments_lock:
+        c = dataclasses.replace(builder.counters)
+        evicted = builder.evicted
+    kept, kept_bytes = builder.kept()
+    out = Exposition(stream=Path(builder.m.source).stem)
+    out.counter("srtools_proxy_segments_built_total", "Segments built (again when evicted and asked for).",
+                c.segments)
+    out.counter("srtools_proxy_segment_bytes_total", "Bytes of the segments built.", c.bytes)
+    out.counter("srtools_proxy_failed_segments_total", "Segments no source delivered a tile of (502).", c.failed)
+    for kind, value in (("fetched", c.fetched_tiles), ("cached", c.cached_tiles), ("dnn", c.dnn_tiles),
+                        ("fallback", c.fallback_tiles)):
+        out.counter("srtools_proxy_tiles_total", "Tiles of the segments built: fetched from an edge, cached "
+                    "(high-res, from the origin at start), upscaled by the network, fetched from the origin after "
+                    "their edge failed.", value, kind=kind)
+    for phase, value in (("fetch", c.fetch_seconds), ("reconstruct", c.reconstruct_seconds),
+                         ("encode", c.encode_seconds), ("build", c.build_seconds)):
+        out.counter("srtools_proxy_seconds_total", "Time building segments, by phase (fetch: until the last "
+                    "tile arrived; reconstruct: summed over tiles; build: the whole).", round(value, 6), phase=phase)
+    out.counter("srtools_proxy_evicted_segments_total", "Built segments dropped from the cache.", evicted)
+    out.gauge("srtools_proxy_kept_segments", "Built segments in the cache.", kept)
+    out.gauge("srtools_proxy_kept_bytes", "Bytes of the built segments in the cache.", kept_bytes)
+    out.gauge("srtools_proxy_precached_bytes", "Bytes of the high-res tiles cached at start.", precached_bytes)
+    return out.text()
