@@ -327,8 +327,9 @@ def test_an_audio_fifo_without_audio_makes_a_stream_without_audio(media, tmp_pat
     os.mkfifo(fifo)
     result = sr_hls(media["small"], tmp_path / "out", "--audio", fifo, "--stall-timeout", 1)
     assert result.returncode == 0 and b"warning: stream 1: no audio on" in result.stderr, result.stderr
-    for entry in read_playlist(tmp_path / "out" / "index.m3u8")[1]:
+    for entry in read_playlist(tmp_path / "out" / "sr.m3u8")[1]:
         assert [s["codec_type"] for s in probe_streams(tmp_path / "out" / entry.name)] == ["video"]
+    assert "TYPE=AUDIO" not in (tmp_path / "out" / "index.m3u8").read_text()  # the master lists no audio
 
 
 def first_frame_times(playlist: Path) -> list[float]:

@@ -345,12 +345,10 @@ def ingest_args(config: ServerConfig, audio_out: Path | None, lr_out: Path | Non
     if not config.pull:
         args += ["-listen", "1"]
     args += ["-i", config.source, "-map", "0:v:0"]
-    if config.fps is None:
-        args += ["-filter:v:0", "format=yuv420p", "-fpsmax:v:0", str(MAX_FPS)]
-    else:
-        # round=down: a frame counts from the slot it starts in, so that a source at --fps comes out frame
-        # for frame (round=near adds one at the end of a file whose audio outlasts its video by a little).
-        args += ["-filter:v:0", f"fps={config.fps:g}:round=down,format=yuv420p"]
+    # round=down: a frame counts from the slot it starts in, so that a source at the output rate comes out
+    # frame for frame (by default a video that starts a little after the audio gets its first frame twice).
+    rate = f"{config.fps:g}" if config.fps else rf"min(source_fps\,{MAX_FPS})"
+    args += ["-filter:v:0", f"fps={rate}:round=down,format=yuv420p"]
     args += ["-fps_mode:v:0", "cfr", "-c:v:0", "wrapped_avframe"]
     outputs = ["[select=0:f=yuv4mpegpipe]pipe:1"]  # streams by index, the optional audio last
     if lr_out is not None:
