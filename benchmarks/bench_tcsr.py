@@ -1,10 +1,15 @@
-"""CPU forward time per refined frame of TCSR configs (fp32, channels-last, inference mode).
+"""CPU forward time per refined frame of TCSR variants, against F-EDSR at the same output size.
 
-One warm-up call then ``--iterations`` timed calls per point, batch 1, luma only, flow
-estimation fixed at ``--flow-channels`` x ``--flow-blocks``. The weights are random (the
-zero-initialised last convs included), so every layer runs as it would trained.
+Each variant is a TCSR configuration (``K:CHANNELS:FLOW_CHANNELS:FLOW_BLOCKS:GRID``; grid 1 is
+the design's full-resolution flow and fusion, grid 2 estimates flows from half-size frames and
+fuses and reconstructs pixel-unshuffled frames); F-EDSR is the default configuration (x2, luma)
+upscaling the half-size frame to the same output size, measured in the same run so that the ratio
+holds on a noisy machine. One warm-up call then ``--iterations`` timed calls per point, batch 1,
+fp32, channels-last, inference mode. The weights are random (the zero-initialised last convs
+included), so every layer runs as it would trained.
 
-    .venv/bin/python benchmarks/bench_tcsr.py [--threads 2] [--sizes 640x360,1280x720] [--skip 1280x720:2:32]
+    .venv/bin/python benchmarks/bench_tcsr.py [--threads 2] [--sizes 640x360,1280x720]
+        [--variants 1:16:16:2:1,1:16:16:1:2,2:16:16:1:2]
 """
 
 from __future__ import annotations
@@ -17,6 +22,24 @@ from pathlib import Path
 import torch
 
 ROOT = str(Path(__file__).resolve().parents[1])
+DEFAULT_VARIANTS = "1:16:16:2:1,1:16:16:1:1,1:16:16:1:2,1:8:8:1:2,2:16:16:1:2"
+
+
+def randomised(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` in eval mode, channels-last, its zero-initialised convolutions given small weights."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d) and not module.weight.any():
+            torch.nn.init.normal_(module.weight, std=1e-3)
+    return model.eval().to(memory_format=torch.channels_last)
+
+
+def seconds_per_call(model: torch.nn.Module, inputs: torch.Tensor, iterations: int) -> float:
+    with torch.inference_mode():
+        model(inputs)
+        start = time.perf_counter()
+        for _ in range(iterations):
+            model(inputs)
+        return (time.perf_counter() - start) / iterations
 
 
 def main() -> None:
@@ -25,42 +48,29 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--ks", default="1,2", help="neighbours per side")
-    parser.add_argument("--channels", default="16,32", help="fusion / reconstruction widths")
-    parser.add_argument("--flow-channels", type=int, default=16)
-    parser.add_argument("--flow-blocks", type=int, default=2)
+    parser.add_argument("--variants", default=DEFAULT_VARIANTS, help="K:CHANNELS:FLOW_CHANNELS:FLOW_BLOCKS:GRID, ...")
     parser.add_argument("--sizes", default="640x360,1280x720", help="output frame sizes")
     parser.add_argument("--iterations", type=int, default=3)
-    parser.add_argument("--skip", default="", help="SIZE:K:CHANNELS points to leave out, comma-separated")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    skip = set(filter(None, args.skip.split(",")))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32 channels-last, "
-          f"flow {args.flow_channels}x{args.flow_blocks}, {args.iterations} timed calls after 1 warm-up\n")
-    print(f"{'size':>9} {'k':>2} {'ch':>3} | {'ms/frame':>9} {'fps':>6}")
+          f"{args.iterations} timed calls after 1 warm-up, {time.strftime('%Y-%m-%d %H:%M')}\n")
+    print(f"{'size':>9} {'variant (k:ch:flow ch:flow blocks:grid)':>40} | {'ms/frame':>9} {'x F-EDSR':>9}")
+    fedsr = randomised(archs.build("fedsr", archs.default_hparams("fedsr")))
     for size in args.sizes.split(","):
         width, height = map(int, size.split("x"))
-        for k in map(int, args.ks.split(",")):
-            for channels in map(int, args.channels.split(",")):
-                if f"{size}:{k}:{channels}" in skip:
-                    print(f"{size:>9} {k:>2} {channels:>3} | {'skipped':>9}", flush=True)
-                    continue
-                model = archs.build("tcsr", {"k": k, "channels": channels, "flow_channels": args.flow_channels,
-                                             "flow_blocks": args.flow_blocks}).eval()
-                for module in model.modules():
-                    if isinstance(module, torch.nn.Conv2d) and not module.weight.any():
-                        torch.nn.init.normal_(module.weight, std=1e-3)
-                model = model.to(memory_format=torch.channels_last)
-                # (N, T, C, H, W) whose per-frame slices are channels-last (N, C, H, W) tensors.
-                frames = torch.rand(1, 2 * k + 1, height, width, 1).permute(0, 1, 4, 2, 3)
-                with torch.inference_mode():
-                    model(frames)
-                    start = time.perf_counter()
-                    for _ in range(args.iterations):
-                        model(frames)
-                    seconds = (time.perf_counter() - start) / args.iterations
-                print(f"{size:>9} {k:>2} {channels:>3} | {1000 * seconds:>9.1f} {1 / seconds:>6.2f}", flush=True)
+        low_res = torch.rand(1, 1, height // 2, width // 2).to(memory_format=torch.channels_last)
+        fedsr_s = seconds_per_call(fedsr, low_res, args.iterations)
+        print(f"{size:>9} {'F-EDSR (default)':>40} | {1000 * fedsr_s:>9.1f} {1.0:>9.2f}", flush=True)
+        for variant in args.variants.split(","):
+            k, channels, flow_channels, flow_blocks, grid = map(int, variant.split(":"))
+            model = randomised(archs.build("tcsr", archs.default_hparams(
+                "tcsr", k=k, channels=channels, flow_channels=flow_channels, flow_blocks=flow_blocks, grid=grid)))
+            # (N, T, C, H, W) whose per-frame slices are channels-last (N, C, H, W) tensors.
+            frames = torch.rand(1, 2 * k + 1, height, width, 1).permute(0, 1, 4, 2, 3)
+            tcsr_s = seconds_per_call(model, frames, args.iterations)
+            print(f"{size:>9} {variant:>40} | {1000 * tcsr_s:>9.1f} {tcsr_s / fedsr_s:>9.2f}", flush=True)
 
 
 if __name__ == "__main__":

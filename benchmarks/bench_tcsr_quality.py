@@ -1,6 +1,6 @@
 """TCSR quality: Y-PSNR of F-EDSR output vs TCSR(F-EDSR output) on frames not used for training.
 
-For each clip, the LR stream is the default degradation (srtools.degrade). F-EDSR is trained as
+For each clip, the LR stream is made as sr-push sends it (srtools.degrade, live x264). F-EDSR is trained as
 sr-train does by default (from the shipped generic model, else bicubic) on the first
 --train-frames frames, then TCSR on F-EDSR's output of the same frames (as sr-train --arch tcsr
 does); both are tested on the --test-frames frames after them, every frame refined (sr-tcsr
@@ -111,19 +111,21 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=1)
     parser.add_argument("--channels", type=int, default=16)
     parser.add_argument("--flow-channels", type=int, default=16)
-    parser.add_argument("--flow-blocks", type=int, default=2)
+    parser.add_argument("--flow-blocks", type=int, default=archs.default_hparams("tcsr")["flow_blocks"])
+    parser.add_argument("--grid", type=int, default=archs.default_hparams("tcsr")["grid"],
+                        help="1: flows and fusion at the output size (the design's); 2: the half-size grid")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     hparams = {"k": args.k, "channels": args.channels, "flow_channels": args.flow_channels,
-               "flow_blocks": args.flow_blocks}
+               "flow_blocks": args.flow_blocks, "grid": args.grid}
     print(f"{'clip':<28} {'size':>9} {'F-EDSR steps':>12} {'TCSR steps':>10} {'val gain':>8} {'F-EDSR dB':>9} "
           f"{'TCSR dB':>8} {'gain dB':>8} {'min':>7} {'max':>7}", flush=True)
     tcsr = None
     with tempfile.TemporaryDirectory() as tmp:
         for name, clip in clips(Path(tmp), args.media, args.cache, args.clips).items():
             lr_path = f"{tmp}/lr.mp4"
-            degrade.make_lr(clip, lr_path, 2)
+            degrade.make_lr(clip, lr_path, 2, live=True)  # as sr-push sends it
             frames, _ = load_pairs(clip, lr_path, 2, "y", args.train_frames + args.test_frames, {}, {},
                                    consecutive=True)
             n_train = len(frames) - args.test_frames

@@ -356,7 +356,8 @@ def main() -> None:
     token = out / "token"
     token.write_text(secrets.token_hex(16) + "\n")
     token.chmod(0o600)
-    rtmp = f"rtmp://127.0.0.1:{free_port()}/live/demo"
+    key = "demo"  # the stream key: sr-receive takes the stream's models at /models/KEY
+    rtmp = f"rtmp://127.0.0.1:{free_port()}/live/{key}"
     push_spool = out / "push-spool"
     push_spool.mkdir()
     with Chain(prefix="sr-demo-") as chain:
@@ -375,12 +376,13 @@ def main() -> None:
             chain.start("sr-monitor", srtools_command("sr-monitor", "--spool", push_spool, "--threads", "1",
                                                       "--log", push_spool / "monitor.jsonl"))
             chain.start("sr-upload", srtools_command("sr-upload", "--spool", push_spool, "--to",
-                                                     f"{urls['receive']}/models/default", "--token-file", token,
+                                                     f"{urls['receive']}/models/{key}", "--token-file", token,
                                                      "--uplink", "2000", "--share", "0.2"), stdout=upload_log)
             started = time.monotonic()
             # Its status as log lines (a pipe, not the terminal the other commands write to too).
-            push = chain.start("sr-push", srtools_command("sr-push", clip, "--to", rtmp, "--spool", push_spool,
-                                                          "--segment", SEGMENT), stderr=subprocess.PIPE)
+            push = chain.start("sr-push", srtools_command("sr-push", clip, "--to", rtmp, "--token-file", token,
+                                                          "--spool", push_spool, "--segment", SEGMENT),
+                               stderr=subprocess.PIPE)
             forwarding = forward(push.process.stderr)
             startup = first_segment_time(out / "hls" / "index.m3u8", started, timeout=60)
             chain.wait(["sr-push"])

@@ -29,7 +29,8 @@ log = logging.getLogger("srtools.tcsr")
                    "input frame rate, and prefer the frames that move most.")
 @click.option("--generic/--no-generic", "use_generic", default=True, show_default=True,
               help="While the spool has no TCSR model for --scale (and without --model), refine with the generic "
-                   "TCSR that ships with srtools (srtools.generic); --no-generic passes frames through instead.")
+                   "TCSR shipped with srtools, if one ships for --scale (srtools.generic); --no-generic passes frames "
+                   "through instead.")
 @cli.stats_option("predicted_to_lose (frames passed through because refining them would lose: see REFINED "
                   "FRAMES)")
 @cli.frame_log_option
@@ -65,9 +66,10 @@ def command(input: str, output: str, spool: str | None, model_path: str | None, 
     than 12 levels on average (a cut, a flash, motion beyond the flows' reach) keeps its input.
 
     The model is the spool's current TCSR model for --scale (srtools-spool(5)); the spool may
-    not exist yet. Until it has one, the generic TCSR that ships with srtools (trained by the
-    project on synthetic motion, see srtools.generic) refines, unless --no-generic; with no model
-    at all, frames pass through. New models are hot-swapped between frames.
+    not exist yet. Until it has one, a generic TCSR shipped with srtools for the scale refines,
+    unless --no-generic (srtools.generic builds one from synthetic motion; none ships yet: the
+    ones built so far lost on real clips, see docs/benchmarks.md); with no model at all, frames
+    pass through. New models are hot-swapped between frames.
 
     Frames are bounded: a stream of frames with more than --max-pixels pixels is refused (exit
     status 3) before anything is allocated for it, and the model is warmed up on frames of at

@@ -27,8 +27,8 @@ session is due (in adaptive and once modes: after a session has stopped by the r
 requests), a *refine session* fine-tunes TCSR on the pool's runs of consecutive frames (up to
 ``max_runs``, the newest, of the newest run's size), upscaled by the current F-EDSR as the server
 upscales them, against their HR frames (:class:`srtools.training.RefineRecipe`). It starts from
-the spool's current TCSR model, else the generic TCSR that ships for the current F-EDSR's scale
-(:mod:`srtools.generic`), else a new one (the identity), and is never worse than the identity on
+the spool's current TCSR model, else a generic TCSR shipped for the current F-EDSR's scale
+(:mod:`srtools.generic`, where one ships), else a new one (the identity), and is never worse than the identity on
 its held-out runs. A training request ends it at once (publishing what it gained): F-EDSR's answer
 to a scene change is never delayed by more than one slice of :meth:`OnlineTrainer.tick`. A refine
 session runs again when its material changed: a new F-EDSR model, or ``min_runs`` new runs.
