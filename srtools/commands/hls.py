@@ -12,7 +12,7 @@ import click
 
 from .. import cli
 from ..errors import InputError, UsageError
-from ..hls import PLAYLIST, X264_PRESETS, Encoding, HlsHandler, OutputDir, Summary, hold_fifo, publish
+from ..hls import PLAYLIST, X264_PRESETS, Encoding, HlsHandler, OutputDir, PlayerModel, Summary, hold_fifo, publish
 from ..httpserve import bind, serve_until_interrupted, server_url, serving
 from ..ladder import Ladder
 from ..livestats import LiveStats
@@ -206,6 +206,7 @@ def command(input: str, out_dir: str, continue_: bool, fresh: bool, listen: str 
             if server is not None:
                 server.root = out.path
                 server.live = LiveStats(name, summary, ladder.as_dict, stats_dir, spool)
+                server.player_model = PlayerModel(spool, ladder.as_dict)
                 url = server_url(server)
                 stack.enter_context(serving(server, playlist=f"{url}/{PLAYLIST}", player=f"{url}/"))
                 log.info("serving %s at %s/%s", out.path, url, PLAYLIST)
