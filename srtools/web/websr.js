@@ -4,11 +4,11 @@
    rendition, and the result is drawn on a canvas at the output size: a layer of the player
    (srPlayer.addLayer), so that it sits in the views and in the wipe.
 
-   Per frame, as sr-serve computes it (srtools/upscale.py): the frame's luma Y (BT.601 limited range, as
-   the decoder's planes hold it, rounded to 8 bits) goes through the network, whose output is added to a
-   bicubic upscale of Y (PyTorch's: a = -0.75, half-pixel centres, edge pixels repeated) and rounded to
-   8 bits; the chroma is the browser's picture scaled bilinearly (a change of luma moves R, G and B
-   alike). Feature maps live in float texture arrays (RGBA32F, or RGBA16F with ?websr-precision=fp16),
+   Per frame, as sr-serve computes it (srtools/upscale.py): the frame's luma Y, the decoder's own Y plane
+   (copied out of a WebCodecs VideoFrame; where the browser has none, recovered from its RGB, inexactly)
+   goes through the network, whose output is added to a bicubic upscale of Y (PyTorch's: a = -0.75,
+   half-pixel centres, edge pixels repeated) and rounded to 8 bits; the chroma is the browser's picture
+   scaled bilinearly (in limited range a change of luma moves R, G and B alike). Feature maps live in float texture arrays (RGBA32F, or RGBA16F with ?websr-precision=fp16),
    four channels per texel, a layer per four channels; each convolution is one draw per four output
    channels, its weights a float texture. A model file is parsed here (safetensors: an 8-byte
    little-endian header length, a JSON header, raw little-endian F32/F16/BF16 tensors) and checked as
@@ -17,8 +17,8 @@
    model the page cannot run is refused, with the reason in the statistics panel: the previous model
    runs on, or, with none, the browser's scaling is shown. A new model is swapped in between two frames.
 
-   The view measures itself (frames per second, milliseconds per frame from the frame's upload to its
-   network output read back) and, when the network cannot keep up with the video (the median of the
+   The view measures itself (frames per second, milliseconds per frame from the copy of the frame's Y
+   plane to its network output read back) and, when the network cannot keep up with the video (the median of the
    last frames over one frame interval, or ?websr-budget-ms=MS), shows the browser's scaling instead
    and says so; ?websr=always keeps the network running however slow. For tests and benchmarks,
    srWebSR.runY(base64 Y plane, width, height) runs the same shaders on a given luma plane and returns
