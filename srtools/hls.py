@@ -52,14 +52,15 @@ import threading
 import time
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
-from . import degrade, ffmpeg, prometheus, y4m
-from .errors import FFmpegError, InputError, SrError, UsageError
+from . import degrade, ffmpeg, modelfile, prometheus, y4m
+from .errors import FFmpegError, InputError, ModelError, SrError, UsageError
 from .fsutil import read_json_document, write_atomic, write_json_atomic
-from .httpserve import ReadOnlyHandler
+from .httpserve import IMMUTABLE, ReadOnlyHandler
 from .ladder import MASTER, SR, VARIANT_MASTERS, Ladder, media_playlist
 from .procutil import enlarge_pipe
+from .spool import Spool
 
 log = logging.getLogger("srtools.hls")
 
@@ -79,6 +80,12 @@ AUDIO_PIPE_BYTES = 1 << 20
 # At a stream's first frame, how long a live audio FIFO may stay without a byte before the stream
 # counts as one without audio (the audio comes before the frames, which wait in the SR stages).
 AUDIO_WAIT_S = 2.0
+# The model the player runs in the viewer's browser (srtools/web/websr.js): described at /model.json,
+# its file served from the spool at /models/NAME, where NAME is the spool's own versioned file name.
+PLAYER_MODEL_DOC = "model.json"
+PLAYER_MODEL_FORMAT = "sr-hls-model/1"
+PLAYER_ARCH = "fedsr"
+PLAYER_MODEL_NAME = re.compile(r"models/(fedsr-x\d+-\d{6}\.safetensors)")
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 
 
@@ -676,10 +683,77 @@ def publish(source: str, out: OutputDir, enc: Encoding, stall_timeout: float | N
     return summary
 
 
+class PlayerModel:
+    """The model the player page runs in the viewer's browser: the spool's current F-EDSR model at the
+    stream's scale (the SR rendition's height over the LR rendition's), as /model.json describes it.
+
+    The file is never opened beyond its metadata (safetensors' header, parsed, not executed): the page
+    validates the weights itself, so that a file damaged on its way to the viewer is refused there too.
+
+    Args:
+        spool: the server's model spool, or None.
+        renditions: the ladder's figures (:meth:`srtools.ladder.Ladder.as_dict`), for the scale.
+    """
+
+    def __init__(self, spool: str | os.PathLike | None, renditions: Callable[[], dict]):
+        self.spool = Spool(spool) if spool else None
+        self.renditions = renditions
+        self._hparams: dict[Path, dict | None] = {}  # by model file: its metadata's hparams, None if unreadable
+
+    def scale(self) -> int | None:
+        """The SR rendition's size over the LR rendition's, an integer (the SR rendition is cropped to
+        even sizes: a pixel off is allowed); None while either is unknown or for any other ratio."""
+        renditions = self.renditions()
+        sizes = [(renditions.get(name) or {}).get("resolution") for name in (SR, LR)]
+        if not all(sizes):
+            return None
+        (sr_w, sr_h), (lr_w, lr_h) = sizes
+        scale = round(sr_h / lr_h) if lr_h else 0
+        if scale < 2 or abs(sr_h - scale * lr_h) > 1 or abs(sr_w - scale * lr_w) > 1:
+            return None
+        return scale
+
+    def document(self) -> dict:
+        """/model.json: format, arch, scale (null while unknown) and model: null, or the current model's
+        version, url (relative to the page), bytes, published and gain_db (as the spool's pointer says)
+        and hparams (null where the file's metadata cannot be read); with reason when model is null."""
+        scale = self.scale()
+        doc: dict = {"format": PLAYER_MODEL_FORMAT, "arch": PLAYER_ARCH, "scale": scale, "model": None}
+        if self.spool is None:
+            return {**doc, "reason": "no --spool"}
+        if scale is None:
+            return {**doc, "reason": "the stream's scale is not known yet (it needs the SR and LR renditions)"}
+        try:
+            pointer = self.spool.current(PLAYER_ARCH, scale)
+        except SrError as exc:
+            return {**doc, "reason": str(exc)}
+        if pointer is None or not PLAYER_MODEL_NAME.fullmatch(f"models/{pointer.path.name}"):
+            return {**doc, "reason": f"no {PLAYER_ARCH} model at x{scale} in the spool yet"}
+        try:
+            size = pointer.path.stat().st_size
+        except OSError:
+            return {**doc, "reason": f"{pointer.path.name} has gone from the spool"}
+        if pointer.path not in self._hparams:
+            try:
+                self._hparams[pointer.path] = modelfile.read_info(pointer.path).hparams
+            except ModelError:
+                self._hparams[pointer.path] = None
+        model = {"version": pointer.version, "url": f"models/{pointer.path.name}", "bytes": size,
+                 "hparams": self._hparams[pointer.path], "published": pointer.raw.get("published"),
+                 "gain_db": pointer.raw.get("gain_db")}
+        return {**doc, "model": model}
+
+    def file(self, name: str) -> Path | None:
+        """The spool's file for the URL path ``name`` (models/fedsr-xS-VVVVVV.safetensors), or None."""
+        match = PLAYER_MODEL_NAME.fullmatch(name)
+        return self.spool.models_dir / match[1] if match and self.spool is not None else None
+
+
 class HlsHandler(ReadOnlyHandler):
-    """Serves ``server.root``'s playlists and segments (nothing else in it), the player page, and the
+    """Serves ``server.root``'s playlists and segments (nothing else in it), the player page, the
     live statistics of ``server.live`` (:class:`srtools.livestats.LiveStats`) at /stats.json and
-    /metrics."""
+    /metrics, and the model of ``server.player_model`` (:class:`PlayerModel`) at /model.json and
+    /models/NAME (immutable: a version's file never changes)."""
 
     server_version = "sr-hls"
 
@@ -694,5 +768,9 @@ class HlsHandler(ReadOnlyHandler):
             self.send_bytes(json.dumps(self.server.live.document()).encode(), "application/json", head_only)
         elif name == "metrics":
             self.send_bytes(self.server.live.metrics().encode(), prometheus.CONTENT_TYPE, head_only)
+        elif name == PLAYER_MODEL_DOC:
+            self.send_bytes(json.dumps(self.server.player_model.document()).encode(), "application/json", head_only)
+        elif (model := self.server.player_model.file(name)) is not None:
+            self.send_file(model, head_only, cache=IMMUTABLE)
         else:
             self.send_bytes(b"not found\n", "text/plain", head_only, status=404)

@@ -64,10 +64,13 @@ def content_type(path: str) -> str:
     return CONTENT_TYPES.get(posixpath.splitext(path)[1].lower(), "application/octet-stream")
 
 
+IMMUTABLE = "public, max-age=3600, immutable"
+
+
 def cache_control(mime: str) -> str:
     """Playlists and stats change under the same URL; media segments never do once published."""
     if mime.startswith(("video/", "audio/")):
-        return "public, max-age=3600, immutable"
+        return IMMUTABLE
     return "no-cache"
 
 
@@ -336,9 +339,10 @@ class QuietHandler(http.server.BaseHTTPRequestHandler):
         return posixpath.normpath(urllib.parse.unquote(urllib.parse.urlsplit(self.path).path))
 
     def send_bytes(self, body: bytes, mime: str, head_only: bool = False, status: int = 200,
-                   headers: dict[str, str] | None = None) -> None:
+                   headers: dict[str, str] | None = None, cache: str | None = None) -> None:
         """Answer ``body``; a 200 honours a Range header asking for one range of it (206, or 416 when
-        it starts past the end)."""
+        it starts past the end). ``cache``: the Cache-Control of a 200 or 206, where the MIME type's
+        (:func:`cache_control`) is not right (a versioned file that never changes)."""
         headers = dict(headers or {})
         if status == 200:
             headers["Accept-Ranges"] = "bytes"
@@ -353,7 +357,7 @@ class QuietHandler(http.server.BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", mime)
         self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", cache_control(mime) if status in (200, 206) else "no-store")
+        self.send_header("Cache-Control", (cache or cache_control(mime)) if status in (200, 206) else "no-store")
         for name, value in headers.items():
             self.send_header(name, value)
         self.end_headers()
@@ -373,6 +377,15 @@ class QuietHandler(http.server.BaseHTTPRequestHandler):
             return None
         self.send_bytes(body, content_type(target.name), head_only)
         return len(body)
+
+    def send_file(self, path: Path, head_only: bool = False, cache: str | None = None) -> None:
+        """Serve the file ``path`` (a name the caller has checked), or 404 where it is missing."""
+        try:
+            body = path.read_bytes()
+        except OSError:  # removed meanwhile (an old version pruned from a spool), ...
+            self.send_bytes(b"not found\n", "text/plain", head_only, status=404)
+            return
+        self.send_bytes(body, content_type(path.name), head_only, cache=cache)
 
 
 UNSATISFIABLE = (-1, -1)

@@ -319,11 +319,13 @@ class Chromium:
     """Headless Chromium (Debian's; no sandbox, as tests run as root) driven over the DevTools
     protocol on a pipe: Chromium reads commands on its fd 3 and answers on fd 4, NUL-terminated JSON."""
 
-    def __init__(self):
+    def __init__(self, webgl: bool = False):
+        """``webgl``: WebGL2 through SwiftShader (software; float render targets), not no GPU at all."""
         commands, self._commands = os.pipe()
         self._replies, replies = os.pipe()
+        gpu = ["--use-angle=swiftshader", "--enable-unsafe-swiftshader"] if webgl else ["--disable-gpu"]
         self.process = subprocess.Popen(
-            [CHROMIUM, "--no-sandbox", "--headless=new", "--disable-gpu", "--mute-audio",
+            [CHROMIUM, "--no-sandbox", "--headless=new", *gpu, "--mute-audio",
              "--autoplay-policy=no-user-gesture-required", "--remote-debugging-pipe", "about:blank"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=False,
             preexec_fn=lambda: (os.dup2(commands, 3), os.dup2(replies, 4)))

@@ -12,7 +12,7 @@ import click
 
 from .. import cli
 from ..errors import InputError, UsageError
-from ..hls import PLAYLIST, X264_PRESETS, Encoding, HlsHandler, OutputDir, Summary, hold_fifo, publish
+from ..hls import PLAYLIST, X264_PRESETS, Encoding, HlsHandler, OutputDir, PlayerModel, Summary, hold_fifo, publish
 from ..httpserve import bind, serve_until_interrupted, server_url, serving
 from ..ladder import Ladder
 from ..livestats import LiveStats
@@ -72,7 +72,8 @@ def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> str 
               help="Where the chain's stages publish their statistics (sr-serve-N.json, sr-tcsr-N.json, "
                    "sr-receive.json, as sr-live writes them): --serve reports them at /stats.json and /metrics.")
 @click.option("--spool", type=click.Path(file_okay=False), metavar="DIR",
-              help="The server's model spool (srtools-spool(5)): /stats.json says when the model on air arrived.")
+              help="The server's model spool (srtools-spool(5)): /stats.json says when the model on air arrived, "
+                   "and its current F-EDSR model is published for the player (see SR IN THE BROWSER).")
 @click.option("--name", default="default", show_default=True, metavar="NAME",
               help="The stream's name in /stats.json and in the stream label of /metrics.")
 @click.option("--stall-timeout", type=click.FloatRange(0, None), default=10.0, show_default=True, metavar="SECONDS",
@@ -152,10 +153,30 @@ def command(input: str, out_dir: str, continue_: bool, fresh: bool, listen: str 
     --serve HOST:PORT serves (GET and HEAD) the playlists (no-cache), the segments (immutable: names
     are never reused), the comparison player at / (the super-resolved and low-res renditions, alone
     or in a wipe with a draggable divider, kept in sync, with a statistics panel; hls.js from
-    /hls.min.js where the checkout vendors it, else the browser's native HLS), /stats.json and
-    /metrics, with CORS on every answer, and nothing else from DIR. The master playlist exists from
-    the first segment on. The first stdout line is {"url": ..., "playlist": ..., "player": ...};
-    nothing else goes to stdout.
+    /hls.min.js where the checkout vendors it, else the browser's native HLS; with --spool and --lr,
+    SR in the browser too), /stats.json, /metrics, /model.json and /models/NAME, with CORS on every
+    answer, and nothing else from DIR. The master playlist exists from the first segment on. The
+    first stdout line is {"url": ..., "playlist": ..., "player": ...}; nothing else goes to stdout.
+
+    \b
+    SR IN THE BROWSER
+    With --spool, the spool's current F-EDSR model at the stream's scale (the SR rendition's
+    height over the LR rendition's) is published beside the playlists: /model.json (no-cache) is
+    {"format": "sr-hls-model/1", "arch": "fedsr", "scale": 2, "model": {"version": 7, "url":
+    "models/fedsr-x2-000007.safetensors", "bytes": ..., "hparams": {...}, "published": ...,
+    "gain_db": ...}}, with model null and a reason while there is none (no --spool, the scale not
+    known yet, no model at that scale); /models/NAME serves the spool's file of that name
+    (immutable: a version's file never changes), with CORS like the rest. sr-hls reads nothing of
+    the file but its safetensors header. The player polls /model.json every 2 s and adds a view,
+    "SR in this browser": the LR rendition upscaled in the viewer's GPU (WebGL2), luma through the
+    model as sr-serve computes it (the network's output plus bicubic of its input, from the
+    decoder's Y plane where the browser gives it, WebCodecs), chroma scaled bilinearly; it checks
+    the file as sr-serve does (metadata, hparams and limits, tensor names, types and shapes, finite
+    weights) and refuses, with the reason in its statistics panel, one it cannot run (a damaged
+    file, a colour model): the previous model runs on, or the browser's scaling is shown. A newer
+    version is swapped in between two frames. The panel shows the view's frames per second and
+    milliseconds per frame; when the network cannot keep up with the video, the view shows the
+    browser's scaling and says so (?websr=always in the page's URL keeps it running).
 
     \b
     STATISTICS
@@ -206,6 +227,7 @@ def command(input: str, out_dir: str, continue_: bool, fresh: bool, listen: str 
             if server is not None:
                 server.root = out.path
                 server.live = LiveStats(name, summary, ladder.as_dict, stats_dir, spool)
+                server.player_model = PlayerModel(spool, ladder.as_dict)
                 url = server_url(server)
                 stack.enter_context(serving(server, playlist=f"{url}/{PLAYLIST}", player=f"{url}/"))
                 log.info("serving %s at %s/%s", out.path, url, PLAYLIST)
