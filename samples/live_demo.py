@@ -384,7 +384,7 @@ def main() -> None:
                                                           "--spool", push_spool, "--segment", SEGMENT),
                                stderr=subprocess.PIPE)
             forwarding = forward(push.process.stderr)
-            startup = first_segment_time(out / "hls" / "index.m3u8", started, timeout=60)
+            startup = first_segment_time(out / "hls" / "sr.m3u8", started, timeout=60)
             chain.wait(["sr-push"])
             forwarding.join(5)
             say("== the publisher is done; waiting for the server to finish the stream")

@@ -19,7 +19,7 @@ from srtools.y4m import Header
 
 from conftest import CHROMIUM, Chromium, Server, make_clip, make_y4m
 from test_sr_live import Live, publish
-from test_sr_receive import model_file, put, write_token
+from test_sr_receive import TOKEN, model_file, put, write_token
 from tiled_fixtures import LATENCIES
 
 pytestmark = [pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (make deps installs it)"),
@@ -254,7 +254,7 @@ def test_the_stats_panel_shows_the_model_sr_receive_accepted(tmp_path):
     the training request the push side reported with it."""
     live = Live(tmp_path, "--serve", "127.0.0.1:0", "--receive", "127.0.0.1:0", "--token-file",
                 write_token(tmp_path / "token"), "--segment", "1")
-    publisher = publish(live.url, seconds=40, wait=False)
+    publisher = publish(f"{live.url}?token={TOKEN}", seconds=40, wait=False)
     browser = None
     try:
         deadline = time.monotonic() + 30
@@ -264,7 +264,7 @@ def test_the_stats_panel_shows_the_model_sr_receive_accepted(tmp_path):
         browser = Chromium()
         page = browser.open(f"{live.info['hls']}/")
         request = {"t": 2.5, "pair": 10, "psnr": 28.25, "created": "2025-01-01T00:00:00+0000"}
-        status, answer = put(f"{live.info['receive']}/models/default/fedsr-x2", model_file(tmp_path / "m.safetensors"),
+        status, answer = put(f"{live.info['receive']}/models/test/fedsr-x2", model_file(tmp_path / "m.safetensors"),
                              version=1, headers={"X-Srtools-Request": json.dumps(request)})
         assert status == 201, answer
         stat = 'document.querySelector(\'[data-stat="{}"]\').textContent'.format
