@@ -7,7 +7,7 @@ and N publishers, ffmpeg sending testsrc2 at --size and --fps (H.264 and AAC, pa
 --seconds. The streams share the machine's cores (or its GPU: sr-serve and sr-tcsr take CUDA when
 there is one). Per stream: the frames sr-serve took, how many were late (written more than its
 --latency of 2 frame intervals after their slot began), the share of blocks with network output
-(selective SR, from sr-serve's last log line: 100% when whole frames fit) and the frames sr-tcsr
+(selective SR, from sr-serve's statistics: frames upscaled whole count as 100%) and the frames sr-tcsr
 refined. A count "carries" when no stream had a late frame.
 
     .venv/bin/python benchmarks/bench_capacity.py [--streams 1,2,3,4] [--seconds 60] [--size 320x180]
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import subprocess
 import sys
 import tempfile
@@ -36,8 +35,6 @@ from bench_soak import free_port  # noqa: E402
 from srtools import generic, modelfile  # noqa: E402
 from srtools.live.chain import Chain, port_listening, srtools_command  # noqa: E402
 from srtools.spool import Spool  # noqa: E402
-
-SHARE = re.compile(r"sr-serve: selective SR: (\d+)% of blocks by the network")
 
 
 def publisher_args(url: str, size: str, fps: int, seconds: float) -> list[str]:
@@ -79,14 +76,15 @@ def run(count: int, args: argparse.Namespace, work: Path) -> list[dict]:
     rows = []
     for root, url, log in streams:
         log.close()
-        text = (root / "sr-live.log").read_text(errors="replace")
         serve = json.loads((root / "stats" / "sr-serve-1.json").read_text())
         tcsr_stats = root / "stats" / "sr-tcsr-1.json"
         tcsr = json.loads(tcsr_stats.read_text()) if tcsr_stats.exists() else {}
-        share = SHARE.findall(text)
+        # Frames upscaled whole have all their blocks by the network; those in blocks, block_share of them.
+        in_blocks = serve.get("block_frames", 0)
+        share = (serve["frames"] - in_blocks + in_blocks * (serve.get("block_share") or 0)) / max(serve["frames"], 1)
         rows.append({"stream": url.rpartition("/")[2], "frames": serve["frames"], "late": serve["late"],
                      "worst_lag_ms": serve["worst_lag_ms"], "model_frames": serve["engine_frames"],
-                     "block_share": int(share[-1]) if share else 100,
+                     "block_share": round(100 * share),
                      "refined": tcsr.get("engine_frames"), "tcsr_late": tcsr.get("late")})
     return rows
 

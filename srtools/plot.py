@@ -14,6 +14,18 @@ from matplotlib import pyplot  # noqa: E402  (after choosing the backend)
 from .errors import SrError  # noqa: E402
 
 
+def save(figure: matplotlib.figure.Figure, path: str | os.PathLike) -> None:
+    """Write ``figure`` to ``path`` as PNG.
+
+    Raises:
+        SrError: the file cannot be written.
+    """
+    try:
+        figure.savefig(os.fspath(path), format="png")
+    except OSError as exc:
+        raise SrError(f"{path}: cannot write the plot ({exc.strerror or exc})") from None
+
+
 def line_chart(path: str | os.PathLike, x: Sequence[float], series: dict[str, Sequence[float]], x_label: str,
                y_label: str, title: str) -> None:
     """Draw one line per series against ``x`` with markers and a legend, and write it as PNG.
@@ -29,10 +41,7 @@ def line_chart(path: str | os.PathLike, x: Sequence[float], series: dict[str, Se
         axes.grid(True, alpha=0.3)
         axes.legend()
         figure.tight_layout()
-        try:
-            figure.savefig(os.fspath(path), format="png")
-        except OSError as exc:
-            raise SrError(f"{path}: cannot write the plot ({exc.strerror or exc})") from None
+        save(figure, path)
     finally:
         pyplot.close(figure)
 
@@ -98,9 +107,6 @@ def quality_chart(path: str | os.PathLike, seconds: Sequence[float], series: dic
             bottom.grid(True, alpha=0.3)
         axes[-1][0].set_xlabel("stream time (s)")
         figure.tight_layout()
-        try:
-            figure.savefig(os.fspath(path), format="png")
-        except OSError as exc:
-            raise SrError(f"{path}: cannot write the plot ({exc.strerror or exc})") from None
+        save(figure, path)
     finally:
         pyplot.close(figure)

@@ -3,7 +3,6 @@ over HTTP with its statistics, restarted, fed broken input."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -16,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from srtools.ladder import Entry, parse_media_playlist
 
 from conftest import (
     PROMTOOL,
@@ -32,27 +33,10 @@ from conftest import (
 FPS = 25
 
 
-@dataclasses.dataclass
-class Entry:
-    name: str
-    duration: float
-    discontinuity: bool
-
-
 def read_playlist(path: Path) -> tuple[int, list[Entry], bool]:
     """(media sequence, entries, ended) of a media playlist."""
-    text = path.read_text()
-    sequence = int(re.search(r"^#EXT-X-MEDIA-SEQUENCE:(\d+)$", text, re.M).group(1))
-    entries, discontinuity, duration = [], False, 0.0
-    for line in text.splitlines():
-        if line == "#EXT-X-DISCONTINUITY":
-            discontinuity = True
-        elif line.startswith("#EXTINF:"):
-            duration = float(line[len("#EXTINF:"):].split(",")[0])
-        elif line and not line.startswith("#"):
-            entries.append(Entry(line, duration, discontinuity))
-            discontinuity = False
-    return sequence, entries, "#EXT-X-ENDLIST" in text
+    playlist = parse_media_playlist(path.read_text())
+    return playlist.sequence, playlist.entries, playlist.ended
 
 
 def probe_streams(source: str | Path, *input_args: str) -> list[dict]:
