@@ -125,9 +125,11 @@ def test_a_publisher_with_its_token_gets_a_chain_and_a_wrong_token_is_refused(st
     assert not (ingest.state / "studio" / "hls").exists()
     # The chain starts once the publisher is in (python, torch: seconds on a loaded machine) and pulls the
     # stream from then on; what it pulled reaches HLS in full, however late (SIGUSR1 lets it drain).
-    publish(ingest.url("studio"), seconds=8)
+    publish(ingest.url("studio"), seconds=10)
     wait_for(lambda: not ingest.chain_running("studio"), 90, "the chain ended")
-    assert ingest.seconds("studio") >= 4, (ingest.state / "studio.log").read_text()
+    log = (ingest.state / "studio.log").read_text()
+    report = stream_report(ingest, "studio")
+    assert report["hls_s"] >= 2 and report["hls_s"] == pytest.approx(report["frames"] / 25, abs=0.1), (report, log)
     for _, name in segments_of(ingest.playlist("studio")):
         decodes(ingest.playlist("studio").parent / name)
 
@@ -135,10 +137,10 @@ def test_a_publisher_with_its_token_gets_a_chain_and_a_wrong_token_is_refused(st
 def stream_report(ingest: Ingest, key: str) -> dict:
     """What sr-serve did for the stream: frames, late frames, frames with network output, share of blocks."""
     stats = json.loads((ingest.state / key / "stats" / "sr-serve-1.json").read_text())
-    share = re.findall(r"sr-serve: selective SR: (\d+)% of blocks", (ingest.state / f"{key}.log").read_text())
+    share = stats.get("block_share")  # of the frames upscaled in blocks (None: every frame whole)
     return {"frames": stats["frames"], "late": stats["late"], "worst_lag_ms": stats["worst_lag_ms"],
-            "model_frames": stats["engine_frames"], "block_share": int(share[-1]) if share else None,
-            "hls_s": round(ingest.seconds(key), 1)}
+            "model_frames": stats["engine_frames"], "block_frames": stats.get("block_frames", 0),
+            "block_share": None if share is None else round(100 * share), "hls_s": round(ingest.seconds(key), 1)}
 
 
 def test_three_publishers_at_once_and_a_fourth_over_the_limit(start_ingest, capsys):
@@ -175,9 +177,10 @@ def test_three_publishers_at_once_and_a_fourth_over_the_limit(start_ingest, caps
         assert report[key]["hls_s"] >= dropped_at[key] + 8, (key, dropped_at, report)  # went on after s3 dropped
     for key, row in report.items():
         assert row["hls_s"] == pytest.approx(row["frames"] / 25, abs=0.1), (key, row)  # every frame reached HLS
-        # sr-serve kept up with its input: no backlog built up (one that could not would lag more with
-        # every frame). Late frames (over 2 frame intervals) are reported: the machine is shared.
-        assert row["worst_lag_ms"] < 2000, (key, row)
+        # sr-serve kept up with its input: no backlog built up (one that could not would lag more with every
+        # frame, 10 s behind after 20 s at 1.5x real time). Three chains and three encoders share 2 cores: a
+        # stall of a second or two and a few late frames (over 2 frame intervals) happen, and are reported.
+        assert row["worst_lag_ms"] < 5000 and row["late"] < 0.15 * row["frames"], (key, row)
         for _, name in segments_of(ingest.playlist(key)):
             decodes(ingest.playlist(key).parent / name)
         audio = ingest.playlist(key).parent / "audio.m3u8"

@@ -176,7 +176,10 @@ def test_the_page_runs_the_stream_model_as_sr_serve_does_and_swaps_to_a_newer_on
             page_odd[2] = run_in_page(browser, page, odd_y)
             shown[2] = next_frame(browser, page)
             frames = browser.evaluate(page, "srWebSR.frames")
-            stat = browser.evaluate(page, 'document.querySelector(\'[data-stat="websr"]\').textContent')
+            # The panel is redrawn every second: the new model's timing shows at the next redraw.
+            stat = wait_for(browser, page, 'document.querySelector(\'[data-stat="websr"]\').textContent.includes('
+                                           '"ms/frame") && document.querySelector(\'[data-stat="websr"]\').textContent',
+                            10, "the view's timing in the stats panel")
             views = browser.evaluate(page, '[...document.querySelectorAll("#views button")].map(b => b.textContent)'
                                            '.join("|")')
         finally:
