@@ -127,7 +127,8 @@ def stats_option(more_fields: str = "") -> Callable:
              "every second, at each model swap and at the end: "
              "frames, seconds, model, swaps, engine_frames (frames with the model's output, whole or in part), "
              "fallbacks, probes, late, "
-             "worst_lag_ms (real time: the longest a frame took from the start of its slot until written)"
+             "lag_ms (real time: how long the newest frame took from the start of its slot until written; one "
+             "that keeps growing is a backlog), worst_lag_ms (the longest such lag)"
              + (f"; {more_fields}" if more_fields else "") + ".")
 
 

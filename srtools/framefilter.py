@@ -125,7 +125,8 @@ class Deadline:
         self.realtime = realtime
         self.latency = latency
         self.late = 0
-        self.worst_lag = 0.0  # seconds, the longest a frame took from the start of its slot to output
+        self.lag = 0.0  # seconds from the start of the newest frame's slot to its output: a backlog shows here
+        self.worst_lag = 0.0  # the longest such lag
         self._slot = -math.inf  # when the current frame's slot started
 
     def begin(self, arrived: float, now: float) -> float:
@@ -140,9 +141,9 @@ class Deadline:
         """The frame was written at ``now``."""
         if not self.realtime:
             return
-        lag = now - self._slot
-        self.worst_lag = max(self.worst_lag, lag)
-        if lag > self.latency * self.interval:
+        self.lag = max(0.0, now - self._slot)  # 0: written before its slot began
+        self.worst_lag = max(self.worst_lag, self.lag)
+        if self.lag > self.latency * self.interval:
             self.late += 1
 
 
@@ -253,7 +254,8 @@ class Stats:
         elapsed = time.monotonic() - self.start
         return {"frames": self.frames, "seconds": round(elapsed, 2), "model": engine.label if engine else None,
                 "swaps": self.swaps, "engine_frames": self.engine_frames, "fallbacks": stage.fallbacks,
-                "probes": stage.probes, "late": deadline.late, "worst_lag_ms": round(1e3 * deadline.worst_lag, 1),
+                "probes": stage.probes, "late": deadline.late, "lag_ms": round(1e3 * deadline.lag, 1),
+                "worst_lag_ms": round(1e3 * deadline.worst_lag, 1),
                 **(self.details.as_dict() if self.details else {})}
 
     def report(self, engine: Engine | None, deadline: Deadline, stage: FilterStage) -> None:

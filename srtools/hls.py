@@ -58,14 +58,13 @@ from . import degrade, ffmpeg, modelfile, prometheus, y4m
 from .errors import FFmpegError, InputError, ModelError, SrError, UsageError
 from .fsutil import read_json_document, write_atomic, write_json_atomic
 from .httpserve import IMMUTABLE, ReadOnlyHandler
-from .ladder import MASTER, SR, VARIANT_MASTERS, Ladder, media_playlist
+from .ladder import AUDIO, LR, MASTER, SR, VARIANT_MASTERS, Ladder, media_playlist
 from .procutil import enlarge_pipe
 from .spool import Spool
 
 log = logging.getLogger("srtools.hls")
 
 PLAYLIST = MASTER
-LR, AUDIO = "lr", "audio"
 RENDITIONS = (SR, LR, AUDIO)
 PLAYLISTS = (MASTER, *VARIANT_MASTERS.values(), *map(media_playlist, RENDITIONS))
 MARKER = ".sr-hls.json"
@@ -664,6 +663,7 @@ def publish(source: str, out: OutputDir, enc: Encoding, stall_timeout: float | N
                     if audio_fd is not None and not fifo_has_audio(audio_fd):
                         log.warning("stream %d: no audio on %s: video only", summary.streams, enc.audio)
                         stream_enc = dataclasses.replace(enc, audio=None, audio_delay=0.0)
+                    ladder.expect(SR, *(name for name, source in ((LR, enc.lr), (AUDIO, stream_enc.audio)) if source))
                     encoder = Encoder(out, stream_enc, stream.header_line, stream.header, stall_timeout, audio_fd)
                 encoder.write(frame)
                 summary.frame_written(float(stream.header.fps))

@@ -187,6 +187,9 @@ class LiveStats:
             newest = serve[-1]
             out.gauge("srtools_serve_block_share_ratio", "Share of the blocks with the network's output (computed "
                       "or reused) in the current session.", newest.get("block_share"))
+            out.gauge("srtools_serve_lag_seconds", "How long the newest frame took from the start of its slot "
+                      "until written (one that keeps growing is a backlog).",
+                      newest["lag_ms"] / 1e3 if "lag_ms" in newest else None)
             out.gauge("srtools_serve_worst_lag_seconds", "The longest a frame took from the start of its slot "
                       "until written, in the current session.",
                       newest["worst_lag_ms"] / 1e3 if "worst_lag_ms" in newest else None)

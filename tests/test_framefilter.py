@@ -187,7 +187,7 @@ def test_deadline_counts_late_frames_only_in_real_time():
     deadline.end(0.06)
     assert deadline.begin(arrived=0.5, now=0.5) == pytest.approx(0.04)  # a late input starts a fresh slot
     deadline.end(0.51)
-    assert deadline.late == 1 and deadline.worst_lag == pytest.approx(0.05)
+    assert deadline.late == 1 and deadline.worst_lag == pytest.approx(0.05) and deadline.lag == pytest.approx(0.01)
     off = framefilter.Deadline(fps=25, realtime=False)
     assert math.isinf(off.begin(0.0, 0.0))
     off.end(10.0)

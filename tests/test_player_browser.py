@@ -110,6 +110,7 @@ def test_the_live_chain_plays_in_the_browser_with_the_source_picture(tmp_path):
             time.sleep(0.2)
         browser = Chromium()
         page = browser.open(f"{live.info['hls']}/")
+        master = (live.hls / "index.m3u8").read_text()  # as the page loaded it (rewritten only as figures change)
         played = browser.played(page, beyond=1.5, timeout=30)
         audio_bytes = browser.evaluate(page, 'document.getElementById("video").webkitAudioDecodedByteCount')
         box = browser.evaluate(page, 'JSON.stringify(document.getElementById("video").getBoundingClientRect())')
@@ -121,7 +122,7 @@ def test_the_live_chain_plays_in_the_browser_with_the_source_picture(tmp_path):
         publisher.wait()
         live.process.terminate()
         live.finish()
-    assert played > 1.5 and audio_bytes > 0
+    assert played > 1.5 and audio_bytes > 0, master
     rect = json.loads(box)
     image = cv2.imdecode(np.frombuffer(base64.b64decode(shot), np.uint8), cv2.IMREAD_COLOR)  # BGR
     top, height = int(rect["y"]), int(rect["height"])

@@ -411,6 +411,38 @@ def test_the_ladder_the_low_res_rendition_copied_and_aligned_with_one_audio(ladd
     assert frame_hashes(out / "lr.m3u8") == frame_hashes(ladder_media / "lr.mp4")
 
 
+def test_the_first_master_playlist_waits_for_the_audio_the_stream_is_expected_to_have(ladder_media, tmp_path,
+                                                                                        monkeypatch):
+    """hls.js reads the master playlist once: one written before the audio's first segment would play the
+    stream silent. The first master waits for the expected renditions, for a few target durations at most."""
+    from srtools import ladder
+
+    made = tmp_path / "made"
+    assert sr_hls(ladder_media / "sr.y4m", made, "--audio", ladder_media / "audio.aac").returncode == 0
+
+    def copy_rendition(name: str, into: Path) -> None:
+        into.mkdir(exist_ok=True)
+        for path in made.glob(f"*-{name}-*.ts"):
+            (into / path.name).write_bytes(path.read_bytes())
+        (into / f"{name}.m3u8").write_text((made / f"{name}.m3u8").read_text())
+
+    for late_audio in (True, False):
+        out = tmp_path / f"late-audio-{late_audio}"
+        copy_rendition("sr", out)
+        building = ladder.Ladder(out)
+        building.expect(ladder.SR, ladder.AUDIO)
+        building.update()
+        assert not (out / "index.m3u8").exists()  # the SR rendition alone: the audio is still to come
+        if late_audio:
+            copy_rendition("audio", out)
+        else:  # it never comes: the stream goes on without it
+            monkeypatch.setattr(ladder, "FIRST_MASTER_WAIT_TARGETS", 0.5)
+            time.sleep(0.6)
+        building.update()
+        text = (out / "index.m3u8").read_text()
+        assert ('URI="audio.m3u8"' in text) == late_audio and "sr.m3u8" in text, text
+
+
 def test_lr_encode_aligns_a_source_whose_keyframes_are_elsewhere(ladder_media, tmp_path):
     copied, encoded = tmp_path / "copied", tmp_path / "encoded"
     for out, extra in ((copied, ()), (encoded, ("--lr-encode",))):
@@ -431,7 +463,7 @@ def test_stats_and_metrics_while_frames_flow(media, tmp_path):
     stats_dir.mkdir()
     (stats_dir / "sr-serve-1.json").write_text(json.dumps(
         {"frames": 50, "seconds": 2.0, "model": "v3", "swaps": 1, "engine_frames": 40, "fallbacks": 10, "probes": 0,
-         "late": 2, "worst_lag_ms": 51.0, "block_share": 0.61}))
+         "late": 2, "lag_ms": 12.5, "worst_lag_ms": 51.0, "block_share": 0.61}))
     data = media["long"].read_bytes()
     header = data.index(b"\n") + 1
     frame_bytes = len(b"FRAME\n") + 320 * 180 * 3 // 2
@@ -456,6 +488,7 @@ def test_stats_and_metrics_while_frames_flow(media, tmp_path):
     assert 1 <= segments[0] < segments[1]
     assert scrapes[1]['srtools_serve_late_frames_total{stream="studio"}'] == 2
     assert scrapes[1]['srtools_serve_block_share_ratio{stream="studio"}'] == 0.61
+    assert scrapes[1]['srtools_serve_lag_seconds{stream="studio"}'] == 0.0125
     assert stats["stream"] == "studio" and stats["model"] == "v3" and stats["block_share"] == 0.61
     assert stats["input_fps"] == 25.0 and 15 < stats["output_fps"] < 30
     assert stats["frames"] > 100 and stats["renditions"]["sr"]["segments"] >= 3

@@ -106,16 +106,18 @@ def command(input: str, out_dir: str, continue_: bool, fresh: bool, listen: str 
     DIR/lr.m3u8, each with the audio rendition DIR/audio.m3u8 (one audio, shared), with their
     BANDWIDTH (the peak segment bit rate of RFC 8216, measured over the segments so far, video plus
     audio; AVERAGE-BANDWIDTH the mean), RESOLUTION and CODECS (read from the newest stream's first
-    segment); it is rewritten as these change. A player takes either variant, e.g. the small one on
-    a slow link. DIR/index-sr.m3u8 and DIR/index-lr.m3u8 list one variant each, with the audio, for
-    a player that cannot pin one (native HLS). --lr names where the stream as the server received
-    it comes from (sr-live's ingest writes it, copied, to a FIFO): it is copied into the LR
-    rendition without re-encoding, by its own ffmpeg, so it runs ahead of the SR rendition and its
-    failure costs only itself. Its segments are cut at its keyframes, at or after each --segment
-    boundary: a push side with a keyframe at every boundary (sr-push --segment, the same value)
-    gets the two renditions aligned segment by segment, as players switching between them want;
-    --lr-encode re-encodes it, with keyframes at the boundaries, for any other source. A FIFO --lr
-    is opened again for each new writer (a new session, a discontinuity), like INPUT.
+    segment); it is rewritten as these change. It first appears once the stream's renditions each
+    have a segment (or three segment durations after the first, without the ones still missing): a
+    player reads it once, and one that found no audio in it would play silent. A player takes either
+    variant, e.g. the small one on a slow link. DIR/index-sr.m3u8 and DIR/index-lr.m3u8 list one
+    variant each, with the audio, for a player that cannot pin one (native HLS). --lr names where
+    the stream as the server received it comes from (sr-live's ingest writes it, copied, to a FIFO):
+    it is copied into the LR rendition without re-encoding, by its own ffmpeg, so it runs ahead of
+    the SR rendition and its failure costs only itself. Its segments are cut at its keyframes, at or
+    after each --segment boundary: a push side with a keyframe at every boundary (sr-push --segment,
+    the same value) gets the two renditions aligned segment by segment, as players switching between
+    them want; --lr-encode re-encodes it, with keyframes at the boundaries, for any other source. A
+    FIFO --lr is opened again for each new writer (a new session, a discontinuity), like INPUT.
 
     Audio: --audio names what ffmpeg reads the audio from (the ingest's split-off track: ADTS
     AAC, Matroska, ... in a file or named FIFO). It is encoded to AAC, its first sample aligned

@@ -333,16 +333,18 @@ class ReceiveHandler(QuietHandler):
         except OSError as exc:  # the spool's file system: full, read-only, tmp/ removed
             self._refuse(_Refused(500, f"cannot store the upload: {exc.strerror}"), body_pending=True)
             return
+        refusal = None
         try:
             pointer, info = self._publish(stream, arch, scale, version, tmp)
         except _Refused as exc:
-            self._refuse(exc, body_pending=False)
-            return
+            refusal = exc
         except OSError as exc:
-            self._refuse(_Refused(500, f"cannot publish the upload: {exc.strerror}"), body_pending=False)
-            return
+            refusal = _Refused(500, f"cannot publish the upload: {exc.strerror}")
         finally:
-            tmp.unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)  # before the answer: a client that has it sees the spool as it stays
+        if refusal is not None:
+            self._refuse(refusal, body_pending=False)
+            return
         with self.server.lock:
             self.server.accepted += 1
         seconds = time.monotonic() - start
