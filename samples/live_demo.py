@@ -298,14 +298,25 @@ def models_section(run: DemoRun) -> None:
         f"swapped in by sr-serve: {run.stats('sr-serve').get('swaps', 0)}")
 
 
+def tcsr_training(run: DemoRun) -> str:
+    """What sr-train's refine sessions did (TCSR trains in the compute the F-EDSR sessions leave)."""
+    stopped = [e for e in run.lines("train.jsonl") if e["event"] == "stopped" and e.get("arch") == "tcsr"]
+    published = [e for e in run.lines("train.jsonl") if e["event"] == "published" and e.get("arch") == "tcsr"]
+    if not stopped and not published:
+        return "no TCSR refine session ran"
+    seconds = sum(e["seconds"] for e in stopped)
+    return (f"{len(stopped)} TCSR refine session(s) ended, {seconds:.0f} s of compute, "
+            + (f"{len(published)} TCSR model(s) published, best held-out gain "
+               f"{max(e['gain_db'] for e in published):+.2f} dB" if published else "no held-out gain yet"))
+
+
 def stages_section(run: DemoRun) -> None:
     serve, tcsr = run.stats("sr-serve"), run.stats("sr-tcsr")
     share = serve.get("block_share")
     say(f"sr-serve: {serve.get('frames', 0)} frames, {serve.get('engine_frames', 0)} with network output"
         + (f" ({100 * share:.0f}% of the blocks of those upscaled in blocks)" if share is not None else "")
-        + f", {serve.get('late', 0)} late; sr-tcsr: {tcsr.get('engine_frames', 0)} frames refined"
-        + (" (no TCSR model in the spool: frames pass through unchanged, gain 0; train one with "
-           "sr-train --arch tcsr)" if not tcsr.get("engine_frames") else ""))
+        + f", {serve.get('late', 0)} late; sr-tcsr: {tcsr.get('engine_frames', 0)} frames refined, "
+        + f"{tcsr.get('predicted_to_lose', 0)} passed through as predicted to lose ({tcsr_training(run)})")
 
 
 def quality_section(run: DemoRun) -> None:

@@ -20,9 +20,10 @@ is unknown, so the master playlist is rewritten (atomically) whenever a figure c
 reads it once, at its start. RESOLUTION and CODECS (RFC 6381: ``avc1.PPCCLL`` from the H.264
 sequence parameter set, ``mp4a.40.2`` for AAC-LC) are read from the first segment of the newest
 stream, since a publisher may come back with another size. A rendition joins the master playlist
-with its first segment; the first master playlist waits, up to :data:`FIRST_MASTER_WAIT_TARGETS`
-target durations, for every rendition the stream is expected to have (:meth:`Ladder.expect`), since
-a player that loaded it without the audio would play the stream silent to its end. One-variant
+with its first segment. The first master playlist waits for the SR rendition's first segment, then
+up to :data:`FIRST_MASTER_WAIT_TARGETS` target durations for every other rendition the stream is
+expected to have (:meth:`Ladder.expect`): a player reads it once, and one that loaded it without the
+audio would play the stream silent to its end. One-variant
 master playlists, ``index-sr.m3u8`` and ``index-lr.m3u8``, let a player that cannot pin a variant
 (the browser's native HLS) play either with the audio.
 """
@@ -53,7 +54,7 @@ VARIANT_MASTERS = {SR: "index-sr.m3u8", LR: "index-lr.m3u8"}
 AUDIO_GROUP = "audio"
 AAC_CODECS = {"LC": "mp4a.40.2", "HE-AAC": "mp4a.40.5", "HE-AACv2": "mp4a.40.29"}
 UPDATE_INTERVAL_S = 1.0
-# How long the first master playlist waits for an expected rendition after a video one is listed (an
+# How long the first master playlist waits for an expected rendition after the SR one is listed (an
 # audio segment is cut a little after its video one; a rendition that fails must not hold the stream).
 FIRST_MASTER_WAIT_TARGETS = 3
 
@@ -228,7 +229,7 @@ class Ladder:
         self._lock = threading.Lock()
         self._written: dict[str, str] = {}
         self._expected: set[str] = set()
-        self._video_listed_at: float | None = None  # when a video rendition was first listed
+        self._sr_listed_at: float | None = None  # when the first master began to wait for the expected renditions
 
     def expect(self, *names: str) -> None:
         """The renditions the stream being written will have: the first master playlist waits for them."""
@@ -240,7 +241,7 @@ class Ladder:
             for rendition in self.renditions.values():
                 rendition.update(self.directory)
             videos = [r for name in VIDEO_RENDITIONS if (r := self.renditions[name]).listed]
-            if not videos or not self._written and self._waiting_for_expected(videos):
+            if not videos or not self._written and not self._first_master_due():
                 return
             texts = {MASTER: self.master_text(videos)}
             texts.update({VARIANT_MASTERS[r.name]: self.master_text([r]) for r in videos})
@@ -249,13 +250,16 @@ class Ladder:
                     write_atomic(self.directory / name, lambda tmp, text=text: Path(tmp).write_text(text))
                     self._written[name] = text
 
-    def _waiting_for_expected(self, videos: list[Rendition]) -> bool:
-        if all(self.renditions[name].listed for name in self._expected):
+    def _first_master_due(self) -> bool:
+        """Whether the SR rendition has a segment, and every expected one too or the wait for them is over."""
+        sr = self.renditions[SR]
+        if not sr.listed:
             return False
+        if all(self.renditions[name].listed for name in self._expected):
+            return True
         now = time.monotonic()
-        self._video_listed_at = self._video_listed_at or now
-        target = max(video.target for video in videos) or UPDATE_INTERVAL_S
-        return now - self._video_listed_at < FIRST_MASTER_WAIT_TARGETS * target
+        self._sr_listed_at = self._sr_listed_at or now
+        return now - self._sr_listed_at >= FIRST_MASTER_WAIT_TARGETS * (sr.target or UPDATE_INTERVAL_S)
 
     def master_text(self, videos: list[Rendition]) -> str:
         """A master playlist of ``videos``, each with the audio rendition where there is one."""

@@ -198,6 +198,11 @@ def test_the_wipe_shows_the_two_renditions_either_side_of_a_divider_that_a_drag_
                                             'document.getElementById("label-right").textContent')
             box = json.loads(browser.evaluate(page, 'JSON.stringify(document.getElementById("stage")'
                                                     '.getBoundingClientRect())'))
+            # Paused (the follower too, at the leader's frame), the shots before and after the drag show one
+            # frame: only the divider differs between them.
+            browser.evaluate(page, 'document.getElementById("video").pause()')
+            wait_for(browser, page, 'srPlayer.layers.get("lr").element.paused && '
+                                    'Math.abs(srPlayer.drift().lr ?? 1) < 0.05', 20, "paused in sync")
             before = screenshot(browser, page)
             # Drag the divider from the middle to a fifth of the width.
             y = box["y"] + box["height"] / 2
@@ -208,6 +213,7 @@ def test_the_wipe_shows_the_two_renditions_either_side_of_a_divider_that_a_drag_
             divider = browser.evaluate(page, "srPlayer.divider")
             time.sleep(0.5)
             after = screenshot(browser, page)
+            browser.evaluate(page, 'document.getElementById("video").play()')
             # A layer another script adds (a canvas, as SR in the browser would be) joins the views and the wipe.
             # (Each snippet in a block: the console's top-level declarations would outlive it.)
             browser.evaluate(page, '{ const c = document.createElement("canvas"); c.width = 64; c.height = 36; '

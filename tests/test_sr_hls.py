@@ -411,14 +411,16 @@ def test_the_ladder_the_low_res_rendition_copied_and_aligned_with_one_audio(ladd
     assert frame_hashes(out / "lr.m3u8") == frame_hashes(ladder_media / "lr.mp4")
 
 
-def test_the_first_master_playlist_waits_for_the_audio_the_stream_is_expected_to_have(ladder_media, tmp_path,
-                                                                                        monkeypatch):
+def test_the_first_master_playlist_waits_for_the_renditions_the_stream_is_expected_to_have(ladder_media, tmp_path,
+                                                                                          monkeypatch):
     """hls.js reads the master playlist once: one written before the audio's first segment would play the
-    stream silent. The first master waits for the expected renditions, for a few target durations at most."""
+    stream silent, one without the SR rendition would never show it. The first master waits for the SR
+    rendition, then for the other expected ones for a few target durations at most."""
     from srtools import ladder
 
     made = tmp_path / "made"
-    assert sr_hls(ladder_media / "sr.y4m", made, "--audio", ladder_media / "audio.aac").returncode == 0
+    assert sr_hls(ladder_media / "sr.y4m", made, "--audio", ladder_media / "audio.aac", "--lr",
+                  ladder_media / "lr.mp4").returncode == 0
 
     def copy_rendition(name: str, into: Path) -> None:
         into.mkdir(exist_ok=True)
@@ -426,21 +428,35 @@ def test_the_first_master_playlist_waits_for_the_audio_the_stream_is_expected_to
             (into / path.name).write_bytes(path.read_bytes())
         (into / f"{name}.m3u8").write_text((made / f"{name}.m3u8").read_text())
 
-    for late_audio in (True, False):
-        out = tmp_path / f"late-audio-{late_audio}"
-        copy_rendition("sr", out)
-        building = ladder.Ladder(out)
-        building.expect(ladder.SR, ladder.AUDIO)
-        building.update()
-        assert not (out / "index.m3u8").exists()  # the SR rendition alone: the audio is still to come
-        if late_audio:
+    def building(out: Path, *present: str) -> ladder.Ladder:
+        for name in present:
+            copy_rendition(name, out)
+        made_ladder = ladder.Ladder(out)
+        made_ladder.expect(ladder.SR, ladder.LR, ladder.AUDIO)
+        made_ladder.update()
+        return made_ladder
+
+    # The low-res rendition and the audio ahead of the SR one, however long: no master until the SR one comes.
+    ahead = building(tmp_path / "sr-late", "lr", "audio")
+    monkeypatch.setattr(ladder, "FIRST_MASTER_WAIT_TARGETS", 0)
+    ahead.update()
+    assert not (tmp_path / "sr-late" / "index.m3u8").exists()
+    copy_rendition("sr", tmp_path / "sr-late")
+    ahead.update()
+    assert list(master_variants(tmp_path / "sr-late" / "index.m3u8")) == ["sr.m3u8", "lr.m3u8"]
+    monkeypatch.undo()
+    for audio_comes in (True, False):
+        out = tmp_path / f"audio-comes-{audio_comes}"
+        waiting = building(out, "sr", "lr")
+        assert not (out / "index.m3u8").exists()  # the audio is still to come
+        if audio_comes:
             copy_rendition("audio", out)
-        else:  # it never comes: the stream goes on without it
+        else:  # it never does: the stream goes on without it
             monkeypatch.setattr(ladder, "FIRST_MASTER_WAIT_TARGETS", 0.5)
             time.sleep(0.6)
-        building.update()
+        waiting.update()
         text = (out / "index.m3u8").read_text()
-        assert ('URI="audio.m3u8"' in text) == late_audio and "sr.m3u8" in text, text
+        assert ('URI="audio.m3u8"' in text) == audio_comes and "sr.m3u8" in text and "lr.m3u8" in text, text
 
 
 def test_lr_encode_aligns_a_source_whose_keyframes_are_elsewhere(ladder_media, tmp_path):

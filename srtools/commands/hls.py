@@ -107,7 +107,7 @@ def command(input: str, out_dir: str, continue_: bool, fresh: bool, listen: str 
     BANDWIDTH (the peak segment bit rate of RFC 8216, measured over the segments so far, video plus
     audio; AVERAGE-BANDWIDTH the mean), RESOLUTION and CODECS (read from the newest stream's first
     segment); it is rewritten as these change. It first appears once the stream's renditions each
-    have a segment (or three segment durations after the first, without the ones still missing): a
+    have a segment (or three segment durations after the SR one, without those still missing): a
     player reads it once, and one that found no audio in it would play silent. A player takes either
     variant, e.g. the small one on a slow link. DIR/index-sr.m3u8 and DIR/index-lr.m3u8 list one
     variant each, with the audio, for a player that cannot pin one (native HLS). --lr names where
