@@ -23,9 +23,9 @@ stream, since a publisher may come back with another size. A rendition joins the
 with its first segment. The first master playlist waits for the SR rendition's first segment, then
 up to :data:`FIRST_MASTER_WAIT_TARGETS` target durations for every other rendition the stream is
 expected to have (:meth:`Ladder.expect`): a player reads it once, and one that loaded it without the
-audio would play the stream silent to its end. One-variant
-master playlists, ``index-sr.m3u8`` and ``index-lr.m3u8``, let a player that cannot pin a variant
-(the browser's native HLS) play either with the audio.
+audio would play the stream silent to its end. One-variant master playlists, ``index-sr.m3u8``
+and ``index-lr.m3u8``, let a player that cannot pin a variant (the browser's native HLS) play
+either with the audio.
 """
 
 from __future__ import annotations
