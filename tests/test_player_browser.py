@@ -150,15 +150,21 @@ def detail(image: np.ndarray, box: dict, left: float, right: float) -> float:
     return float(np.mean(laplacian * laplacian))
 
 
-def wait_for(browser: Chromium, page: str, expression: str, timeout: float, what: str):
-    """Evaluate ``expression`` until it is truthy; its value."""
+SYNC_STATE = ('JSON.stringify({paused: [...srPlayer.layers.values()].map((l) => l.element.paused), '
+              'drift: srPlayer.drift(), frameS: srPlayer.frameS})')
+
+
+def wait_for(browser: Chromium, page: str, expression: str, timeout: float, what: str, state: str | None = None):
+    """Evaluate ``expression`` until it is truthy; its value. On a timeout the error shows the last value, and
+    that of ``state`` where given (an expression that says why)."""
     deadline, value = time.monotonic() + timeout, None
     while time.monotonic() < deadline:
         value = browser.evaluate(page, expression)
         if value:
             return value
         time.sleep(0.25)
-    raise AssertionError(f"not {what} within {timeout} s (last {value!r})")
+    why = f"; {browser.evaluate(page, state)}" if state else ""
+    raise AssertionError(f"not {what} within {timeout} s (last {value!r}{why})")
 
 
 @pytest.mark.slow
@@ -193,7 +199,7 @@ def test_the_wipe_shows_the_two_renditions_either_side_of_a_divider_that_a_drag_
             assert browser.evaluate(page, "[...srPlayer.layers.keys()].join()") in ("sr,lr", "sr,lr,websr")
             assert browser.evaluate(page, "srPlayer.view") == "wipe"
             # In sync: the follower within a frame (and a little for the moment between two checks).
-            wait_for(browser, page, "Math.abs(srPlayer.drift().lr ?? 1) < 0.05", 20, "in sync")
+            wait_for(browser, page, "Math.abs(srPlayer.drift().lr ?? 1) < 0.05", 20, "in sync", SYNC_STATE)
             labels = browser.evaluate(page, 'document.getElementById("label-left").textContent + "|" + '
                                             'document.getElementById("label-right").textContent')
             box = json.loads(browser.evaluate(page, 'JSON.stringify(document.getElementById("stage")'
@@ -202,7 +208,7 @@ def test_the_wipe_shows_the_two_renditions_either_side_of_a_divider_that_a_drag_
             # frame: only the divider differs between them.
             browser.evaluate(page, 'document.getElementById("video").pause()')
             wait_for(browser, page, 'srPlayer.layers.get("lr").element.paused && '
-                                    'Math.abs(srPlayer.drift().lr ?? 1) < 0.05', 20, "paused in sync")
+                                    'Math.abs(srPlayer.drift().lr ?? 1) < 0.05', 20, "paused in sync", SYNC_STATE)
             before = screenshot(browser, page)
             # Drag the divider from the middle to a fifth of the width.
             y = box["y"] + box["height"] / 2

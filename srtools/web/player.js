@@ -9,9 +9,11 @@
    has started ("srplayer-ready" on window), srPlayer.addLayer(id, label, element) puts it on the
    stage, in the views and in the wipe's choices, which all follow the list of layers. The first
    layer leads: it plays the audio and sets the time; the other videos follow it, moved to its
-   position whenever they drift by more than a frame (a canvas follows whatever it draws from). */
+   position whenever they drift by more than a frame while it plays, to its very frame while it is
+   paused (a canvas follows whatever it draws from). */
 
 const SYNC_EVERY_MS = 250;
+const PAUSED_TOLERANCE_S = 0.001;  // a seek sets currentTime exactly: no seek loop
 const STATS_EVERY_MS = 1000;
 const MASTER = "index.m3u8";
 
@@ -204,7 +206,9 @@ function sync() {
     if (lead.element.paused && !video.paused) video.pause();
     if (!lead.element.paused && video.paused) video.play().catch(() => {});
     const target = followerTime(lead, layer);
-    if (target !== null && video.readyState > 0 && Math.abs(video.currentTime - target) > player.frameS) {
+    // Playing, a frame's drift is not worth a seek's stall; paused, the two must show one frame.
+    const tolerance = lead.element.paused ? PAUSED_TOLERANCE_S : player.frameS;
+    if (target !== null && video.readyState > 0 && Math.abs(video.currentTime - target) > tolerance) {
       video.currentTime = target;
       layer.corrections += 1;
     }
@@ -230,8 +234,8 @@ function measureFrames(video) {
     if (last !== null && metadata.mediaTime > last) {
       deltas.push(metadata.mediaTime - last);
       if (deltas.length > 12) deltas.shift();
-      const sorted = [...deltas].sort((a, b) => a - b);
-      player.frameS = Math.min(0.1, Math.max(1 / 120, sorted[Math.floor(sorted.length / 2)]));
+      // The shortest step: a browser that drops frames (a busy machine) presents multiples of it.
+      player.frameS = Math.min(0.1, Math.max(1 / 120, Math.min(...deltas)));
     }
     last = metadata.mediaTime;
     video.requestVideoFrameCallback(step);
