@@ -300,8 +300,9 @@ def models_section(run: DemoRun) -> None:
 
 def tcsr_training(run: DemoRun) -> str:
     """What sr-train's refine sessions did (TCSR trains in the compute the F-EDSR sessions leave)."""
-    stopped = [e for e in run.lines("train.jsonl") if e["event"] == "stopped" and e.get("arch") == "tcsr"]
-    published = [e for e in run.lines("train.jsonl") if e["event"] == "published" and e.get("arch") == "tcsr"]
+    tcsr = [e for e in run.lines("train.jsonl") if e.get("arch") == "tcsr"]
+    stopped = [e for e in tcsr if e["event"] == "stopped"]
+    published = [e for e in tcsr if e["event"] == "published"]
     if not stopped and not published:
         return "no TCSR refine session ran"
     seconds = sum(e["seconds"] for e in stopped)
