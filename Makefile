@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 HLS_JS := vendor/hls.min.js
 DEBIAN_PACKAGES := ffmpeg python3 python3-venv
 
-.PHONY: all deps lint test test-fast demo demo-offline man generic-model bench clean
+.PHONY: all deps lint test test-fast demo demo-offline man generic-model generic-tcsr bench clean
 
 all: $(STAMP) $(HLS_JS)
 
@@ -62,6 +62,9 @@ man: $(STAMP)
 # Re-train the generic start that ships in srtools/generic/ (its time on 2 cores: docs/benchmarks.md; see srtools/generic.py).
 generic-model: $(STAMP)
 	$(BIN)/python -m srtools.generic
+
+generic-tcsr: $(STAMP)
+	$(BIN)/python -m srtools.generic --arch tcsr
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_inference.py

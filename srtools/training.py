@@ -327,6 +327,33 @@ class RefineRecipe:
         return float(np.mean(scores))
 
 
+STRENGTHS = (1.0, 0.75, 0.5, 0.25, 0.0)  # of a TCSR's correction, tried by calibrate_strength (0: the identity)
+
+
+def calibrate_strength(model: torch.nn.Module, recipe: RefineRecipe,
+                       strengths: Iterable[float] = STRENGTHS) -> dict[float, float]:
+    """Scale a trained TCSR's correction (:meth:`~srtools.archs.tcsr_arch.TCSR.scale_correction`) to
+    the strength that scores best on ``recipe``'s held-out frames, in place.
+
+    A TCSR trained elsewhere (the generic one, or this stream's before a scene change) may correct
+    this content too hard: its correction is the right direction more often than the right size.
+    The push side, which has the high-res frames, measures which size: a few evaluations, no training.
+
+    Returns:
+        The held-out Y-PSNR at each strength tried, the best first.
+    """
+    start = copy.deepcopy(model.state_dict())
+    scores = {}
+    for strength in strengths:
+        model.load_state_dict(start)
+        model.scale_correction(strength)
+        scores[strength] = recipe.evaluate(model)
+    ranked = dict(sorted(scores.items(), key=lambda item: -item[1]))
+    model.load_state_dict(start)
+    model.scale_correction(next(iter(ranked)))
+    return ranked
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """Budget and optimiser settings.

@@ -81,6 +81,17 @@ def test_without_model_frames_pass_through(tmp_path):
     assert b"model none, 0 swaps" in result.stderr
 
 
+def test_the_shipped_generic_tcsr_refines_only_when_asked_to(tmp_path):
+    """Unmeasured on the stream, the generic TCSR is not run by default; --generic runs it until the
+    spool has a model."""
+    inputs = numbered_frames(5)
+    default = run_command("sr-tcsr", "--spool", tmp_path / "not-yet", input=y4m_bytes(inputs))
+    assert default.returncode == 0 and b"model none, 0 swaps" in default.stderr
+    asked = run_command("sr-tcsr", "--spool", tmp_path / "not-yet", "--generic", input=y4m_bytes(inputs))
+    assert asked.returncode == 0, asked.stderr
+    assert b"model: generic" in asked.stderr and re.search(rb"5 frames in .* 5 refined", asked.stderr)
+
+
 def test_spool_model_and_a_rejected_upload(tmp_path):
     spool = Spool(tmp_path / "spool", create=True)
     spool.publish(*tiny_tcsr())

@@ -1,5 +1,6 @@
 """sr-train: real clips, real training, a real spool."""
 
+import copy
 import json
 import subprocess
 
@@ -8,8 +9,9 @@ import pytest
 import torch
 
 from srtools import modelfile
+from srtools.archs.tcsr_arch import TCSR
 from srtools.spool import Spool
-from srtools.training import PairSet, RefineRecipe, hold_out
+from srtools.training import PairSet, RefineRecipe, calibrate_strength, hold_out
 
 from conftest import make_clip, run_command
 
@@ -183,3 +185,30 @@ def test_tcsr_windows_stay_inside_their_sequence_and_whole_sequences_are_held_ou
         assert (window // 10).tolist() == [i // 5] * 3 and (window % 10).tolist() == [i % 5 - 1, i % 5, i % 5 + 1]
     inputs, targets = recipe.batch(8)
     assert inputs.shape == (8, 3, 1, 16, 16) and targets.shape == (8, 1, 16, 16)
+
+
+@pytest.mark.parametrize("truth", [1.0, 0.5, 0.25])
+def test_calibration_finds_the_strength_of_correction_the_content_wants(truth):
+    """A TCSR whose correction is right in direction but ``1 / truth`` times too strong for a clip is
+    scaled back to ``truth`` (its held-out score the best), and a correction of the wrong sign to
+    nothing (the identity)."""
+    torch.manual_seed(0)
+    model = TCSR(k=1, channels=8, flow_channels=8, flow_blocks=1).eval()
+    for p in model.reconstruction[-1].parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    rng = np.random.default_rng(0)
+    frames = rng.integers(40, 216, (40, 1, 32, 32), dtype=np.uint8)
+    recipe = RefineRecipe([(frames, frames)], 1, 16, torch.device("cpu"), rng)
+    with torch.no_grad():
+        windows = torch.from_numpy(np.stack([recipe._window(i, 0, 0, 32) for i in range(40)])).float() / 255
+        middle = windows[:, 1]
+        target = (middle + truth * (model(windows) - middle)).clamp(0, 1)
+    recipe.hr = np.round(target.numpy() * 255).astype(np.uint8)
+    untouched = copy.deepcopy(model.state_dict())
+    scores = calibrate_strength(model, recipe)
+    assert next(iter(scores)) == truth and list(scores.values()) == sorted(scores.values(), reverse=True)
+    assert recipe.evaluate(model) == scores[truth]
+    model.load_state_dict(untouched)
+    for p in model.reconstruction[-1].parameters():
+        p.data.neg_()
+    assert next(iter(calibrate_strength(model, recipe))) == 0

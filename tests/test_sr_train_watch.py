@@ -11,6 +11,7 @@ import pytest
 from srtools import archs, loader
 from srtools.live.pool import Pool
 from srtools.spool import Spool
+from srtools.training import STRENGTHS
 
 from conftest import expect_error, fill_pool, run_command, start_command, stop_command
 
@@ -207,6 +208,8 @@ def test_tcsr_trains_in_the_time_f_edsr_leaves_and_a_request_preempts_it(tmp_pat
     refine = watcher.until("session")
     assert refine["arch"] == "tcsr" and refine["reason"] == "idle" and refine["runs"] == 4
     assert refine["upscaler"] == Spool(spool).current("fedsr", 2).version  # on the current F-EDSR's output
+    # From the shipped generic TCSR, its correction first scaled to what this stream's held-out runs want.
+    assert refine["start"] == "generic" and refine["start_strength"] in STRENGTHS
     time.sleep(3)  # TCSR trains for a while...
     (spool / "requests").mkdir(exist_ok=True)
     (spool / "requests" / "request-000000030.json").write_text('{"format": "srtools-request/1"}')

@@ -73,6 +73,21 @@ def test_untrained_tcsr_is_identity_on_middle_frame(k, grid, coarse):
     torch.testing.assert_close(aligned[-1], frames[:, -1], atol=1e-5, rtol=0)
 
 
+def test_scaling_the_correction_scales_what_is_added_to_the_middle_frame():
+    torch.manual_seed(0)
+    model = TCSR(**TINY).eval()
+    for p in model.reconstruction[-1].parameters():
+        torch.nn.init.normal_(p, std=0.05)  # a correction that is not zero
+    frames = torch.rand(1, 3, 1, 24, 32)
+    with torch.no_grad():
+        full = model(frames) - frames[:, 1]
+        assert full.abs().mean() > 1e-3
+        model.scale_correction(0.5)
+        torch.testing.assert_close(model(frames) - frames[:, 1], 0.5 * full)
+        model.scale_correction(0.0)
+        assert torch.equal(model(frames), frames[:, 1])
+
+
 def test_tcsr_rgb_and_bad_inputs():
     model = TCSR(**TINY, in_channels=3).eval()
     frames = torch.rand(1, 3, 3, 9, 8)

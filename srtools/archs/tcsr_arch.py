@@ -186,6 +186,17 @@ class TCSR(nn.Module):
         nn.init.zeros_(self.reconstruction[-1].bias)
         self.lrelu = nn.LeakyReLU(0.1, inplace=True)
 
+    def scale_correction(self, strength: float) -> None:
+        """Multiply the correction added to I(t) by ``strength``, in place (0: the identity).
+
+        The last reconstruction conv and the pixel shuffle after it are linear, so scaling that
+        conv's weights and bias scales the correction exactly, at no cost per frame: a model of a
+        given strength is an ordinary model file.
+        """
+        with torch.no_grad():
+            self.reconstruction[-1].weight.mul_(strength)
+            self.reconstruction[-1].bias.mul_(strength)
+
     def neighbour_indices(self) -> list[int]:
         """Positions of the 2k neighbours in the frame axis, in time order (t-k .. t-1, t+1 .. t+k)."""
         return [i for i in range(2 * self.k + 1) if i != self.k]

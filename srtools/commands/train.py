@@ -113,7 +113,10 @@ def command(spool: str, arch: str, hr_source: str | None, lr_source: str | None,
     With --arch tcsr the inputs are windows of consecutive frames upscaled by the spool's
     current upscaling model (as sr-serve outputs them; bicubic when the spool has none yet),
     and the gain is measured over that upscaled output: an untrained TCSR passes frames
-    through, so training only improves on F-EDSR.
+    through, so training only improves on F-EDSR. A trained start (the generic TCSR, the
+    current one) first has its correction scaled to the strength that scores best on the
+    held-out frames (1, 0.75, 0.5, 0.25 or 0: a TCSR trained on other content may correct this
+    one too hard).
 
     \b
     ONLINE TRAINING (--watch)
@@ -139,9 +142,12 @@ def command(spool: str, arch: str, hr_source: str | None, lr_source: str | None,
     fine-tunes TCSR on the runs of consecutive frames sr-push samples into the pool, upscaled by
     the current F-EDSR as the server upscales them (--refine; --no-refine leaves TCSR alone). It
     starts from the spool's current TCSR, else the generic one that ships (srtools.generic), else
-    the identity; trains for --refine-seconds; publishes each held-out improvement of 0.05 dB as
-    a tcsr model (sr-upload sends it, sr-tcsr on the server hot-swaps it); and again when a new
-    F-EDSR model or new runs came. A training request ends it at once: F-EDSR answers a scene
+    the identity, its correction first scaled to the strength (1, 0.75, 0.5, 0.25 or 0) that
+    scores best on the held-out runs, published at once when that beats what the server runs
+    (the current TCSR at full strength, else nothing) by 0.05 dB; trains for
+    --refine-seconds; publishes each held-out improvement of 0.05 dB as a tcsr model (sr-upload
+    sends it, sr-tcsr on the server hot-swaps it); and again when a new F-EDSR model or new runs
+    came. A training request ends it at once: F-EDSR answers a scene
     change first.
 
     One JSON object per event goes to stdout, each naming its arch (fedsr or tcsr): session

@@ -28,10 +28,13 @@ requests), a *refine session* fine-tunes TCSR on the pool's runs of consecutive 
 ``max_runs``, the newest, of the newest run's size), upscaled by the current F-EDSR as the server
 upscales them, against their HR frames (:class:`srtools.training.RefineRecipe`). It starts from
 the spool's current TCSR model, else a generic TCSR shipped for the current F-EDSR's scale
-(:mod:`srtools.generic`, where one ships), else a new one (the identity), and is never worse than the identity on
-its held-out runs. A training request ends it at once (publishing what it gained): F-EDSR's answer
-to a scene change is never delayed by more than one slice of :meth:`OnlineTrainer.tick`. A refine
-session runs again when its material changed: a new F-EDSR model, or ``min_runs`` new runs.
+(:mod:`srtools.generic`, where one ships), else a new one (the identity), its correction first
+scaled to the strength that scores best on the session's held-out runs (a generic TCSR may
+correct this content too hard: :func:`srtools.training.calibrate_strength`), and is never worse
+than the identity on its held-out runs. A training request ends it at once (publishing what it
+gained): F-EDSR's answer to a scene change is never delayed by more than one slice of
+:meth:`OnlineTrainer.tick`. A refine session runs again when its material changed: a new F-EDSR
+model, or ``min_runs`` new runs.
 
 A pool that cannot be trained on (damaged files, too few pairs of one size) is reported and
 waited out: the daemon stays up.
@@ -56,7 +59,16 @@ from .. import archs, generic, loader, modelfile
 from ..errors import BusyError, ModelError, SrError
 from ..modelfile import ModelInfo
 from ..spool import Spool
-from ..training import Evaluation, PairSet, RefineRecipe, TrainConfig, Trainer, UpscaleRecipe, upscale_planes
+from ..training import (
+    Evaluation,
+    PairSet,
+    RefineRecipe,
+    TrainConfig,
+    Trainer,
+    UpscaleRecipe,
+    calibrate_strength,
+    upscale_planes,
+)
 from ..upscale import network_planes
 from .monitor import REQUESTS_DIR
 from .pool import RUN, Pair, Pool, Run
@@ -317,12 +329,15 @@ class RefineSession(TrainingSession):
         network = upscaler[0]
         sequences = [(upscale_planes(network, run.lr[:, None], scale, device), run.hr[:, None]) for run in runs]
         recipe = RefineRecipe(sequences, model.k, config.refine_patch, device, rng)
+        scores = calibrate_strength(model, recipe) if kind != "identity" else {1.0: recipe.baseline_psnr}
         fallback = archs.build(self.arch, self.hparams)  # the identity: never worse than F-EDSR's output
         self.trainer = Trainer(model, recipe, config.refine_session, device, fallback)
-        self.published_psnr = recipe.baseline_psnr if version is None else self.trainer.start_psnr
+        # What the server runs: the current TCSR at full strength, else nothing (sr-tcsr runs a generic
+        # TCSR only when asked to). A start that beats it after calibration is published at once.
+        self.published_psnr = recipe.baseline_psnr if version is None else scores[1.0]
         self._started({"reason": "idle", "runs": len(runs), "frames": sum(len(run.hr) for run in runs),
                        "upscaler": upscaler[2], "start": kind, "start_model": version,
-                       "start_gain_db": round(self.trainer.gain_db, 4)})
+                       "start_strength": next(iter(scores)), "start_gain_db": round(self.trainer.gain_db, 4)})
 
     @staticmethod
     def _start(spool: Spool, scale: int) -> tuple[torch.nn.Module, dict, str, int | None]:
