@@ -174,8 +174,7 @@ def main() -> None:
             else:
                 tcsr = archs.build("tcsr", dict(hparams))
             result = train(tcsr, recipe, TrainConfig(max_seconds=args.tcsr_seconds, max_steps=args.tcsr_steps,
-                                                     batch=args.batch, learning_rate=args.learning_rate), device,
-                           fallback=archs.build("tcsr", dict(hparams)) if start == "generic" else None)
+                                                     batch=args.batch, learning_rate=args.learning_rate), device)
             tcsr_dbs = test_db(tcsr)
             gains = [t - metrics.bounded_psnr(b, h) for t, b, h in zip(tcsr_dbs, base, hr)]
             tcsr_db = np.mean(tcsr_dbs)

@@ -178,11 +178,14 @@ class ClipTraining:
         """Train for the job's budget, a new model scored beside any other start (the result is never
         worse than it); ``progress`` receives each held-out evaluation."""
         spec = self.job.model
-        if spec.refines and self.started_from != "scratch":
-            strength, score = next(iter(calibrate_strength(self.model, self.recipe).items()))
-            log.info("starting at %g of the %s TCSR's correction: held-out %+.3f dB over %s", strength,
-                     self.started_from, score - self.recipe.baseline_psnr, self.baseline)
-        fallback = None if self.started_from == "scratch" else archs.build(spec.arch, self.hparams)
+        fallback = None
+        if self.started_from != "scratch":
+            if spec.refines:  # strength 0, a new TCSR, is among the strengths scored
+                strength, score = next(iter(calibrate_strength(self.model, self.recipe).items()))
+                log.info("starting at %g of the %s TCSR's correction: held-out %+.3f dB over %s", strength,
+                         self.started_from, score - self.recipe.baseline_psnr, self.baseline)
+            else:
+                fallback = archs.build(spec.arch, self.hparams)
         return train(self.model, self.recipe, self.job.budget(), self.device, progress, fallback)
 
     def publish(self, result: TrainResult) -> dict:

@@ -329,9 +329,9 @@ class RefineSession(TrainingSession):
         network = upscaler[0]
         sequences = [(upscale_planes(network, run.lr[:, None], scale, device), run.hr[:, None]) for run in runs]
         recipe = RefineRecipe(sequences, model.k, config.refine_patch, device, rng)
+        # Strength 0 is the identity: calibration already makes the start no worse than F-EDSR's output.
         scores = calibrate_strength(model, recipe) if kind != "identity" else {1.0: recipe.baseline_psnr}
-        fallback = archs.build(self.arch, self.hparams)  # the identity: never worse than F-EDSR's output
-        self.trainer = Trainer(model, recipe, config.refine_session, device, fallback)
+        self.trainer = Trainer(model, recipe, config.refine_session, device)
         # What the server runs: the current TCSR at full strength, else nothing (sr-tcsr runs a generic
         # TCSR only when asked to). A start that beats it after calibration is published at once.
         self.published_psnr = recipe.baseline_psnr if version is None else scores[1.0]
