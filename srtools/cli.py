@@ -175,6 +175,9 @@ def run(cmd: click.Command, argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in argv
     _configure_logging(prog, logging.DEBUG if debug else logging.INFO)
     signal.signal(signal.SIGTERM, _raise_interrupted)
+    # A shell starts background jobs with SIGINT ignored, and Python then leaves it ignored; every
+    # command promises that SIGINT stops it (status 130), however it was started.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         cmd.main(args=argv, prog_name=prog, standalone_mode=False)
         return ExitStatus.OK

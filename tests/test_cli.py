@@ -1,6 +1,10 @@
 """Behaviour every command shares: help, version, usage errors as one line, exit statuses."""
 
 import configparser
+import json
+import select
+import signal
+import subprocess
 
 import pytest
 
@@ -8,7 +12,7 @@ from srtools import __version__, manpage
 from srtools.commands import COMMANDS
 from srtools.errors import EXIT_STATUS_DESCRIPTIONS, ExitStatus
 
-from conftest import ROOT, run_command
+from conftest import ROOT, run_command, start_command, stop_command
 
 
 @pytest.fixture(params=sorted(COMMANDS))
@@ -66,7 +70,6 @@ def test_sigterm_is_not_swallowed_by_a_loop_that_skips_errors():
     """A SIGTERM landing where a command catches and skips its own errors (a damaged pool pair,
     logging's error handler) still ends the command with status INTERRUPTED."""
     import os
-    import signal
 
     import click
 
@@ -86,3 +89,13 @@ def test_sigterm_is_not_swallowed_by_a_loop_that_skips_errors():
         assert cli.run(skipper, []) == ExitStatus.INTERRUPTED
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_sigint_stops_a_command_started_with_it_ignored(tmp_path):
+    """A shell starts background jobs (`sr-edge DIR &` in a script) with SIGINT ignored, which Python
+    keeps; the documented SIGINT must still stop the command, with status INTERRUPTED."""
+    edge = start_command("sr-edge", tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    assert select.select([edge.stdout], [], [], 60)[0] and "url" in json.loads(edge.stdout.readline())
+    _, stderr = stop_command(edge, signal.SIGINT)
+    assert edge.returncode == ExitStatus.INTERRUPTED and b"interrupted by SIGINT" in stderr

@@ -70,9 +70,10 @@ def command(input: str, output: str, spool: str | None, model_path: str | None, 
     not exist yet. Until it has one, frames pass through, or with --generic the generic TCSR
     shipped with srtools for the scale refines them. The push side's trainer starts from that
     generic TCSR too, first scaling its correction to the strength that scores best on the
-    stream's own frames (0 when none gains) and publishing it at once when it gains: on real
-    clips the generic TCSR at full strength lost up to 0.4 dB over their own F-EDSR, scaled this
-    way none lost more than 0.001 dB (docs/benchmarks.md). New models are hot-swapped between frames.
+    stream's own frames (0 when none gains) and publishing it at once when it gains: on four
+    real clips the generic TCSR at full strength gained up to 0.06 dB and lost up to 0.1 dB over
+    their own F-EDSR, scaled this way none lost more than 0.003 dB (docs/benchmarks.md). New
+    models are hot-swapped between frames.
 
     Frames are bounded: a stream of frames with more than --max-pixels pixels is refused (exit
     status 3) before anything is allocated for it, and the model is warmed up on frames of at
