@@ -166,22 +166,23 @@ def upscaled_as_a_stream(sequences: list[tuple[int, np.ndarray, np.ndarray]], up
     Returns:
         (upscaled, HR) luma, (frames, 1, H, W) uint8 each, in the order of ``sequences``.
     """
+    cpu = torch.device("cpu")
     upscaled: dict[int, np.ndarray] = {}
     for variant in sorted({v for v, _, _ in sequences}):
         clips = [i for i, (v, _, _) in enumerate(sequences) if v == variant]
         for train_on, apply_to in ((clips[::2], clips[1::2]), (clips[1::2], clips[::2])):
-            if not train_on or not apply_to:
-                upscaled.update((i, upscale_planes(upscaler, sequences[i][1], scale, torch.device("cpu")))
-                                for i in apply_to)
+            if not apply_to:
                 continue
-            model = copy.deepcopy(upscaler)
-            pairs = PairSet(np.concatenate([sequences[i][1] for i in train_on]),
-                            np.concatenate([sequences[i][2] for i in train_on]))
-            train_pairs, val_pairs = pairs.split(max_val=4)
-            result = train(model, UpscaleRecipe(train_pairs, val_pairs, 32, torch.device("cpu"), rng),
-                           TrainConfig(max_seconds=math.inf, max_steps=steps, eval_every=math.inf))
-            model.load_state_dict(result.state_dict)
-            upscaled.update((i, upscale_planes(model, sequences[i][1], scale, torch.device("cpu"))) for i in apply_to)
+            model = upscaler  # a photograph with a single clip: the generic F-EDSR upscales it
+            if train_on:
+                model = copy.deepcopy(upscaler)
+                pairs = PairSet(np.concatenate([sequences[i][1] for i in train_on]),
+                                np.concatenate([sequences[i][2] for i in train_on]))
+                train_pairs, val_pairs = pairs.split(max_val=4)
+                result = train(model, UpscaleRecipe(train_pairs, val_pairs, 32, cpu, rng),
+                               TrainConfig(max_seconds=math.inf, max_steps=steps, eval_every=math.inf))
+                model.load_state_dict(result.state_dict)
+            upscaled.update((i, upscale_planes(model, sequences[i][1], scale, cpu)) for i in apply_to)
         log.info("photograph %d: %d clips upscaled as a stream's own F-EDSR would", variant, len(clips))
     return [(upscaled[i], hr) for i, (_, _, hr) in enumerate(sequences)]
 

@@ -47,6 +47,20 @@ def test_a_generic_tcsr_ships_for_the_default_configuration():
     assert info.hparams == TCSR and info.source.startswith("generic") and info.gain_db > 0
 
 
+def test_tcsr_inputs_are_upscaled_by_an_f_edsr_tuned_on_other_clips_of_the_same_photograph():
+    """Photograph 0 has three clips, each upscaled by an F-EDSR fine-tuned on the others' half;
+    photograph 1 has one, which only the generic F-EDSR can upscale. HR and order are kept."""
+    rng = np.random.default_rng(0)
+    clips = [(photo, rng.integers(0, 256, (6, 1, 40, 40), dtype=np.uint8),
+              rng.integers(0, 256, (6, 1, 80, 80), dtype=np.uint8)) for photo in (0, 0, 1, 0)]
+    fedsr = modelfile.load(generic.find("fedsr", DEFAULT, 2, "y"))[0]
+    sequences = generic.upscaled_as_a_stream(clips, fedsr, 2, 5, rng)
+    by_generic = [upscale_planes(fedsr, lr, 2, torch.device("cpu")) for _, lr, _ in clips]
+    assert [hr is clip[2] for (_, hr), clip in zip(sequences, clips)] == [True] * 4
+    assert np.array_equal(sequences[2][0], by_generic[2])
+    assert all(not np.array_equal(sequences[i][0], by_generic[i]) for i in (0, 1, 3))
+
+
 def test_the_generic_tcsr_gains_on_a_panning_source_it_never_saw(tmp_path):
     """Trained on photographs under synthetic motion; lavfi's sierpinski pans a fractal. Every frame
     refined at full strength over the generic F-EDSR's output (the identity gains 0)."""
