@@ -141,7 +141,7 @@ def probe(path) -> dict:
 
 
 def test_a_publish_session_becomes_hls_with_audio_and_nothing_is_left_behind(tmp_path):
-    live = Live(tmp_path, "--sessions", "1", "--segment", "1")
+    live = Live(tmp_path, "--sessions", "1", "--segment", "1", "--tcsr-generic")
     assert live.fifo_dir.is_dir()
     assert {"audio.aac", "lr.nut", "video.y4m"} <= {p.name for p in live.fifo_dir.iterdir()}
     publish(live.url, seconds=4)
@@ -164,6 +164,7 @@ def test_a_publish_session_becomes_hls_with_audio_and_nothing_is_left_behind(tmp
     assert len(sr_times) == len(lr_times) and np.abs(np.array(sr_times) - np.array(lr_times)).max() <= 1 / 25 + 1e-3
     stats = json.loads((tmp_path / "stats" / "sr-serve-1.json").read_text())
     assert 95 <= stats["frames"] <= 105  # 4 s at 25 fps
+    assert "sr-tcsr: model: generic" in err  # --tcsr-generic: the shipped TCSR, the spool having none
     assert not live.fifo_dir.exists() and live.children() == []
 
 
@@ -179,6 +180,7 @@ def test_audio_and_video_stay_in_sync_through_the_chain(tmp_path):
                     "-c:a", "aac", "-f", "flv", live.url], check=True, timeout=60)
     code, err = live.finish()
     assert code == 0, err
+    assert "sr-tcsr: model: none yet" in err  # the generic TCSR only with --tcsr-generic
     offsets = flash_beep_offsets(ended(live.hls))  # the SR rendition and the audio, every segment
     assert np.abs(offsets).max() < 1 / 25, offsets  # every beep within one frame of its flash
 

@@ -45,6 +45,10 @@ log = logging.getLogger("srtools.live")
 @click.option("--tcsr-budget-ms", type=click.FloatRange(0, None), default=ServerConfig.tcsr_budget_ms,
               show_default=True, metavar="MS",
               help="sr-tcsr's time per frame for TCSR refinement; 0 leaves sr-tcsr out.")
+@click.option("--tcsr-generic", is_flag=True,
+              help="Until the spool has a TCSR model, sr-tcsr refines with the generic TCSR shipped with srtools "
+                   "(sr-tcsr --generic: at full strength, unmeasured on this stream, it may lose). Without it, "
+                   "frames pass through until the push side publishes a TCSR measured on the stream.")
 @click.option("--threads", type=click.IntRange(0, 256), default=ServerConfig.threads, show_default=True, metavar="N",
               help="--threads of sr-serve and sr-tcsr: they share the cores with each other and with ffmpeg, "
                    "where one thread each is fastest (sr-serve(1)).")
@@ -63,8 +67,8 @@ log = logging.getLogger("srtools.live")
 @cli.max_pixels_option("out")
 def command(source: str, pull: bool, spool: str, hls_dir: str, serve: str | None, receive: str | None,
             token_file: str | None, scale: int, fps: float | None, segment: float, list_size: int,
-            tcsr_budget_ms: float, threads: int, no_audio: bool, sessions: int, stats_dir: str | None,
-            frame_logs: bool, name: str | None, max_pixels: int) -> None:
+            tcsr_budget_ms: float, tcsr_generic: bool, threads: int, no_audio: bool, sessions: int,
+            stats_dir: str | None, frame_logs: bool, name: str | None, max_pixels: int) -> None:
     """Run the server side of the live chain: RTMP in, super-resolution, HLS out.
 
     Starts, as separate processes wired with pipes and named FIFOs in a private temporary
@@ -120,8 +124,9 @@ def command(source: str, pull: bool, spool: str, hls_dir: str, serve: str | None
         log.warning("no token (--token-file, $%s): the listener admits any publisher to the stream key %r",
                     TOKEN_ENV, stream_key(source))
     config = ServerConfig(source=source, spool=Path(spool), hls_dir=Path(hls_dir), pull=pull, scale=scale, fps=fps,
-                          segment=segment, list_size=list_size, tcsr_budget_ms=tcsr_budget_ms, audio=not no_audio,
-                          serve=serve, receive=receive, token_file=token_file, token=token, threads=threads,
+                          segment=segment, list_size=list_size, tcsr_budget_ms=tcsr_budget_ms,
+                          tcsr_generic=tcsr_generic, audio=not no_audio, serve=serve, receive=receive,
+                          token_file=token_file, token=token, threads=threads,
                           stats_dir=Path(stats_dir) if stats_dir else None, frame_logs=frame_logs, name=name,
                           max_pixels=max_pixels)
     if frame_logs and not stats_dir:

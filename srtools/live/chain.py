@@ -291,6 +291,7 @@ class ServerConfig:
             the publisher's own rate (made constant, at most :data:`MAX_FPS`).
         list_size: segments in the HLS playlist (0: all).
         tcsr_budget_ms: sr-tcsr's per-frame budget; 0 leaves TCSR out.
+        tcsr_generic: sr-tcsr refines with the shipped generic TCSR until the spool has one (--generic).
         serve / receive: HOST:PORT of sr-hls --serve and of sr-receive (None: not run).
         token_file: sr-receive's --token-file.
         token: the stream's token, which a publisher to the listener must give (?token=); None
@@ -312,6 +313,7 @@ class ServerConfig:
     segment: float = Encoding.segment
     list_size: int = Encoding.list_size
     tcsr_budget_ms: float = 15.0
+    tcsr_generic: bool = False
     audio: bool = True
     serve: str | None = None
     receive: str | None = None
@@ -578,7 +580,8 @@ class ServerChain:
             with open(self.video_fifo, "wb") as out:
                 self.chain.start("sr-tcsr", srtools_command(
                     "sr-tcsr", "--spool", c.spool, "--scale", c.scale, "--budget-ms", c.tcsr_budget_ms,
-                    "--threads", c.threads, "--max-pixels", c.max_pixels, *self._stats("sr-tcsr", number)),
+                    "--threads", c.threads, "--max-pixels", c.max_pixels, *(["--generic"] if c.tcsr_generic else []),
+                    *self._stats("sr-tcsr", number)),
                     stdin=serve.process.stdout, stdout=out)
             serve.process.stdout.close()
         else:
