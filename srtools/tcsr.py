@@ -23,7 +23,7 @@ import collections
 import functools
 import math
 import time
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -99,6 +99,23 @@ def window_indices(i: int, k: int, n: int) -> np.ndarray:
     """Indices of frame i's window in a sequence of n: frames i-k .. i+k, the first and last frames
     repeated past the ends (as :class:`TcsrStage` refines, and training trains)."""
     return np.clip(np.arange(i - k, i + k + 1), 0, n - 1)
+
+
+@torch.inference_mode()
+def refine_frames(model: torch.nn.Module, upscaled: np.ndarray, frames: Iterable[int],
+                  device: str | torch.device = "cpu") -> np.ndarray:
+    """Frames of a sequence in memory refined as sr-tcsr refines them (batch use, evaluation).
+
+    Args:
+        model: a TCSR network in eval mode, (N, 2k+1, 1, H, W) -> (N, 1, H, W).
+        upscaled: (T, 1, H, W) uint8 luma, the whole sequence (the windows reach beyond ``frames``).
+        frames: indices of the frames to refine, each from its window (:func:`window_indices`).
+
+    Returns:
+        (len(frames), H, W) uint8, the refined luma in the order of ``frames``.
+    """
+    return np.stack([to_plane(model(to_unit(upscaled[window_indices(t, model.k, len(upscaled))], device)[None])[0, 0])
+                     for t in frames])
 
 
 def motion(window: list[Frame], k: int) -> float:

@@ -5,9 +5,8 @@ import pytest
 import torch
 
 from srtools import archs, degrade, generic, metrics, modelfile
-from srtools.tcsr import window_indices
+from srtools.tcsr import refine_frames
 from srtools.training import RefineRecipe, calibrate_strength, load_pairs, upscale_planes
-from srtools.upscale import to_plane, to_unit
 
 from conftest import make_clip
 
@@ -81,9 +80,7 @@ def upscaled_by_the_generic_f_edsr(tmp_path, source: str) -> tuple[np.ndarray, n
 
 def refined_gains(tcsr: torch.nn.Module, upscaled: np.ndarray, hr: np.ndarray, frames) -> list[float]:
     """Y-PSNR of each of ``frames`` refined by ``tcsr`` less that of its input."""
-    with torch.inference_mode():
-        refined = [to_plane(tcsr(to_unit(upscaled[window_indices(t, tcsr.k, len(upscaled))])[None])[0, 0])
-                   for t in frames]
+    refined = refine_frames(tcsr, upscaled, frames)
     return [metrics.psnr(out, hr[t, 0]) - metrics.psnr(upscaled[t, 0], hr[t, 0]) for out, t in zip(refined, frames)]
 
 
